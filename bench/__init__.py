@@ -1,0 +1,1 @@
+"""The harness: measurements, metrics and the `pgvar` command."""

@@ -1,0 +1,138 @@
+"""The `pgvar` command: `pgvar list`, `pgvar measure`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from envs import PROBLEMS, make_problem
+from envs.spec import ConfigError, Option, parse_key_values
+from estimators import ESTIMATORS
+from bench.harness import Measurement, measure
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise ConfigError(message)
+
+
+def _load_theta(path: str) -> np.ndarray:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--theta {path}: no such file")
+    try:
+        if file.suffix == ".npy":
+            return np.load(file, allow_pickle=False)
+        if file.suffix == ".pt":
+            import torch
+
+            return torch.load(file, weights_only=True).detach().cpu().numpy()
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one user-facing error
+        raise ConfigError(f"--theta {path}: cannot read it ({type(err).__name__}: {err})") from None
+    raise ConfigError(f"--theta {path}: expected a .npy or .pt file")
+
+
+def _describe_options(options: dict[str, Option]) -> list[str]:
+    def show(value):
+        if isinstance(value, tuple):
+            return ",".join(f"{v:g}" for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [f"      {name} = {show(o.default)}   ({o.parser.allowed}) {o.doc}" for name, o in options.items()]
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    print("Problems (--env NAME, options with --env-opt KEY=VALUE):")
+    for name, spec in PROBLEMS.items():
+        print(f"  {name}: {spec.doc}")
+        print("\n".join(_describe_options(spec.options)))
+    print("\nEstimators (--estimator NAME, options with --est-opt KEY=VALUE):")
+    for name, spec in ESTIMATORS.items():
+        print(f"  {name}: {spec.doc}; estimates {spec.target}")
+        print("\n".join(_describe_options(spec.options)))
+    return 0
+
+
+def _fmt_ci(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    if ci is None or ci[0] is None:
+        return f"{value:.6g}"
+    return f"{value:.6g}  [{ci[0]:.6g}, {ci[1]:.6g}]"
+
+
+def render_table(record: dict) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
+    lines = [
+        f"{record['env']} ({record['num_params']} parameters, γ={record['gamma']:g}, H={record['horizon']}), "
+        f"J(θ) = {record['objective']:.6g}, ‖∇J‖ = {record['reference_norm']:.6g} ({record['reference_kind']})",
+        f"{record['estimator']} ({opts}): target {record['target']}, declared "
+        + ("unbiased" if record["declared_unbiased"] else "biased"),
+        f"N = {record['batch_size']} trajectories × M = {record['reps']} batches, seed {record['seed']}",
+        "",
+        f"{'metric':<18} value  [95% CI]",
+    ]
+    for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
+        lines.append(f"{name:<18} {_fmt_ci(record[name], record[name + '_ci'])}")
+    lines.append(f"{'bias_pvalue':<18} {_fmt_ci(record['bias_pvalue'], None)}  (H0: E ĝ = ∇J)")
+    lines.append(f"{'nonfinite':<18} {record['nonfinite']} of {record['reps']} estimates")
+    lines.append(
+        f"{'cost':<18} {record['seconds']:.3g} s, {record['env_steps']} env steps "
+        f"({record['env_steps_per_estimate']:.4g} steps per estimate)"
+    )
+    return "\n".join(lines)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
+    theta = _load_theta(args.theta) if args.theta else None
+    result: Measurement = measure(
+        problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
+        parse_key_values(args.est_opt, "--est-opt"),
+    )
+    record = result.to_dict()
+    print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pgvar", description="Measure bias and variance of policy-gradient estimators.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="problems and estimators with their options").set_defaults(run=cmd_list)
+
+    m = sub.add_parser("measure", help="M batches of N trajectories → metrics with 95% CIs")
+    m.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
+    m.add_argument("--estimator", required=True, help="estimator name (see `pgvar list`)")
+    m.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
+    m.add_argument("--est-opt", action="append", metavar="KEY=VALUE", help="estimator option (repeatable)")
+    m.add_argument("--theta", metavar="PATH", help="θ as a .npy or .pt file (default: the problem's θ)")
+    m.add_argument("--batch-size", type=int, required=True, metavar="N", help="trajectories per batch (≥ 1)")
+    m.add_argument("--reps", type=int, required=True, metavar="M", help="independent batches (≥ 2)")
+    m.add_argument("--seed", type=int, required=True, metavar="S", help="root seed of all randomness")
+    m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    m.set_defaults(run=cmd_measure)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except ConfigError as err:
+        print(f"pgvar: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pgvar: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""`measure`: M independent batches of N trajectories at fixed θ → M gradient estimates → metrics."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.metrics import GradientMetrics, gradient_metrics
+from envs.problem import Problem
+from envs.spec import ConfigError
+from estimators.registry import resolve_estimator
+
+# Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
+# only on (N, H, P), so the numbers depend only on the configuration and the seed.
+STEPS_PER_CHUNK = 2**22  # trajectory steps held at once (M_chunk × N × H)
+PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries held at once (M_chunk × N × P)
+
+
+def make_generator(seed: int, *stream: int) -> torch.Generator:
+    """A torch.Generator for sub-stream `stream` of `seed` (numpy SeedSequence derivation)."""
+    state = np.random.SeedSequence(seed, spawn_key=stream).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A tqdm bar on stderr, silent under CI=true and when stderr is not a terminal."""
+    quiet = os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, disable=quiet, leave=False)
+
+
+def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
+    by_steps = STEPS_PER_CHUNK // (batch_size * problem.horizon)
+    by_params = PARAMS_PER_CHUNK // (batch_size * problem.num_params)
+    return max(1, min(reps, by_steps, by_params))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    env: str
+    env_options: dict[str, Any]
+    estimator: str
+    estimator_options: dict[str, Any]
+    target: str
+    declared_unbiased: bool
+    batch_size: int
+    reps: int
+    seed: int
+    theta: np.ndarray  # [P]
+    gamma: float
+    horizon: int
+    objective: float
+    reference_kind: str
+    reference_grad: np.ndarray  # [P]
+    metrics: GradientMetrics
+    seconds: float  # wall time to draw the batches and compute the estimates
+    env_steps: int  # alive environment steps over all M × N trajectories
+    estimates: np.ndarray = field(repr=False)  # [M, P]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready flat record (NaN and ±∞ become None)."""
+        m = self.metrics
+        record: dict[str, Any] = {
+            "env": self.env, "env_options": self.env_options,
+            "estimator": self.estimator, "estimator_options": self.estimator_options,
+            "target": self.target, "declared_unbiased": self.declared_unbiased,
+            "batch_size": self.batch_size, "reps": self.reps, "seed": self.seed,
+            "num_params": int(self.theta.size), "gamma": self.gamma, "horizon": self.horizon,
+            "theta": self.theta, "objective": self.objective,
+            "reference_kind": self.reference_kind, "reference_grad": self.reference_grad,
+            "reference_norm": m.reference_norm, "mean_grad": m.mean_grad,
+            "reps_used": m.reps_used, "nonfinite": m.nonfinite,
+        }
+        for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
+            record[name] = getattr(m, name)
+            record[f"{name}_ci"] = getattr(m, f"{name}_ci")
+        record["bias_pvalue"] = m.bias_pvalue
+        record["bias_dof"] = m.bias_dof
+        record["seconds"] = self.seconds
+        record["env_steps"] = self.env_steps
+        record["seconds_per_estimate"] = self.seconds / self.reps
+        record["env_steps_per_estimate"] = self.env_steps / self.reps
+        return _jsonable(record)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def measure(
+    problem: Problem,
+    estimator: str,
+    batch_size: int,
+    reps: int,
+    seed: int,
+    theta: Any = None,
+    estimator_options: Mapping[str, Any] | None = None,
+) -> Measurement:
+    """Draw `reps` (M) independent batches of `batch_size` (N) trajectories from π_θ on `problem`,
+    estimate one gradient per batch with the named estimator, and reduce the M estimates to
+    metrics against the exact gradient. All randomness comes from `seed`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: expected an integer ≥ 1")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
+        raise ConfigError(f"reps={reps!r}: expected an integer ≥ 2 (variance needs two estimates)")
+    spec, options = resolve_estimator(estimator, estimator_options)
+    spec.check(options, problem, batch_size)
+    theta = problem.default_theta() if theta is None else problem.check_theta(theta)
+
+    reference = problem.exact_gradient(theta).detach()
+    objective = float(problem.objective(theta).detach())
+
+    generator = make_generator(seed)
+    chunk = chunk_reps(problem, batch_size, reps)
+    estimates, env_steps, seconds = [], 0, 0.0
+    with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}") as bar:
+        for start in range(0, reps, chunk):
+            count = min(chunk, reps - start)
+            began = time.perf_counter()
+            batch = problem.sample(theta, count, batch_size, generator)
+            estimate = spec.estimate(problem.policy, theta, batch, **options).detach()
+            seconds += time.perf_counter() - began
+            estimates.append(estimate)
+            env_steps += batch.env_steps
+            bar.update(count)
+    all_estimates = torch.cat(estimates).numpy()
+
+    return Measurement(
+        env=problem.name, env_options=dict(problem.options),
+        estimator=estimator, estimator_options=options,
+        target=spec.target, declared_unbiased=spec.unbiased(options, problem),
+        batch_size=batch_size, reps=reps, seed=seed, theta=theta.numpy(),
+        gamma=problem.gamma, horizon=problem.horizon, objective=objective,
+        reference_kind="exact", reference_grad=reference.numpy(),
+        metrics=gradient_metrics(all_estimates, reference.numpy()),
+        seconds=seconds, env_steps=env_steps, estimates=all_estimates,
+    )

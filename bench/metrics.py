@@ -1,0 +1,198 @@
+"""Metrics of M gradient estimates against a reference gradient, with 95% confidence intervals.
+
+Notation: g_1…g_M ∈ R^P the estimates, g* the reference, X_m = g_m − g*, X̄ their mean,
+S the unbiased sample covariance of the g_m (n = M − 1 degrees of freedom), Σ = Cov(g), β = E g − g*.
+
+| metric            | definition                                  | 95% interval                                   |
+| variance_trace    | tr S  (unbiased for tr Σ)                   | jackknife, on the log scale                    |
+| bias_norm         | √max(0, ‖X̄‖² − tr S / M)                    | normal interval for ‖β‖², square-rooted        |
+| relative_bias     | bias_norm / ‖g*‖                            | bias_norm's, over ‖g*‖                         |
+| bias_pvalue       | test of H0: β = 0 (below)                   | —                                              |
+| cosine_mean       | mean_m cos(g_m, g*)                         | t interval of the mean                         |
+| pairwise_cosine   | mean over pairs m ≠ m' of cos(g_m, g_m')    | jackknife                                      |
+| snr               | ‖g*‖² / variance_trace                      | variance_trace's, inverted                     |
+| mse               | mean_m ‖g_m − g*‖²  (= ‖X̄‖² + (n/M) tr S)    | t interval of the mean                         |
+
+‖X̄‖² − tr S/M is unbiased for ‖β‖² because E‖X̄‖² = ‖β‖² + tr Σ / M. It is the one-sample
+U-statistic U = Σ_{m≠m'} X_m·X_m' / (M(M−1)) with variance 4 βᵀΣβ / M + 2 tr(Σ²) / (M(M−1)).
+
+bias_pvalue: the L²-norm test of Zhang (2005) / Chen & Qin (2010) with an F approximation, valid
+whether P < M or P ≫ M. Under H0 the statistic F = M‖X̄‖² / tr S is approximately
+F(ν, nν) with ν = (tr Σ)² / tr(Σ²) ∈ [1, P] the effective dimension: M‖X̄‖² ≈ a χ²_ν and
+tr S ≈ a ν χ²_{nν} / (nν) (Welch–Satterthwaite, matching two moments). It is exact for P = 1
+(F = t²) and for spherical Gaussian Σ. ν is estimated with the Bai & Saranadasa (1996) unbiased
+estimator of tr(Σ²). Calibration (uniform p-values under H0) is checked by tests/test_metrics.py.
+
+A cosine with a zero vector is defined as 0 (the estimate carries no direction). Estimates with a
+non-finite coordinate are excluded from every metric and counted in `nonfinite`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+_Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+
+Interval = tuple[float, float]
+_NAN_CI: Interval = (math.nan, math.nan)
+
+
+@dataclass(frozen=True)
+class GradientMetrics:
+    reps_used: int
+    nonfinite: int
+    mean_grad: np.ndarray  # [P]
+    reference_norm: float
+    variance_trace: float
+    variance_trace_ci: Interval
+    bias_norm: float
+    bias_norm_ci: Interval
+    relative_bias: float
+    relative_bias_ci: Interval
+    bias_pvalue: float
+    bias_dof: float  # ν̂, the effective dimension used by the test
+    cosine_mean: float
+    cosine_mean_ci: Interval
+    pairwise_cosine: float
+    pairwise_cosine_ci: Interval
+    snr: float
+    snr_ci: Interval
+    mse: float
+    mse_ci: Interval
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, Interval]:
+    """Sample mean and its t interval. values [M] → (mean, (lo, hi))."""
+    count = values.shape[0]
+    mean = float(values.mean())
+    if count < 2:
+        return mean, _NAN_CI
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, count - 1)) * float(values.std(ddof=1)) / math.sqrt(count)
+    return mean, (mean - half, mean + half)
+
+
+def jackknife_se(leave_one_out: np.ndarray) -> float:
+    """Jackknife standard error from the M leave-one-out values of a statistic."""
+    count = leave_one_out.shape[0]
+    return math.sqrt((count - 1) / count * float(((leave_one_out - leave_one_out.mean()) ** 2).sum()))
+
+
+def variance_trace_loo(estimates: np.ndarray) -> np.ndarray:
+    """tr S with each estimate left out in turn, in O(MP). estimates [M, P] → [M] (needs M ≥ 3)."""
+    count = estimates.shape[0]
+    total = estimates.sum(0)
+    sq_norms = (estimates**2).sum(1)
+    rest = total[None, :] - estimates  # [M, P] sums without m
+    return ((sq_norms.sum() - sq_norms) - (rest**2).sum(1) / (count - 1)) / (count - 2)
+
+
+def trace_cov_squared(centered: np.ndarray) -> float:
+    """Bai & Saranadasa (1996) unbiased estimate of tr(Σ²) under normality, from centered rows [M, P]."""
+    count = centered.shape[0]
+    n = count - 1
+    gram = centered @ centered.T if centered.shape[0] <= centered.shape[1] else centered.T @ centered
+    tr_s2 = float((gram**2).sum()) / n**2
+    tr_s = float((centered**2).sum()) / n
+    if count < 4:
+        return tr_s2
+    return n**2 / ((n + 2) * (n - 1)) * (tr_s2 - tr_s**2 / n)
+
+
+def bias_test(deviations: np.ndarray, tr_s: float, tr_s2_hat: float) -> tuple[float, float]:
+    """p-value of H0: E X = 0 and the effective dimension ν̂. deviations X [M, P]."""
+    count, dim = deviations.shape
+    q = count * float((deviations.mean(0) ** 2).sum())
+    if tr_s <= 0:
+        return (1.0 if q == 0 else 0.0), math.nan
+    nu = (tr_s**2 / tr_s2_hat) if tr_s2_hat > 0 else float(dim)
+    nu = min(max(nu, 1.0), float(dim))
+    return float(stats.f.sf(q / tr_s, nu, (count - 1) * nu)), nu
+
+
+def _cosines_to(estimates: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(estimates, axis=1) * np.linalg.norm(direction)
+    dots = estimates @ direction
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def _unit_rows(estimates: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(estimates, axis=1, keepdims=True)
+    return np.divide(estimates, norms, out=np.zeros_like(estimates), where=norms > 0)
+
+
+def pairwise_cosine(estimates: np.ndarray) -> tuple[float, Interval]:
+    """Mean cosine over ordered pairs m ≠ m' (Ilyas et al. 2020) and its jackknife interval."""
+    unit = _unit_rows(estimates)
+    count = unit.shape[0]
+    total = unit.sum(0)
+    self_dots = (unit**2).sum(1)
+    value = (float(total @ total) - float(self_dots.sum())) / (count * (count - 1))
+    if count < 3:
+        return value, _NAN_CI
+    rest = total[None, :] - unit
+    loo = (((rest**2).sum(1)) - (self_dots.sum() - self_dots)) / ((count - 1) * (count - 2))
+    half = _Z * jackknife_se(loo)
+    return value, (value - half, value + half)
+
+
+def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMetrics:
+    """All metrics of the module docstring. estimates [M, P], reference g* [P]; float64."""
+    estimates = np.asarray(estimates, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    finite = np.isfinite(estimates).all(axis=1)
+    estimates = estimates[finite]
+    count, dim = estimates.shape
+    ref_sq = float(reference @ reference)
+    ref_norm = math.sqrt(ref_sq)
+    nan = math.nan
+    if count < 2:
+        mean_grad = estimates.mean(0) if count else np.full(dim, nan)
+        return GradientMetrics(count, int((~finite).sum()), mean_grad, ref_norm, nan, _NAN_CI, nan, _NAN_CI,
+                               nan, _NAN_CI, nan, nan, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI)
+
+    mean_grad = estimates.mean(0)
+    deviations = estimates - reference  # X [M, P]
+    centered = estimates - mean_grad
+    tr_s = float((centered**2).sum()) / (count - 1)
+    tr_s2_hat = trace_cov_squared(centered)
+
+    if count >= 3 and tr_s > 0:
+        log_half = _Z * jackknife_se(variance_trace_loo(estimates)) / tr_s
+        var_ci = (tr_s * math.exp(-log_half), tr_s * math.exp(log_half))
+    else:
+        var_ci = _NAN_CI
+
+    mean_dev = deviations.mean(0)
+    bias_sq = float(mean_dev @ mean_dev) - tr_s / count  # unbiased for ‖β‖²
+    quad = float(((centered @ mean_dev) ** 2).sum()) / (count - 1)  # β̂ᵀ S β̂
+    bias_sq_sd = math.sqrt(max(4 * quad / count + 2 * max(tr_s2_hat, 0.0) / (count * (count - 1)), 0.0))
+    bias_norm = math.sqrt(max(bias_sq, 0.0))
+    bias_ci = (math.sqrt(max(bias_sq - _Z * bias_sq_sd, 0.0)), math.sqrt(max(bias_sq + _Z * bias_sq_sd, 0.0)))
+    pvalue, dof = bias_test(deviations, tr_s, tr_s2_hat)
+
+    if ref_norm > 0:
+        relative_bias = bias_norm / ref_norm
+        relative_ci = (bias_ci[0] / ref_norm, bias_ci[1] / ref_norm)
+    else:
+        relative_bias, relative_ci = nan, _NAN_CI
+
+    cos_mean, cos_ci = mean_interval(_cosines_to(estimates, reference))
+    pair_mean, pair_ci = pairwise_cosine(estimates)
+    mse, mse_ci = mean_interval((deviations**2).sum(1))
+
+    snr = ref_sq / tr_s if tr_s > 0 else math.inf
+    snr_ci = (ref_sq / var_ci[1], ref_sq / var_ci[0]) if not math.isnan(var_ci[0]) else _NAN_CI
+
+    return GradientMetrics(
+        reps_used=count, nonfinite=int((~finite).sum()), mean_grad=mean_grad, reference_norm=ref_norm,
+        variance_trace=tr_s, variance_trace_ci=var_ci,
+        bias_norm=bias_norm, bias_norm_ci=bias_ci, relative_bias=relative_bias, relative_bias_ci=relative_ci,
+        bias_pvalue=pvalue, bias_dof=dof,
+        cosine_mean=cos_mean, cosine_mean_ci=cos_ci, pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
+        snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci,
+    )

@@ -1,0 +1,7 @@
+"""Problems: environments, policy classes, parameters θ and explicit objectives."""
+
+from envs import bandits, tabular  # noqa: F401  (registers the problems)
+from envs.problem import PROBLEMS, Batch, Problem, make_problem
+from envs.spec import ConfigError
+
+__all__ = ["PROBLEMS", "Batch", "ConfigError", "Problem", "make_problem"]

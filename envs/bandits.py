@@ -1,0 +1,92 @@
+"""One-step problems with closed-form J and ∇J (H = 1, so γ plays no role).
+
+`gaussian-bandit`: a ~ N(μ, σ²), σ = e^s, reward −(a − c)², θ = [μ, s].
+    J = −((μ − c)² + σ²),   ∂J/∂μ = −2(μ − c),   ∂J/∂s = −2σ².
+`softmax-bandit`: K arms, π = softmax(θ), reward ~ Bernoulli(p_a).
+    J = Σ_k π_k p_k,   ∂J/∂θ_k = π_k (p_k − J).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs.policies import ScalarGaussian
+from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
+from envs.spec import Float, FloatList, Option
+from envs.tabular import TabularMDP, TabularProblem
+
+
+def _one_step_batch(actions: torch.Tensor, rewards: torch.Tensor) -> Batch:
+    """Batch of single-step episodes that all terminate after their one reward; actions [M, N, 1]."""
+    reps, batch_size = rewards.shape[:2]
+    return Batch(
+        obs=torch.zeros(reps, batch_size, 1, dtype=torch.long),
+        actions=actions,
+        rewards=rewards,
+        mask=torch.ones(reps, batch_size, 1, dtype=torch.float64),
+        terminated=torch.ones(reps, batch_size, dtype=torch.bool),
+        truncated=torch.zeros(reps, batch_size, dtype=torch.bool),
+        discount=discount_vector(1.0, 1),
+        gamma=1.0,
+    )
+
+
+class GaussianBandit(Problem):
+    name = "gaussian-bandit"
+    gamma = 1.0
+    horizon = 1
+    theta_shape = (2,)
+    theta_layout = "[μ, s]: mean and log standard deviation"
+
+    def __init__(self, target: float):
+        self.target = target
+        self.options = {"target": target}
+        self.policy = ScalarGaussian()
+
+    def default_theta(self) -> torch.Tensor:
+        return torch.zeros(2, dtype=torch.float64)
+
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        return -((theta[0] - self.target) ** 2 + torch.exp(2 * theta[1]))
+
+    def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        theta = theta.to(torch.float64)
+        return torch.stack([-2 * (theta[0] - self.target), -2 * torch.exp(2 * theta[1])])
+
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+        noise = torch.randn(reps, batch_size, 1, dtype=torch.float64, generator=generator)
+        actions = theta[0].detach() + torch.exp(theta[1].detach()) * noise
+        return _one_step_batch(actions, -((actions - self.target) ** 2))
+
+
+class SoftmaxBandit(TabularProblem):
+    """The one-state tabular MDP whose arm k pays 1 with probability p_k, so that the generic
+    sampler and backward recursion apply; J and ∇J are overridden by their closed forms."""
+
+    theta_layout = "softmax logits, one per arm"
+
+    def __init__(self, probs: tuple[float, ...]):
+        arms = len(probs)
+        table = {0: {k: [(p, 0, 1.0, True), (1.0 - p, 0, 0.0, True)] for k, p in enumerate(probs)}}
+        super().__init__("softmax-bandit", TabularMDP.from_outcomes([1.0], table), 1.0, 1, {"probs": probs})
+        self.arm_probs = torch.tensor(probs, dtype=torch.float64)
+        self.theta_shape = (arms,)
+
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(theta, -1) @ self.arm_probs
+
+    def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        pi = torch.softmax(theta.to(torch.float64), -1)
+        return pi * (self.arm_probs - pi @ self.arm_probs)
+
+
+PROBLEMS.register("gaussian-bandit", ProblemSpec(
+    GaussianBandit,
+    {"target": Option(Float(), 1.0, "reward is −(a − target)²")},
+    "one step, a ~ N(μ, exp(s)²), reward −(a − target)², θ = [μ, s] (default [0, 0])",
+))
+PROBLEMS.register("softmax-bandit", ProblemSpec(
+    lambda probs: SoftmaxBandit(probs),
+    {"probs": Option(FloatList(0.0, 1.0, 2), (0.9, 0.4, 0.1), "Bernoulli success probability of each arm")},
+    "one step, K Bernoulli arms, softmax policy, θ = K logits (default zeros)",
+))

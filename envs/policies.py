@@ -1,0 +1,42 @@
+"""Policy classes. Each is `log_prob(θ, obs, actions)`, a pure function of a flat θ [P]."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SoftmaxTabular:
+    """π_θ(a|s) = softmax(θ[s, :])_a with θ the [S, A] logits flattened row-major.
+
+    A bandit is the one-state case (S = 1, obs all zeros).
+    """
+
+    num_states: int
+    num_actions: int
+
+    def probs(self, theta: torch.Tensor) -> torch.Tensor:
+        """θ [P] → π [S, A]."""
+        return torch.softmax(theta.reshape(self.num_states, self.num_actions), dim=-1)
+
+    def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [...] long, actions [...] long → log π(a|s) [...]."""
+        log_pi = torch.log_softmax(theta.reshape(self.num_states, self.num_actions), dim=-1)
+        return log_pi[obs, actions]
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class ScalarGaussian:
+    """a ~ N(μ, exp(s)²), θ = [μ, s]; the observation is ignored (a bandit)."""
+
+    def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """θ [2], actions [...] float → log N(a; μ, e^{2s}) [...]."""
+        mean, log_std = theta[0], theta[1]
+        z = (actions - mean) * torch.exp(-log_std)
+        return -0.5 * z * z - log_std - _HALF_LOG_2PI

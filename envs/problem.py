@@ -1,0 +1,125 @@
+"""The `Batch` of trajectories, the `Problem` interface, and the problem registry.
+
+Shapes: M replicate batches, N trajectories per batch, T time steps, P parameters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import torch
+
+from envs.spec import ConfigError, Option, Registry, resolve_options
+
+
+@dataclass(frozen=True)
+class Batch:
+    """M×N trajectories of at most T steps, padded and masked.
+
+    Step t holds the state s_t, the action a_t and the reward r_{t+1} that followed it.
+    A terminal transition carries its reward and is the last alive step of its episode.
+    """
+
+    obs: torch.Tensor  # [M, N, T, ...] states (long) or observations
+    actions: torch.Tensor  # [M, N, T, ...]
+    rewards: torch.Tensor  # [M, N, T] float64, zero where the episode is over
+    mask: torch.Tensor  # [M, N, T] float64, 1 while the episode is alive at step t
+    terminated: torch.Tensor  # [M, N] bool: ended by a terminal transition within the horizon
+    truncated: torch.Tensor  # [M, N] bool: still alive when the horizon ran out
+    discount: torch.Tensor  # [T] float64, γ^t
+    gamma: float
+
+    @property
+    def reps(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+
+class Policy(Protocol):
+    """A policy class: log π_θ(a|s) as a pure function of a flat θ (so `torch.func` applies)."""
+
+    def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [..., *obs_shape], actions [..., *action_shape] → log π [...]."""
+        ...
+
+
+class Problem(ABC):
+    """An environment, a policy class, default parameters θ and an explicit objective
+
+    J(θ) = E[Σ_{t<H} γ^t r_{t+1}], each episode stopping at termination.
+    """
+
+    name: str
+    options: Mapping[str, Any]
+    gamma: float
+    horizon: int
+    policy: Policy
+    theta_shape: tuple[int, ...]  # the documented layout; θ is this array flattened row-major
+    theta_layout: str
+    has_exact_gradient: bool = True
+
+    @property
+    def num_params(self) -> int:
+        return int(np.prod(self.theta_shape))
+
+    @abstractmethod
+    def default_theta(self) -> torch.Tensor:
+        """θ [P] float64 the problem is measured at unless told otherwise."""
+
+    @abstractmethod
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw `reps` independent batches of `batch_size` trajectories under π_θ."""
+
+    @abstractmethod
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact J(θ), differentiable in θ (float64)."""
+
+    def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact ∇J(θ) [P]; by default autograd through `objective` in float64."""
+        return torch.func.grad(self.objective)(theta.to(torch.float64))
+
+    def check_theta(self, theta: Any) -> torch.Tensor:
+        """θ as a flat float64 tensor, or a ConfigError naming the expected shape."""
+        arr = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+        if arr.numel() != self.num_params:
+            raise ConfigError(
+                f"theta has {arr.numel()} values (shape {list(arr.shape)}); {self.name} expects "
+                f"{self.num_params}: {self.theta_layout}, shape {list(self.theta_shape)} flattened row-major"
+            )
+        if not torch.isfinite(arr).all():
+            raise ConfigError(f"theta for {self.name} contains non-finite values")
+        return arr.reshape(-1).clone()
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A registry entry: how to build a problem from its options."""
+
+    build: Callable[..., Problem]
+    options: Mapping[str, Option]
+    doc: str
+
+
+PROBLEMS: Registry[ProblemSpec] = Registry("env")
+
+
+def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:
+    """Build a registered problem; unknown names and bad option values raise ConfigError."""
+    spec = PROBLEMS.get(name)
+    resolved = resolve_options(f"env {name}", spec.options, options)
+    return spec.build(**resolved)
+
+
+def discount_vector(gamma: float, horizon: int) -> torch.Tensor:
+    """[T] γ^t for t < horizon, float64."""
+    return gamma ** torch.arange(horizon, dtype=torch.float64)

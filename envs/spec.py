@@ -1,0 +1,200 @@
+"""Option specifications and name registries shared by problems and estimators.
+
+Every user-facing name (a problem, an estimator, an option) is resolved here, so that
+every mistake produces the same kind of message: one line that names what was wrong and
+lists or describes what is allowed. `ConfigError` is the only exception meant for users;
+the CLI prints its message and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Generic, Mapping, TypeVar
+
+
+class ConfigError(ValueError):
+    """Bad user input. The message is one line, written for the person who typed it."""
+
+
+class Parser:
+    """Turns a raw option value (a CLI string or a typed TOML/Python value) into a checked value."""
+
+    allowed: str = ""
+
+    def __call__(self, raw: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Float(Parser):
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+
+    @property
+    def allowed(self) -> str:
+        if math.isinf(self.low) and math.isinf(self.high):
+            return "a finite number"
+        left = "(" if self.low_open else "["
+        return f"a number in {left}{_fmt(self.low)}, {_fmt(self.high)}]"
+
+    def __call__(self, raw: Any) -> float:
+        try:
+            value = float(raw) if not isinstance(raw, bool) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        ok = math.isfinite(value) and value <= self.high
+        ok = ok and (value > self.low if self.low_open else value >= self.low)
+        if not ok:
+            raise ValueError(self.allowed)
+        return value
+
+
+@dataclass(frozen=True)
+class Int(Parser):
+    low: int = 0
+    high: int | None = None
+
+    @property
+    def allowed(self) -> str:
+        return f"an integer ≥ {self.low}" + (f" and ≤ {self.high}" if self.high is not None else "")
+
+    def __call__(self, raw: Any) -> int:
+        try:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(self.allowed) from None
+        if value < self.low or (self.high is not None and value > self.high):
+            raise ValueError(self.allowed)
+        return value
+
+
+@dataclass(frozen=True)
+class Bool(Parser):
+    allowed: str = "true or false"
+
+    def __call__(self, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise ValueError(self.allowed)
+
+
+@dataclass(frozen=True)
+class Choice(Parser):
+    choices: tuple[str, ...]
+
+    @property
+    def allowed(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def __call__(self, raw: Any) -> str:
+        if str(raw) not in self.choices:
+            raise ValueError(self.allowed)
+        return str(raw)
+
+
+@dataclass(frozen=True)
+class FloatList(Parser):
+    """Comma-separated numbers in [low, high], e.g. `0.9,0.4,0.1`."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    min_len: int = 1
+
+    @property
+    def allowed(self) -> str:
+        return f"at least {self.min_len} comma-separated numbers in [{_fmt(self.low)}, {_fmt(self.high)}]"
+
+    def __call__(self, raw: Any) -> tuple[float, ...]:
+        items = raw.split(",") if isinstance(raw, str) else raw
+        try:
+            values = tuple(Float(self.low, self.high)(item) for item in items)
+        except (TypeError, ValueError):
+            raise ValueError(self.allowed) from None
+        if len(values) < self.min_len:
+            raise ValueError(self.allowed)
+        return values
+
+
+def _fmt(x: float) -> str:
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One named option: its parser, default (already parsed) and a one-line description."""
+
+    parser: Parser
+    default: Any
+    doc: str
+
+
+def resolve_options(
+    owner: str, specs: Mapping[str, Option], given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Defaults overlaid with `given`, every value parsed; `owner` names the thing in errors."""
+    resolved = {name: spec.default for name, spec in specs.items()}
+    for key, raw in (given or {}).items():
+        if key not in specs:
+            valid = ", ".join(specs) or "(none)"
+            raise ConfigError(f"unknown option '{key}' for {owner}; valid options: {valid}")
+        try:
+            resolved[key] = specs[key].parser(raw)
+        except ValueError as err:
+            raise ConfigError(f"option {key}={raw!r} for {owner}: expected {err}") from None
+    return resolved
+
+
+def parse_key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """`["a=1", "b=x"]` → `{"a": "1", "b": "x"}`; a pair without '=' is a ConfigError."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names → entries. Unknown names fail with the list of valid ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str, entry: T) -> T:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} '{name}'; valid: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._entries.items())
+
+
+__all__ = [
+    "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "Option", "Parser",
+    "Registry", "parse_key_values", "resolve_options",
+]

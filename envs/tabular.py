@@ -1,0 +1,275 @@
+"""Finite MDPs with a softmax-tabular policy: gymnasium toy_text tables and random Garnet MDPs.
+
+A `TabularMDP` stores every (s, a) as up to K outcomes (probability, next state, reward,
+terminal), the layout of gymnasium's `env.unwrapped.P`. The objective of every problem here is
+J(θ) = E[Σ_{t<H} γ^t r_{t+1}], each episode stopping at termination; it is computed exactly by
+the finite-horizon backward recursion
+
+    Q_t(s, a) = Σ_k p_k [r_k + γ (1 − terminal_k) V_{t+1}(s'_k)],   V_t(s) = Σ_a π(a|s) Q_t(s, a),
+    V_H ≡ 0,   J = Σ_s ρ₀(s) V_0(s),
+
+and ∇J by autograd through it in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.policies import SoftmaxTabular
+from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
+from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
+
+DEFAULT_HORIZON = 100  # for environments without a gymnasium TimeLimit
+
+
+@dataclass(frozen=True)
+class TabularMDP:
+    """Outcome tables of a finite MDP; K is the largest number of outcomes of any (s, a)."""
+
+    initial: torch.Tensor  # [S] ρ₀
+    prob: torch.Tensor  # [S, A, K] float64, zero-padded
+    next_state: torch.Tensor  # [S, A, K] long
+    reward: torch.Tensor  # [S, A, K] float64
+    terminal: torch.Tensor  # [S, A, K] bool
+
+    @property
+    def num_states(self) -> int:
+        return self.prob.shape[0]
+
+    @property
+    def num_actions(self) -> int:
+        return self.prob.shape[1]
+
+    @classmethod
+    def from_outcomes(cls, initial: Any, table: Mapping[int, Mapping[int, list[tuple]]]) -> "TabularMDP":
+        """From gymnasium's `P[s][a] = [(prob, next_state, reward, terminated), ...]`."""
+        num_states, num_actions = len(table), len(table[0])
+        width = max(len(table[s][a]) for s in range(num_states) for a in range(num_actions))
+        prob = np.zeros((num_states, num_actions, width))
+        next_state = np.zeros((num_states, num_actions, width), dtype=np.int64)
+        reward = np.zeros((num_states, num_actions, width))
+        terminal = np.zeros((num_states, num_actions, width), dtype=bool)
+        for s in range(num_states):
+            for a in range(num_actions):
+                for k, (p, s2, r, done) in enumerate(table[s][a]):
+                    prob[s, a, k], next_state[s, a, k] = p, s2
+                    reward[s, a, k], terminal[s, a, k] = r, done
+        return cls(
+            torch.as_tensor(np.asarray(initial, dtype=np.float64)),
+            torch.as_tensor(prob),
+            torch.as_tensor(next_state),
+            torch.as_tensor(reward),
+            torch.as_tensor(terminal),
+        )
+
+
+def inverse_cdf_sample(cdf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Row-wise categorical draws from normalised CDFs [B, K] (last real entry 1, padding +inf) → [B]."""
+    u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, generator=generator)
+    return (u >= cdf).sum(-1)
+
+
+def normalised_cdf(prob: torch.Tensor) -> torch.Tensor:
+    """Cumulative sums along the last axis scaled so the last non-zero entry is exactly 1;
+    entries after it are +inf so that `inverse_cdf_sample` never picks a zero-probability pad."""
+    cdf = torch.cumsum(prob, dim=-1)
+    cdf = cdf / cdf[..., -1:]
+    last_real = (prob > 0).cumsum(-1).argmax(-1, keepdim=True)
+    pad = torch.arange(prob.shape[-1]) > last_real
+    return cdf.masked_fill(pad, torch.inf)
+
+
+class TabularProblem(Problem):
+    """A finite MDP under a softmax-tabular policy, θ = [S, A] logits flattened row-major."""
+
+    theta_layout = "softmax logits θ[s, a]"
+
+    def __init__(
+        self, name: str, mdp: TabularMDP, gamma: float, horizon: int, options: Mapping[str, Any],
+        gym_id: str | None = None, gym_kwargs: Mapping[str, Any] | None = None,
+    ):
+        self.name, self.mdp, self.gamma, self.horizon = name, mdp, gamma, horizon
+        self.options = dict(options)
+        self.gym_id, self.gym_kwargs = gym_id, dict(gym_kwargs or {})  # the gymnasium env the tables came from
+        self.policy = SoftmaxTabular(mdp.num_states, mdp.num_actions)
+        self.theta_shape = (mdp.num_states, mdp.num_actions)
+        self._outcome_cdf = normalised_cdf(mdp.prob)  # [S, A, K]
+        self._initial_cdf = normalised_cdf(mdp.initial[None])  # [1, S]
+
+    def default_theta(self) -> torch.Tensor:
+        return torch.zeros(self.num_params, dtype=torch.float64)
+
+    def make_gym_env(self) -> gym.Env:
+        """The gymnasium environment the tables came from, with its TimeLimit set to the horizon."""
+        if self.gym_id is None:
+            raise ConfigError(f"env {self.name} is not a gymnasium environment")
+        return gym.make(self.gym_id, max_episode_steps=self.horizon, **self.gym_kwargs)
+
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        mdp = self.mdp
+        pi = self.policy.probs(theta)  # [S, A]
+        alive = (~mdp.terminal).to(pi.dtype)  # [S, A, K]
+        value = torch.zeros(mdp.num_states, dtype=pi.dtype)  # V_H
+        for _ in range(self.horizon):
+            q = (mdp.prob * (mdp.reward + self.gamma * alive * value[mdp.next_state])).sum(-1)
+            value = (pi * q).sum(-1)
+        return mdp.initial @ value
+
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+        mdp, count = self.mdp, reps * batch_size
+        policy_cdf = normalised_cdf(self.policy.probs(theta.detach()))  # [S, A]
+        state = inverse_cdf_sample(self._initial_cdf.expand(count, -1), generator)  # [B]
+        alive = torch.ones(count, dtype=torch.bool)
+        terminated = torch.zeros(count, dtype=torch.bool)
+        states, actions, rewards, masks = [], [], [], []
+        for _ in range(self.horizon):
+            action = inverse_cdf_sample(policy_cdf[state], generator)
+            outcome = inverse_cdf_sample(self._outcome_cdf[state, action], generator)[:, None]
+            states.append(torch.where(alive, state, 0))
+            actions.append(torch.where(alive, action, 0))
+            rewards.append(torch.where(alive, mdp.reward[state, action].gather(1, outcome)[:, 0], 0.0))
+            masks.append(alive)
+            ends = alive & mdp.terminal[state, action].gather(1, outcome)[:, 0]
+            terminated |= ends
+            alive = alive & ~ends
+            state = mdp.next_state[state, action].gather(1, outcome)[:, 0]
+            if not alive.any():
+                break
+        steps = len(states)
+        shape = (reps, batch_size, steps)
+        return Batch(
+            obs=torch.stack(states, -1).reshape(shape),
+            actions=torch.stack(actions, -1).reshape(shape),
+            rewards=torch.stack(rewards, -1).reshape(shape),
+            mask=torch.stack(masks, -1).reshape(shape).to(torch.float64),
+            terminated=terminated.reshape(reps, batch_size),
+            truncated=alive.reshape(reps, batch_size),
+            discount=discount_vector(self.gamma, steps),
+            gamma=self.gamma,
+        )
+
+    def occupancy(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact d_t(s, a) = P(s_t = s, a_t = a, episode alive at t) [H, S, A] by forward recursion."""
+        mdp = self.mdp
+        pi = self.policy.probs(theta.to(torch.float64))
+        alive = (~mdp.terminal).to(pi.dtype)
+        state_dist = mdp.initial.clone()
+        out = []
+        for _ in range(self.horizon):
+            joint = state_dist[:, None] * pi  # [S, A]
+            out.append(joint)
+            flow = (joint[..., None] * mdp.prob * alive).reshape(-1)
+            state_dist = torch.zeros_like(state_dist).index_add_(0, mdp.next_state.reshape(-1), flow)
+        return torch.stack(out)
+
+
+def _gym_tables(env_id: str, **kwargs: Any) -> tuple[TabularMDP, int]:
+    """gymnasium's own P table and initial distribution, and the TimeLimit (DEFAULT_HORIZON if none)."""
+    env = gym.make(env_id, **kwargs)
+    try:
+        raw = env.unwrapped
+        mdp = TabularMDP.from_outcomes(raw.initial_state_distrib, raw.P)
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
+    return mdp, limit or DEFAULT_HORIZON
+
+
+def _gym_problem(name: str, env_id: str, gamma: float, horizon: int, options: Mapping[str, Any], **kwargs):
+    mdp, limit = _gym_tables(env_id, **kwargs)
+    return TabularProblem(name, mdp, gamma, horizon or limit, options, env_id, kwargs)
+
+
+def gym_episode(problem: TabularProblem, env: gym.Env, probs: np.ndarray, rng: np.random.Generator):
+    """One episode of the real gymnasium environment under π (probs [S, A]), stepped one call at a
+    time up to the problem's horizon: the slow twin of `TabularProblem.sample`.
+    env is `problem.make_gym_env()`; returns (states, actions, rewards)."""
+    state, _ = env.reset(seed=int(rng.integers(2**31)))
+    states, actions, rewards = [], [], []
+    for _ in range(problem.horizon):
+        action = int(rng.choice(probs.shape[1], p=probs[state]))
+        next_state, reward, terminated, _, _ = env.step(action)
+        states.append(int(state))
+        actions.append(action)
+        rewards.append(float(reward))
+        if terminated:
+            break
+        state = next_state
+    return states, actions, rewards
+
+
+GAMMA = Option(Float(0.0, 1.0), 0.99, "discount γ of the objective")
+HORIZON = Option(Int(0, 100_000), 0, "horizon H (0: the gymnasium TimeLimit, 100 where none)")
+
+
+def build_frozenlake(map: str, slippery: bool, gamma: float, horizon: int) -> TabularProblem:
+    opts = dict(map=map, slippery=slippery, gamma=gamma, horizon=horizon)
+    return _gym_problem("frozenlake", "FrozenLake-v1", gamma, horizon, opts, map_name=map, is_slippery=slippery)
+
+
+def build_cliffwalking(gamma: float, horizon: int) -> TabularProblem:
+    return _gym_problem("cliffwalking", "CliffWalking-v1", gamma, horizon, dict(gamma=gamma, horizon=horizon))
+
+
+def build_taxi(gamma: float, horizon: int) -> TabularProblem:
+    return _gym_problem("taxi", "Taxi-v4", gamma, horizon, dict(gamma=gamma, horizon=horizon))
+
+
+def garnet_mdp(states: int, actions: int, branching: int, mdp_seed: int) -> TabularMDP:
+    """A Garnet MDP (Archibald et al. 1995; Bhatnagar et al. 2009): each (s, a) moves to
+    `branching` distinct states with probabilities from uniform stick-breaking, reward
+    r(s, a) ~ U(0, 1); ρ₀ uniform; no terminal states. Fixed by `mdp_seed`."""
+    if branching > states:
+        raise ConfigError(f"env garnet: branching={branching} must be ≤ states={states}")
+    rng = np.random.default_rng(mdp_seed)
+    table: dict[int, dict[int, list[tuple]]] = {}
+    for s in range(states):
+        table[s] = {}
+        for a in range(actions):
+            targets = rng.choice(states, size=branching, replace=False)
+            cuts = np.sort(rng.uniform(size=branching - 1))
+            probs = np.diff(np.concatenate([[0.0], cuts, [1.0]]))
+            reward = float(rng.uniform())
+            table[s][a] = [(float(p), int(t), reward, False) for p, t in zip(probs, targets)]
+    return TabularMDP.from_outcomes(np.full(states, 1.0 / states), table)
+
+
+def build_garnet(states: int, actions: int, branching: int, mdp_seed: int, gamma: float, horizon: int):
+    opts = dict(states=states, actions=actions, branching=branching, mdp_seed=mdp_seed, gamma=gamma, horizon=horizon)
+    mdp = garnet_mdp(states, actions, branching, mdp_seed)
+    return TabularProblem("garnet", mdp, gamma, horizon or DEFAULT_HORIZON, opts)
+
+
+PROBLEMS.register("frozenlake", ProblemSpec(
+    build_frozenlake,
+    {
+        "map": Option(Choice(("4x4", "8x8")), "4x4", "FrozenLake-v1 map_name"),
+        "slippery": Option(Bool(), True, "FrozenLake-v1 is_slippery"),
+        "gamma": GAMMA, "horizon": HORIZON,
+    },
+    "FrozenLake-v1 (gymnasium P table), softmax-tabular policy; reward 1 at the goal",
+))
+PROBLEMS.register("cliffwalking", ProblemSpec(
+    build_cliffwalking, {"gamma": GAMMA, "horizon": HORIZON},
+    "CliffWalking-v1 (gymnasium P table), softmax-tabular policy; −1 a step, −100 for the cliff",
+))
+PROBLEMS.register("taxi", ProblemSpec(
+    build_taxi, {"gamma": GAMMA, "horizon": HORIZON},
+    "Taxi-v4 (gymnasium P table), softmax-tabular policy over 500 states × 6 actions",
+))
+PROBLEMS.register("garnet", ProblemSpec(
+    build_garnet,
+    {
+        "states": Option(Int(1, 10_000), 10, "number of states"),
+        "actions": Option(Int(1, 1_000), 3, "number of actions"),
+        "branching": Option(Int(1, 10_000), 3, "next states reachable from each (s, a)"),
+        "mdp_seed": Option(Int(0), 0, "seed of the random MDP itself"),
+        "gamma": GAMMA, "horizon": HORIZON,
+    },
+    "random Garnet MDP, softmax-tabular policy (horizon 0 means 100)",
+))

@@ -1,0 +1,34 @@
+"""Shared fixtures. Statistical tests here use fixed seeds; each states its false-positive rate
+(the probability that it would fail for a correct implementation, over the randomness of the seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envs import PROBLEMS, make_problem
+from envs.problem import Problem
+
+
+def random_theta(problem: Problem, seed: int, scale: float = 0.5) -> torch.Tensor:
+    """A generic θ: the default plus seeded N(0, scale²) noise (so no symmetry hides a bug)."""
+    noise = np.random.default_rng(seed).normal(scale=scale, size=problem.num_params)
+    return problem.default_theta() + torch.as_tensor(noise)
+
+
+# Every registered problem with its default options, plus the variants the tests lean on.
+PROBLEM_CASES = [(name, {}) for name in PROBLEMS.names()] + [
+    ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2}),
+]
+
+
+def case_id(case) -> str:
+    name, options = case
+    return name + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+@pytest.fixture(params=PROBLEM_CASES, ids=[case_id(c) for c in PROBLEM_CASES])
+def problem(request) -> Problem:
+    name, options = request.param
+    return make_problem(name, options)
