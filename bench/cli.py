@@ -83,6 +83,11 @@ def render_table(record: dict) -> str:
         lines.append(f"{name:<18} {_fmt_ci(record[name], record[name + '_ci'])}")
     lines.append(f"{'bias_pvalue':<18} {_fmt_ci(record['bias_pvalue'], None)}  (H0: E ĝ = ∇J)")
     lines.append(f"{'nonfinite':<18} {record['nonfinite']} of {record['reps']} estimates")
+    if record["heavy_tailed"]:
+        lines.append(
+            f"warning: heavy-tailed estimates (tail kurtosis {record['tail_kurtosis']:.3g} > 4): the CIs are "
+            "too narrow and the p-value optimistic at this M; raise --reps or --batch-size"
+        )
     lines.append(
         f"{'cost':<18} {record['seconds']:.3g} s, {record['env_steps']} env steps "
         f"({record['env_steps_per_estimate']:.4g} steps per estimate)"
@@ -99,6 +104,26 @@ def cmd_measure(args: argparse.Namespace) -> int:
     )
     record = result.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import load_config, run_sweep
+
+    config = load_config(args.config)
+    summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh)
+    for line in summary.skipped:
+        print(f"skipped (does not apply): {line}", file=sys.stderr)
+    print(f"sweep {config.name}: {summary.cells} cells, {summary.ran} run, {summary.reused} reused; "
+          f"results in {Path(args.results) / config.name}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.report import build_report
+
+    index = build_report(Path(args.results_dir), Path(args.out))
+    print(f"report: {index}")
     return 0
 
 
@@ -119,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, required=True, metavar="S", help="root seed of all randomness")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     m.set_defaults(run=cmd_measure)
+
+    s = sub.add_parser("sweep", help="run every cell of a sweep config into results/<name>/ (resumable)")
+    s.add_argument("config", help="sweep TOML file, e.g. configs/default.toml")
+    s.add_argument("--executor", default="processes", help="inprocess, processes (default) or dask")
+    s.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
+    s.add_argument("--results", default="results", help="results root (default: results)")
+    s.add_argument("--fresh", action="store_true", help="delete this sweep's results and start over")
+    s.set_defaults(run=cmd_sweep)
+
+    r = sub.add_parser("report", help="figures, rliable statistics and one HTML file from a results folder")
+    r.add_argument("results_dir", help="a sweep's results folder, e.g. results/default")
+    r.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    r.set_defaults(run=cmd_report)
     return parser
 
 
@@ -132,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgvar: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

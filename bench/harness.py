@@ -30,9 +30,9 @@ def make_generator(seed: int, *stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def progress_bar(total: int, desc: str) -> tqdm:
+def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
     """A tqdm bar on stderr, silent under CI=true and when stderr is not a terminal."""
-    quiet = os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
+    quiet = not enabled or os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
     return tqdm(total=total, desc=desc, disable=quiet, leave=False)
 
 
@@ -83,6 +83,8 @@ class Measurement:
             record[f"{name}_ci"] = getattr(m, f"{name}_ci")
         record["bias_pvalue"] = m.bias_pvalue
         record["bias_dof"] = m.bias_dof
+        record["tail_kurtosis"] = m.tail_kurtosis
+        record["heavy_tailed"] = m.heavy_tailed
         record["seconds"] = self.seconds
         record["env_steps"] = self.env_steps
         record["seconds_per_estimate"] = self.seconds / self.reps
@@ -112,6 +114,7 @@ def measure(
     seed: int,
     theta: Any = None,
     estimator_options: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
 ) -> Measurement:
     """Draw `reps` (M) independent batches of `batch_size` (N) trajectories from π_θ on `problem`,
     estimate one gradient per batch with the named estimator, and reduce the M estimates to
@@ -130,7 +133,7 @@ def measure(
     generator = make_generator(seed)
     chunk = chunk_reps(problem, batch_size, reps)
     estimates, env_steps, seconds = [], 0, 0.0
-    with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}") as bar:
+    with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
         for start in range(0, reps, chunk):
             count = min(chunk, reps - start)
             began = time.perf_counter()

@@ -20,8 +20,15 @@ bias_pvalue: the L²-norm test of Zhang (2005) / Chen & Qin (2010) with an F app
 whether P < M or P ≫ M. Under H0 the statistic F = M‖X̄‖² / tr S is approximately
 F(ν, nν) with ν = (tr Σ)² / tr(Σ²) ∈ [1, P] the effective dimension: M‖X̄‖² ≈ a χ²_ν and
 tr S ≈ a ν χ²_{nν} / (nν) (Welch–Satterthwaite, matching two moments). It is exact for P = 1
-(F = t²) and for spherical Gaussian Σ. ν is estimated with the Bai & Saranadasa (1996) unbiased
-estimator of tr(Σ²). Calibration (uniform p-values under H0) is checked by tests/test_metrics.py.
+(F = t²) and for spherical Gaussian Σ. ν is estimated with an unbiased U-statistic estimator of tr(Σ²) that needs no normality (sparse
+tabular gradients are far from normal, and the normal-theory estimator makes the test conservative). Calibration (uniform p-values under H0) is checked by tests/test_metrics.py.
+
+Every interval and the p-value rest on normal approximations in M. They hold when the estimates
+are not heavy-tailed; `tail_kurtosis` = mean_m d_m² / (mean_m d_m)², d_m = ‖g_m − ḡ‖², says when
+they do not. For Gaussian estimates it is 1 + 2/ν ≤ 3 whatever Σ, so `heavy_tailed` (> 4) marks a
+measurement whose CIs are too narrow and whose p-value is miscalibrated at this M: measured, the
+95% variance CI of one-sample REINFORCE on the Gaussian bandit (κ̂ ≈ 70) covers 83% at M = 1000,
+and the bias test rejects 11–14% at the 5% level there. Raise N or M until the flag clears.
 
 A cosine with a zero vector is defined as 0 (the estimate carries no direction). Estimates with a
 non-finite coordinate are excluded from every metric and counted in `nonfinite`.
@@ -37,6 +44,8 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 _Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+
+HEAVY_TAIL_KURTOSIS = 4.0  # Gaussian estimates give at most 3
 
 Interval = tuple[float, float]
 _NAN_CI: Interval = (math.nan, math.nan)
@@ -64,6 +73,12 @@ class GradientMetrics:
     snr_ci: Interval
     mse: float
     mse_ci: Interval
+    tail_kurtosis: float
+
+    @property
+    def heavy_tailed(self) -> bool:
+        """True when the normal approximations behind the CIs and the p-value are not to be trusted."""
+        return not self.tail_kurtosis <= HEAVY_TAIL_KURTOSIS
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, Interval]:
@@ -92,15 +107,26 @@ def variance_trace_loo(estimates: np.ndarray) -> np.ndarray:
 
 
 def trace_cov_squared(centered: np.ndarray) -> float:
-    """Bai & Saranadasa (1996) unbiased estimate of tr(Σ²) under normality, from centered rows [M, P]."""
+    """Unbiased U-statistic estimate of tr(Σ²) = ‖Σ‖_F² from M ≥ 4 i.i.d. rows [M, P], with no
+    normality assumption (the unbiased HSIC estimator of Song et al. 2012 with both kernels linear).
+    With K the Gram matrix of the rows and K̃ its off-diagonal part,
+
+        tr̂(Σ²) = [‖K̃‖_F² + (1ᵀK̃1)² / ((M−1)(M−2)) − 2 ‖K̃1‖² / (M−2)] / (M(M−3)),
+
+    evaluated in O(MP·min(M, P)) through the smaller of the two Gram matrices. The estimate is
+    invariant to shifting all rows, so rows centered at their mean are used for accuracy."""
     count = centered.shape[0]
-    n = count - 1
-    gram = centered @ centered.T if centered.shape[0] <= centered.shape[1] else centered.T @ centered
-    tr_s2 = float((gram**2).sum()) / n**2
-    tr_s = float((centered**2).sum()) / n
     if count < 4:
-        return tr_s2
-    return n**2 / ((n + 2) * (n - 1)) * (tr_s2 - tr_s**2 / n)
+        gram = centered @ centered.T
+        return float((gram**2).sum()) / (count - 1) ** 2  # plug-in tr(S²)
+    small_gram = centered @ centered.T if count <= centered.shape[1] else centered.T @ centered
+    sq_norms = (centered**2).sum(1)  # K_ii [M]
+    off_fro = float((small_gram**2).sum()) - float((sq_norms**2).sum())  # ‖K̃‖_F²
+    total = centered.sum(0)
+    off_sum = float(total @ total) - float(sq_norms.sum())  # 1ᵀK̃1
+    row_sums = centered @ total - sq_norms  # K̃1 [M]
+    value = off_fro + off_sum**2 / ((count - 1) * (count - 2)) - 2 * float(row_sums @ row_sums) / (count - 2)
+    return value / (count * (count - 3))
 
 
 def bias_test(deviations: np.ndarray, tr_s: float, tr_s2_hat: float) -> tuple[float, float]:
@@ -153,7 +179,7 @@ def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMe
     if count < 2:
         mean_grad = estimates.mean(0) if count else np.full(dim, nan)
         return GradientMetrics(count, int((~finite).sum()), mean_grad, ref_norm, nan, _NAN_CI, nan, _NAN_CI,
-                               nan, _NAN_CI, nan, nan, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI)
+                               nan, _NAN_CI, nan, nan, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan)
 
     mean_grad = estimates.mean(0)
     deviations = estimates - reference  # X [M, P]
@@ -185,6 +211,9 @@ def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMe
     pair_mean, pair_ci = pairwise_cosine(estimates)
     mse, mse_ci = mean_interval((deviations**2).sum(1))
 
+    spread = (centered**2).sum(1)  # d_m [M]
+    tail_kurtosis = float((spread**2).mean() / spread.mean() ** 2) if tr_s > 0 else nan
+
     snr = ref_sq / tr_s if tr_s > 0 else math.inf
     snr_ci = (ref_sq / var_ci[1], ref_sq / var_ci[0]) if not math.isnan(var_ci[0]) else _NAN_CI
 
@@ -194,5 +223,5 @@ def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMe
         bias_norm=bias_norm, bias_norm_ci=bias_ci, relative_bias=relative_bias, relative_bias_ci=relative_ci,
         bias_pvalue=pvalue, bias_dof=dof,
         cosine_mean=cos_mean, cosine_mean_ci=cos_ci, pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
-        snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci,
+        snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci, tail_kurtosis=tail_kurtosis,
     )

@@ -138,6 +138,16 @@ class Option:
     default: Any
     doc: str
 
+    @property
+    def examples(self) -> tuple[Any, ...]:
+        """Values that exercise the option: every choice of a finite option, else the default.
+        Tests take the product of these over an estimator's options, so new entries are covered."""
+        if isinstance(self.parser, Choice):
+            return self.parser.choices
+        if isinstance(self.parser, Bool):
+            return (True, False)
+        return getattr(self.parser, "examples", (self.default,))
+
 
 def resolve_options(
     owner: str, specs: Mapping[str, Option], given: Mapping[str, Any] | None

@@ -21,6 +21,7 @@ BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "
 @dataclass(frozen=True)
 class BaselineParser(Parser):
     allowed: str = "one of " + ", ".join(BASELINE_NAMES)
+    examples: tuple[str, ...] = ("none", "constant:0.5", "batch_mean", "rloo", "optimal", "optimal_per_param")
 
     def __call__(self, raw: Any) -> str:
         text = str(raw).strip()
@@ -52,8 +53,9 @@ def reinforce(
     returns="reward_to_go": Ĝ_{i,t} = G_{i,t} = Σ_{t'≥t} γ^{t'−t} r_{i,t'+1},
                             w_t = γ^t if discount_score else 1 (dropping γ^t is common practice and
                             biased for the discounted objective when γ < 1).
-    baseline: none (b = 0), constant:<c> (b = c), batch_mean (b_t = mean_j Ĝ_{j,t}, biased by
-    exactly −∇J/N), rloo (mean over j ≠ i, unbiased), optimal / optimal_per_param (see
+    baseline: none (b = 0), constant:<c> (b = c), batch_mean (b_t = mean_j Ĝ_{j,t} over all N
+    trajectories, so b = mean_j G_{j,0} for total returns; biased by exactly −∇J/N),
+    rloo (the same mean over j ≠ i, unbiased), optimal / optimal_per_param (see
     `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)).
 
     batch [M, N, T] → ĝ [M, P].

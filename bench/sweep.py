@@ -1,0 +1,466 @@
+"""Sweeps: a TOML config → validated frozen dataclasses → cells → an executor → the results store.
+
+A cell is one measurement (problem, θ, estimator variant, batch size, repetition) and `run_cell`
+is a pure, picklable function of it, so the same cell gives the same row in-process, in a local
+process pool or on a Dask cluster, in any order. The cell seed is derived from the root seed and
+the cell's (problem, θ, batch size, repetition) with `numpy.random.SeedSequence`: every estimator
+variant of a (problem, N, repetition) sees the same trajectories (common random numbers), which
+makes variance ratios between estimators much tighter than independent draws would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import tomllib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from bench.harness import measure, progress_bar
+from envs import PROBLEMS, make_problem
+from envs.spec import ConfigError, resolve_options
+from estimators import ESTIMATORS, resolve_estimator
+
+METRICS_WITH_CI = ("variance_trace", "bias_norm", "relative_bias", "cosine_mean", "pairwise_cosine", "snr", "mse")
+
+
+# ----------------------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    """One problem of a sweep."""
+
+    env: str  # registered problem name
+    options: tuple[tuple[str, Any], ...] = ()  # fixed options, resolved
+    sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # options crossed as axes
+    theta: str = "default"  # "default" or "random:<scale>:<seed>" (seeded N(0, scale²) around the default)
+    label: str = ""  # how the report names it; default: env and its non-default options
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """One estimator of a sweep; every combination of its `sweep` axes is a variant."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What `pgvar report` compares."""
+
+    reference_variant: str = "reinforce"  # scores are −log(variance / this variant's variance)
+    pairs: tuple[tuple[str, str], ...] = ()  # (X, Y): probability that X improves on Y
+    bootstrap_reps: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A whole sweep: problems × estimator variants × batch sizes × repetitions."""
+
+    name: str
+    problems: tuple[ProblemConfig, ...]
+    estimators: tuple[EstimatorConfig, ...]
+    batch_sizes: tuple[int, ...]
+    reps: int  # M, independent batches per measurement
+    repetitions: int  # independent measurements per cell (rliable's runs)
+    seed: int  # root seed
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report"}
+_PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
+_ESTIMATOR_KEYS = {"name", "options", "sweep"}
+_REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
+
+
+class _Where:
+    """Builds errors that name the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def keys(self, table: Mapping, allowed: set[str], where: str) -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise self.error(f"{where}{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+    def int_at_least(self, table: Mapping, key: str, low: int, default: Any = None) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self.error(key, f"expected an integer ≥ {low}, got {value!r}")
+        return value
+
+
+def _check_options(where: _Where, key: str, owner: str, specs, fixed: Mapping, sweep: Mapping):
+    """Parse fixed options and every axis value with the registry's parsers; errors name the key."""
+    if not isinstance(fixed, Mapping) or not isinstance(sweep, Mapping):
+        raise where.error(key, "options and sweep must be tables")
+    for axis, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise where.error(f"{key}.sweep.{axis}", "expected a non-empty list of values")
+        if axis in fixed:
+            raise where.error(f"{key}.sweep.{axis}", "is also a fixed option")
+    try:
+        resolved = resolve_options(owner, specs, fixed)
+        axes = tuple((axis, tuple(resolve_options(owner, specs, {axis: v})[axis] for v in values))
+                     for axis, values in sweep.items())
+    except ConfigError as err:
+        raise where.error(key, str(err)) from None
+    return tuple((k, resolved[k]) for k in fixed), axes
+
+
+def parse_theta_choice(where: _Where, key: str, text: Any) -> str:
+    if text == "default":
+        return text
+    parts = str(text).split(":")
+    try:
+        if parts[0] != "random" or len(parts) != 3 or float(parts[1]) < 0 or int(parts[2]) < 0:
+            raise ValueError
+    except ValueError:
+        raise where.error(key, f"expected 'default' or 'random:<scale ≥ 0>:<seed ≥ 0>', got {text!r}") from None
+    return str(text)
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep TOML file; every problem is one ConfigError naming file and key."""
+    path = Path(path)
+    where = _Where(str(path))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep config") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    return parse_config(raw, where, default_name=path.stem)
+
+
+def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> SweepConfig:
+    where.keys(raw, _SWEEP_KEYS, "")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise where.error("name", f"expected a non-empty name without '/', '\\' or spaces, got {name!r}")
+
+    problems = []
+    for i, table in enumerate(raw.get("problems") or []):
+        key = f"problems[{i}]"
+        where.keys(table, _PROBLEM_KEYS, key + ".")
+        env = table.get("env")
+        if env not in PROBLEMS.names():
+            raise where.error(f"{key}.env", f"unknown env {env!r}; valid: {', '.join(PROBLEMS.names())}")
+        options, axes = _check_options(where, key, f"env {env}", PROBLEMS.get(env).options,
+                                       table.get("options", {}), table.get("sweep", {}))
+        theta = parse_theta_choice(where, f"{key}.theta", table.get("theta", "default"))
+        label = table.get("label", "")
+        if not isinstance(label, str):
+            raise where.error(f"{key}.label", "expected a string")
+        problems.append(ProblemConfig(env, options, axes, theta, label))
+    if not problems:
+        raise where.error("problems", "expected at least one [[problems]] table")
+
+    estimators = []
+    for i, table in enumerate(raw.get("estimators") or []):
+        key = f"estimators[{i}]"
+        where.keys(table, _ESTIMATOR_KEYS, key + ".")
+        est = table.get("name")
+        if est not in ESTIMATORS.names():
+            raise where.error(f"{key}.name", f"unknown estimator {est!r}; valid: {', '.join(ESTIMATORS.names())}")
+        options, axes = _check_options(where, key, f"estimator {est}", ESTIMATORS.get(est).options,
+                                       table.get("options", {}), table.get("sweep", {}))
+        estimators.append(EstimatorConfig(est, options, axes))
+    if not estimators:
+        raise where.error("estimators", "expected at least one [[estimators]] table")
+
+    batch_sizes = raw.get("batch_sizes")
+    if not isinstance(batch_sizes, list) or not batch_sizes or any(
+        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in batch_sizes
+    ):
+        raise where.error("batch_sizes", f"expected a non-empty list of integers ≥ 1, got {batch_sizes!r}")
+
+    report_raw = raw.get("report", {})
+    if not isinstance(report_raw, Mapping):
+        raise where.error("report", "expected a table")
+    where.keys(report_raw, _REPORT_KEYS, "report.")
+    pairs = report_raw.get("pairs", [])
+    if not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or not all(isinstance(x, str) for x in p) for p in pairs):
+        raise where.error("report.pairs", "expected a list of [variant, variant] pairs")
+    reference = report_raw.get("reference_variant", "reinforce")
+    if not isinstance(reference, str):
+        raise where.error("report.reference_variant", "expected a variant label")
+    report = ReportConfig(
+        reference_variant=reference,
+        pairs=tuple(tuple(p) for p in pairs),
+        bootstrap_reps=where.int_at_least(report_raw, "bootstrap_reps", 100, 2000),
+        seed=where.int_at_least(report_raw, "seed", 0, 0),
+    )
+    config = SweepConfig(
+        name=name, problems=tuple(problems), estimators=tuple(estimators), batch_sizes=tuple(batch_sizes),
+        reps=where.int_at_least(raw, "reps", 2), repetitions=where.int_at_least(raw, "repetitions", 1, 1),
+        seed=where.int_at_least(raw, "seed", 0, 0), report=report,
+    )
+    variants = {cell.variant for cell in expand(config)[0]}
+    for label in [reference, *(x for p in pairs for x in p)]:
+        if label not in variants:
+            raise where.error("report", f"variant {label!r} is not in the sweep; variants: {', '.join(sorted(variants))}")
+    return config
+
+
+# ------------------------------------------------------------------------------------------ cells
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement of a sweep; `run_cell(cell)` is a pure function of it."""
+
+    sweep: str
+    problem: str  # label
+    env: str
+    env_options: tuple[tuple[str, Any], ...]
+    theta: str
+    estimator: str
+    variant: str  # label: name and non-default options
+    estimator_options: tuple[tuple[str, Any], ...]
+    batch_size: int
+    reps: int
+    repetition: int
+    seed: int  # derived; shared by every variant of (problem, θ, N, repetition)
+
+    @property
+    def cell_id(self) -> str:
+        return _digest(asdict(self))[:20]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def _label(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    changed = [f"{k}={_show(v)}" for k, v in options.items() if v != defaults[k]]
+    return " ".join([name, *changed])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _combinations(fixed, axes) -> Iterator[dict[str, Any]]:
+    names = [a for a, _ in axes]
+    for values in itertools.product(*(v for _, v in axes)):
+        yield {**dict(fixed), **dict(zip(names, values))}
+
+
+def cell_seed(root: int, *identity: Any) -> int:
+    """A 63-bit seed for `identity` under `root`, independent of order and scheduling."""
+    words = [int(_digest(list(identity))[i:i + 8], 16) for i in range(0, 32, 8)]
+    return int(np.random.SeedSequence(root, spawn_key=words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
+    """All cells of the sweep, and a description of each combination that does not apply
+    (e.g. rloo at N = 1), which is skipped and reported, never silently dropped."""
+    cells, skipped = [], []
+    for pconf in config.problems:
+        pspec = PROBLEMS.get(pconf.env)
+        for env_options in _combinations(pconf.options, pconf.sweep):
+            resolved_env = resolve_options(f"env {pconf.env}", pspec.options, env_options)
+            label = pconf.label or _label(pconf.env, resolved_env, {k: o.default for k, o in pspec.options.items()})
+            if pconf.label and pconf.sweep:
+                label = _label(pconf.label, {k: resolved_env[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
+            problem = make_problem(pconf.env, env_options)
+            for econf in config.estimators:
+                for est_options in _combinations(econf.options, econf.sweep):
+                    spec, resolved = resolve_estimator(econf.name, est_options)
+                    variant = _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
+                    for batch_size in config.batch_sizes:
+                        try:
+                            spec.check(resolved, problem, batch_size)
+                        except ConfigError as err:
+                            skipped.append(f"{label} / {variant} / N={batch_size}: {err}")
+                            continue
+                        for repetition in range(config.repetitions):
+                            seed = cell_seed(config.seed, pconf.env, sorted(resolved_env.items()), pconf.theta,
+                                             batch_size, repetition)
+                            cells.append(Cell(
+                                config.name, label, pconf.env, tuple(sorted(resolved_env.items())), pconf.theta,
+                                econf.name, variant, tuple(sorted(resolved.items())), batch_size, config.reps,
+                                repetition, seed,
+                            ))
+    return cells, skipped
+
+
+def theta_for(problem, choice: str) -> torch.Tensor:
+    """θ of a cell: the problem's default, or seeded N(0, scale²) noise around it."""
+    if choice == "default":
+        return problem.default_theta()
+    _, scale, seed = choice.split(":")
+    noise = np.random.default_rng(int(seed)).normal(scale=float(scale), size=problem.num_params)
+    return problem.default_theta() + torch.as_tensor(noise)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Numbers must not depend on the executor: every cell runs with one torch thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Run one cell → one tidy row (config, metrics with CI bounds, cost)."""
+    with _single_thread():
+        problem = make_problem(cell.env, dict(cell.env_options))
+        result = measure(problem, cell.estimator, cell.batch_size, cell.reps, cell.seed,
+                         theta_for(problem, cell.theta), dict(cell.estimator_options), show_progress=False)
+    record = result.to_dict()
+    row: dict[str, Any] = {
+        "cell_id": cell.cell_id, "sweep": cell.sweep, "problem": cell.problem, "env": cell.env,
+        "env_options": json.dumps(dict(cell.env_options), sort_keys=True), "theta": cell.theta,
+        "estimator": cell.estimator, "variant": cell.variant,
+        "estimator_options": json.dumps(dict(cell.estimator_options), sort_keys=True),
+        "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
+    }
+    for key in ("num_params", "horizon", "reference_kind", "target", "declared_unbiased", "reps_used", "nonfinite",
+                "heavy_tailed", "env_steps"):
+        row[key] = record[key]
+    # Every float column stays float64 in every file (NaN, never null), so the dataset has one schema.
+    for key in ("gamma", "objective", "reference_norm", "bias_pvalue", "bias_dof", "tail_kurtosis", "seconds",
+                "seconds_per_estimate", "env_steps_per_estimate"):
+        row[key] = _float(record[key])
+    for name in METRICS_WITH_CI:
+        row[name] = _float(record[name])
+        low, high = record[f"{name}_ci"]
+        row[f"{name}_lo"], row[f"{name}_hi"] = _float(low), _float(high)
+    row.update(provenance())
+    return row
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+_PROVENANCE: dict[str, str] = {}
+
+
+def provenance() -> dict[str, str]:
+    """Library versions and the git commit of the code that produced a row."""
+    if not _PROVENANCE:
+        import gymnasium
+        import pandas
+
+        from importlib.metadata import version
+
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                    cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        except (OSError, subprocess.SubprocessError):
+            commit = "unknown"
+        _PROVENANCE.update({
+            "pgvar_version": version("pgvar"), "python_version": platform.python_version(),
+            "torch_version": torch.__version__, "numpy_version": np.__version__,
+            "gymnasium_version": gymnasium.__version__, "pandas_version": pandas.__version__,
+            "git_commit": commit,
+        })
+    return dict(_PROVENANCE)
+
+
+# -------------------------------------------------------------------------------------- executors
+
+EXECUTORS = ("inprocess", "processes", "dask")
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_inprocess(cells: list[Cell]) -> Iterator[tuple[Cell, dict]]:
+    for cell in cells:
+        yield cell, run_cell(cell)
+
+
+def _run_processes(cells: list[Cell], workers: int) -> Iterator[tuple[Cell, dict]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a forked child inherits the parent's torch/OpenMP thread state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = {pool.submit(run_cell, cell): cell for cell in cells}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterator[tuple[Cell, dict]]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ConfigError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        client.run(_init_worker)
+        futures = client.map(run_cell, cells, pure=False)
+        cell_of = {f.key: c for f, c in zip(futures, cells)}
+        for future in as_completed(futures):
+            yield cell_of[future.key], future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    cells: int
+    ran: int
+    reused: int
+    skipped: list[str]
+
+
+def run_sweep(config: SweepConfig, results_root: str | Path = "results", executor: str = "processes",
+              workers: int | None = None, scheduler: str | None = None, fresh: bool = False) -> SweepSummary:
+    """Run every unfinished cell of `config`, writing each row as it finishes."""
+    from bench.store import ResultsStore
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{executor}'; valid: {', '.join(EXECUTORS)}")
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: expected an integer ≥ 1")
+    cells, skipped = expand(config)
+    store = ResultsStore(Path(results_root) / config.name)
+    store.prepare({"config": asdict(config), "cells": len(cells)}, fresh=fresh)
+    done = store.finished()
+    todo = [c for c in cells if c.cell_id not in done]
+    if executor == "inprocess" or not todo:
+        stream = _run_inprocess(todo)
+    elif executor == "processes":
+        stream = _run_processes(todo, min(workers, len(todo)))
+    else:
+        stream = _run_dask(todo, workers, scheduler)
+    with progress_bar(len(todo), f"sweep {config.name}") as bar:
+        for cell, row in stream:
+            store.write(cell.cell_id, row)
+            bar.update(1)
+    return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped)

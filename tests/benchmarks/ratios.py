@@ -1,0 +1,34 @@
+"""Print each benchmark group's medians and the slow-twin / fast ratio from a pytest-benchmark JSON.
+
+Benchmarks declare `extra_info["role"]` ("fast" or "slow twin") and, when the two time different
+amounts of work, `extra_info["reps"]`: the ratio is then taken per replicate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+
+def main(path: str) -> int:
+    with open(path) as f:
+        data = json.load(f)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench["group"] or bench["name"]].append(bench)
+    for group, benches in groups.items():
+        print(f"\n{group}")
+        per_rep = {}
+        for b in benches:
+            info = b.get("extra_info", {})
+            median, reps = b["stats"]["median"], info.get("reps", 1)
+            per_rep[info.get("role", b["name"])] = median / reps
+            print(f"  {b['name']:<28} median {median:.4g} s over {b['stats']['rounds']} rounds, "
+                  f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate ({info.get('role', '')})")
+        if "fast" in per_rep and "slow twin" in per_rep:
+            print(f"  slow twin / fast, per replicate: {per_rep['slow twin'] / per_rep['fast']:.0f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,88 @@
+"""The `pgvar` command end to end, through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from envs import PROBLEMS
+from estimators import ESTIMATORS
+
+EXAMPLE = ["measure", "--env", "frozenlake", "--estimator", "reinforce", "--est-opt", "baseline=rloo",
+           "--batch-size", "16", "--reps", "1000", "--seed", "0", "--json"]
+REQUIRED_KEYS = {
+    "env", "estimator", "env_options", "estimator_options", "batch_size", "reps", "seed", "theta", "objective",
+    "reference_kind", "reference_grad", "mean_grad", "bias_norm", "bias_norm_ci", "relative_bias", "bias_pvalue",
+    "variance_trace", "variance_trace_ci", "cosine_mean", "cosine_mean_ci", "pairwise_cosine", "snr", "mse",
+    "seconds", "env_steps",
+}
+
+
+def pgvar(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_measure_json_has_the_documented_fields_and_is_deterministic():
+    first, second = pgvar(*EXAMPLE), pgvar(*EXAMPLE)
+    assert first.returncode == 0, first.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert REQUIRED_KEYS <= set(a)
+    assert a["reference_kind"] == "exact" and a["declared_unbiased"] is True
+    assert len(a["theta"]) == len(a["reference_grad"]) == len(a["mean_grad"]) == 64
+    assert a["env_steps"] > 0 and a["nonfinite"] == 0
+    a.pop("seconds"), b.pop("seconds"), a.pop("seconds_per_estimate"), b.pop("seconds_per_estimate")
+    assert a == b
+
+
+def test_measure_table_and_theta_file(tmp_path):
+    theta = np.linspace(-1, 1, 64).reshape(16, 4)  # the documented [S, A] layout is accepted as is
+    np.save(tmp_path / "theta.npy", theta)
+    out = pgvar("measure", "--env", "frozenlake", "--estimator", "reinforce", "--theta", str(tmp_path / "theta.npy"),
+                "--batch-size", "4", "--reps", "50", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert "variance_trace" in out.stdout and "bias_pvalue" in out.stdout
+
+
+def test_list_shows_every_registered_name_and_option():
+    out = pgvar("list")
+    assert out.returncode == 0
+    for name, spec in PROBLEMS.items() + ESTIMATORS.items():
+        assert name in out.stdout
+        for option in spec.options:
+            assert f"{option} = " in out.stdout
+
+
+BASE = {"--env": "frozenlake", "--estimator": "reinforce", "--batch-size": "4", "--reps": "10", "--seed": "0"}
+
+
+@pytest.mark.parametrize("override,extra,message", [
+    ({"--env": "nope"}, [], "unknown env 'nope'; valid: frozenlake"),
+    ({"--estimator": "nope"}, [], "unknown estimator 'nope'; valid: reinforce"),
+    ({}, ["--est-opt", "baseline=foo"], "option baseline='foo' for estimator reinforce: expected one of none"),
+    ({}, ["--est-opt", "base=rloo"], "unknown option 'base' for estimator reinforce; valid options: returns"),
+    ({}, ["--env-opt", "gamma=2"], "option gamma='2' for env frozenlake: expected a number in [0, 1]"),
+    ({}, ["--env-opt", "gamma"], "--env-opt 'gamma': expected KEY=VALUE"),
+    ({"--batch-size": "0"}, [], "batch_size=0: expected an integer ≥ 1"),
+    ({"--reps": "1"}, [], "reps=1: expected an integer ≥ 2"),
+    ({"--batch-size": "x"}, [], "argument --batch-size: invalid int value"),
+    ({"--batch-size": "1"}, ["--est-opt", "baseline=rloo"], "baseline=rloo needs batch_size ≥ 2"),
+    ({}, ["--est-opt", "returns=total", "--est-opt", "discount_score=false"], "discount_score=false applies only"),
+    ({}, ["--theta", "WRONG"], "theta has 10 values (shape [10]); frozenlake expects 64"),
+    ({}, ["--theta", "/no/such.npy"], "--theta /no/such.npy: no such file"),
+    ({"--seed": None}, [], "the following arguments are required: --seed"),
+])
+def test_bad_input_is_one_clear_line(override, extra, message, tmp_path, capsys):
+    np.save(tmp_path / "wrong.npy", np.zeros(10))
+    flags = {**BASE, **override}
+    argv = ["measure"] + [x for flag, value in flags.items() if value is not None for x in (flag, value)]
+    argv += [str(tmp_path / "wrong.npy") if x == "WRONG" else x for x in extra]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == "", captured.err
+    assert message in lines[0]
