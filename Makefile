@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench bench-compare measure-example clean
+.PHONY: install test report bench measure-example clean
 
 install: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests --ignore=tests/benchmarks
+
+report: $(STAMP)
+	$(BIN)/pgvar sweep configs/default.toml
+	$(BIN)/pgvar report results/default --out reports/out
 
 bench: $(STAMP)
 	mkdir -p .benchmarks

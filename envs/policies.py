@@ -23,9 +23,14 @@ class SoftmaxTabular:
         return torch.softmax(theta.reshape(self.num_states, self.num_actions), dim=-1)
 
     def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """θ [P], obs [...] long, actions [...] long → log π(a|s) [...]."""
-        log_pi = torch.log_softmax(theta.reshape(self.num_states, self.num_actions), dim=-1)
-        return log_pi[obs, actions]
+        """θ [P], obs [...] long, actions [...] long → log π(a|s) [...].
+
+        Normalises only the visited rows when there are fewer visits than states (one trajectory of
+        taxi: 50 visits, 500 states), else the whole table once; both are the same row-wise softmax."""
+        logits = theta.reshape(self.num_states, self.num_actions)
+        if obs.numel() < self.num_states:
+            return torch.log_softmax(logits[obs], dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return torch.log_softmax(logits, dim=-1)[obs, actions]
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
