@@ -112,8 +112,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh)
-    for line in summary.skipped:
-        print(f"skipped (does not apply): {line}", file=sys.stderr)
+    if summary.skipped:
+        reasons = sorted({line.split(": ", 1)[1] for line in summary.skipped})
+        print(f"skipped {len(summary.skipped)} combinations that do not apply: {'; '.join(reasons)}", file=sys.stderr)
     print(f"sweep {config.name}: {summary.cells} cells, {summary.ran} run, {summary.reused} reused; "
           f"results in {Path(args.results) / config.name}")
     return 0

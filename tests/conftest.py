@@ -9,6 +9,7 @@ import torch
 
 from envs import PROBLEMS, make_problem
 from envs.problem import Problem
+from envs.tabular import TabularProblem
 
 
 def random_theta(problem: Problem, seed: int, scale: float = 0.5) -> torch.Tensor:
@@ -30,5 +31,14 @@ def case_id(case) -> str:
 
 @pytest.fixture(params=PROBLEM_CASES, ids=[case_id(c) for c in PROBLEM_CASES])
 def problem(request) -> Problem:
+    name, options = request.param
+    return make_problem(name, options)
+
+
+TABULAR_CASES = [c for c in PROBLEM_CASES if isinstance(make_problem(*c), TabularProblem)]
+
+
+@pytest.fixture(params=TABULAR_CASES, ids=[case_id(c) for c in TABULAR_CASES])
+def tabular_problem(request) -> TabularProblem:
     name, options = request.param
     return make_problem(name, options)

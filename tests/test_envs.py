@@ -87,9 +87,8 @@ def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -
     return grad.reshape(-1)
 
 
-def test_tabular_exact_matches_loop_twins(problem):
-    if not isinstance(problem, TabularProblem):
-        pytest.skip("tabular problems only")
+def test_tabular_exact_matches_loop_twins(tabular_problem):
+    problem = tabular_problem
     theta = random_theta(problem, seed=2)
     # Deterministic float64 arithmetic in a different order: agreement to rounding error.
     assert float(TabularProblem.objective(problem, theta)) == pytest.approx(objective_loop(problem, theta), rel=1e-10, abs=1e-10)
@@ -150,12 +149,11 @@ def test_sampled_returns_match_exact_objective(problem):
     assert abs(z) < stats.norm.isf(ALPHA / 2), f"z = {z:.2f}"
 
 
-def test_sampler_occupancy_matches_exact(problem):
+def test_sampler_occupancy_matches_exact(tabular_problem):
     """Expected visits of each (s, a), E[Σ_t 1{s_t = s, a_t = a}], against Σ_t d_t(s, a).
     Bonferroni over the (s, a) cells: family-wise false-positive rate ≤ ALPHA (normal approximation
     of a mean of 20 000 i.i.d. visit counts)."""
-    if not isinstance(problem, TabularProblem):
-        pytest.skip("tabular problems only")
+    problem = tabular_problem
     theta = random_theta(problem, seed=7)
     count = 20_000
     batch = problem.sample(theta, 1, count, torch.Generator().manual_seed(12))
