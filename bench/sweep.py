@@ -21,7 +21,7 @@ import tomllib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -125,6 +125,19 @@ def _check_options(where: _Where, key: str, owner: str, specs, fixed: Mapping, s
     return tuple((k, resolved[k]) for k in fixed), axes
 
 
+def _registered_entry(where: _Where, key: str, table: Any, allowed: set[str], name_field: str, registry):
+    """One [[problems]] or [[estimators]] table: known keys, a registered name, parsed options and axes."""
+    if not isinstance(table, Mapping):
+        raise where.error(key, "expected a table")
+    where.keys(table, allowed, key + ".")
+    name = table.get(name_field)
+    if name not in registry.names():
+        raise where.error(f"{key}.{name_field}", f"unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
+    options, axes = _check_options(where, key, f"{registry.kind} {name}", registry.get(name).options,
+                                   table.get("options", {}), table.get("sweep", {}))
+    return name, options, axes
+
+
 def parse_theta_choice(where: _Where, key: str, text: Any) -> str:
     if text == "default":
         return text
@@ -159,12 +172,7 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     problems = []
     for i, table in enumerate(raw.get("problems") or []):
         key = f"problems[{i}]"
-        where.keys(table, _PROBLEM_KEYS, key + ".")
-        env = table.get("env")
-        if env not in PROBLEMS.names():
-            raise where.error(f"{key}.env", f"unknown env {env!r}; valid: {', '.join(PROBLEMS.names())}")
-        options, axes = _check_options(where, key, f"env {env}", PROBLEMS.get(env).options,
-                                       table.get("options", {}), table.get("sweep", {}))
+        env, options, axes = _registered_entry(where, key, table, _PROBLEM_KEYS, "env", PROBLEMS)
         theta = parse_theta_choice(where, f"{key}.theta", table.get("theta", "default"))
         label = table.get("label", "")
         if not isinstance(label, str):
@@ -173,16 +181,8 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     if not problems:
         raise where.error("problems", "expected at least one [[problems]] table")
 
-    estimators = []
-    for i, table in enumerate(raw.get("estimators") or []):
-        key = f"estimators[{i}]"
-        where.keys(table, _ESTIMATOR_KEYS, key + ".")
-        est = table.get("name")
-        if est not in ESTIMATORS.names():
-            raise where.error(f"{key}.name", f"unknown estimator {est!r}; valid: {', '.join(ESTIMATORS.names())}")
-        options, axes = _check_options(where, key, f"estimator {est}", ESTIMATORS.get(est).options,
-                                       table.get("options", {}), table.get("sweep", {}))
-        estimators.append(EstimatorConfig(est, options, axes))
+    estimators = [EstimatorConfig(*_registered_entry(where, f"estimators[{i}]", table, _ESTIMATOR_KEYS, "name", ESTIMATORS))
+                  for i, table in enumerate(raw.get("estimators") or [])]
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
 

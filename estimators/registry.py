@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from envs.problem import Batch, Policy, Problem
+from envs.problem import Problem
 from envs.spec import Option, Registry, resolve_options
 
 EstimatorFn = Callable[..., torch.Tensor]  # (policy, θ [P], batch, **options) → [M, P]
