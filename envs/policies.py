@@ -45,3 +45,21 @@ class ScalarGaussian:
         mean, log_std = theta[0], theta[1]
         z = (actions - mean) * torch.exp(-log_std)
         return -0.5 * z * z - log_std - _HALF_LOG_2PI
+
+
+@dataclass(frozen=True)
+class LinearGaussian:
+    """u = −K x + σ ε, ε ~ N(0, I), θ = [K (action_dim × state_dim, row-major), log σ]."""
+
+    state_dim: int
+    action_dim: int
+
+    def gain(self, theta: torch.Tensor) -> torch.Tensor:
+        """θ [P] → K [action_dim, state_dim]."""
+        return theta[: self.action_dim * self.state_dim].reshape(self.action_dim, self.state_dim)
+
+    def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs x [..., state_dim], actions u [..., action_dim] → log π(u|x) [...]."""
+        log_std = theta[-1]
+        z = (actions + obs @ self.gain(theta).T) * torch.exp(-log_std)
+        return (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
