@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from envs.policies import ScalarGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
-from envs.spec import Float, FloatList, Option
+from envs.spec import Float, FloatList, Int, Option
 from envs.tabular import TabularMDP, TabularProblem
 
 
@@ -89,4 +90,44 @@ PROBLEMS.register("softmax-bandit", ProblemSpec(
     lambda probs: SoftmaxBandit(probs),
     {"probs": Option(FloatList(0.0, 1.0, 2), (0.9, 0.4, 0.1), "Bernoulli success probability of each arm")},
     "one step, K Bernoulli arms, softmax policy, θ = K logits (default zeros)",
+))
+
+
+class ContextualBandit(TabularProblem):
+    """C contexts drawn uniformly, K arms, reward ~ Bernoulli(p[c, k]), π(k|c) = softmax(θ[c, :]) —
+    softmax-linear in one-hot context features. Closed forms:
+        J = (1/C) Σ_c Σ_k π(k|c) p[c, k],   ∂J/∂θ[c, k] = (1/C) π(k|c) (p[c, k] − J_c),  J_c = Σ_k π(k|c) p[c, k].
+    The contexts differ in reward scale, so a group baseline that divides by the group's standard
+    deviation reweights contexts and changes the gradient's direction, not just its scale."""
+
+    theta_layout = "softmax logits θ[context, arm]"
+
+    def __init__(self, contexts: int, arms: int, reward_seed: int):
+        rng = np.random.default_rng(reward_seed)
+        # context c's success probabilities are scaled by (c + 1)/C: small and large reward scales
+        probs = rng.uniform(size=(contexts, arms)) * (np.arange(1, contexts + 1)[:, None] / contexts)
+        table = {c: {k: [(float(p), c, 1.0, True), (1.0 - float(p), c, 0.0, True)] for k, p in enumerate(row)}
+                 for c, row in enumerate(probs)}
+        mdp = TabularMDP.from_outcomes(np.full(contexts, 1.0 / contexts), table)
+        options = {"contexts": contexts, "arms": arms, "reward_seed": reward_seed}
+        super().__init__("contextual-bandit", mdp, 1.0, 1, options)
+        self.success = torch.as_tensor(probs)  # p [C, K]
+
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        return (self.policy.probs(theta) * self.success).sum(-1).mean()
+
+    def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        pi = self.policy.probs(theta.to(torch.float64))
+        per_context = (pi * self.success).sum(-1, keepdim=True)
+        return (pi * (self.success - per_context) / len(pi)).reshape(-1)
+
+
+PROBLEMS.register("contextual-bandit", ProblemSpec(
+    ContextualBandit,
+    {
+        "contexts": Option(Int(1, 10_000), 4, "number of contexts C, drawn uniformly"),
+        "arms": Option(Int(2, 1_000), 3, "number of arms K"),
+        "reward_seed": Option(Int(0), 0, "seed of the success probabilities p[c, k]"),
+    },
+    "one step, C uniform contexts × K Bernoulli arms, softmax policy per context, θ = [C, K] logits (zeros)",
 ))

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from envs import make_problem
-from envs.bandits import GaussianBandit, SoftmaxBandit
+from envs.bandits import ContextualBandit, GaussianBandit, SoftmaxBandit
 from envs.problem import Problem
 from envs.spec import ConfigError
 from envs.tabular import TabularProblem, gym_episode
@@ -96,10 +96,11 @@ def test_tabular_exact_matches_loop_twins(tabular_problem):
     np.testing.assert_allclose(grad, policy_gradient_theorem_loop(problem, theta), rtol=1e-8, atol=1e-10)
 
 
-def test_softmax_bandit_closed_form_matches_generic_recursion():
-    problem = make_problem("softmax-bandit", {"probs": "0.9,0.4,0.1,0.7"})
+@pytest.mark.parametrize("name,options", [("softmax-bandit", {"probs": "0.9,0.4,0.1,0.7"}), ("contextual-bandit", {})])
+def test_bandit_closed_forms_match_generic_recursion(name, options):
+    problem = make_problem(name, options)
     theta = random_theta(problem, seed=3, scale=1.0)
-    assert isinstance(problem, SoftmaxBandit)
+    assert isinstance(problem, (SoftmaxBandit, ContextualBandit))
     generic = torch.func.grad(lambda th: TabularProblem.objective(problem, th))(theta)
     torch.testing.assert_close(problem.exact_gradient(theta), generic, rtol=1e-12, atol=1e-14)
     assert float(problem.objective(theta)) == pytest.approx(float(TabularProblem.objective(problem, theta)), rel=1e-12)
