@@ -16,17 +16,10 @@ from envs import make_problem
 from envs.spec import ConfigError
 from estimators import ESTIMATORS, resolve_estimator
 from estimators.autodiff import naive_weighted_score, weighted_score_per_replicate, weighted_score_per_trajectory
-from estimators.returns import reward_to_go, reward_to_go_loop
+from estimators.returns import reward_to_go_loop
 from estimators.score import reinforce
 from tests.conftest import PROBLEM_CASES, case_id, random_theta
 from tests.test_envs import policy_gradient_theorem_loop
-
-
-def test_reward_to_go_matches_loop_twin():
-    rewards = torch.randn(3, 4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    fast = reward_to_go(rewards, 0.9)
-    for m, i in itertools.product(range(3), range(4)):
-        np.testing.assert_allclose(fast[m, i].numpy(), reward_to_go_loop(rewards[m, i].tolist(), 0.9), rtol=1e-12)
 
 
 def test_vectorised_scores_match_naive_backward_loop(problem):
