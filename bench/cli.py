@@ -123,8 +123,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.report import build_report
 
-    index = build_report(Path(args.results_dir), Path(args.out))
-    print(f"report: {index}")
+    index, rebuilt = build_report(Path(args.results_dir), Path(args.out), force=args.force)
+    print(f"report: {index}" + ("" if rebuilt else " (up to date: results and report code unchanged)"))
     return 0
 
 
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="figures, rliable statistics and one HTML file from a results folder")
     r.add_argument("results_dir", help="a sweep's results folder, e.g. results/default")
     r.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    r.add_argument("--force", action="store_true", help="rebuild even if results and code are unchanged")
     r.set_defaults(run=cmd_report)
     return parser
 

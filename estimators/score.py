@@ -93,6 +93,9 @@ def _reinforce_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
 def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+    if options["baseline"] in ("batch_mean", "optimal_per_param") and batch_size < 2:
+        raise ConfigError(f"estimator reinforce: baseline={options['baseline']} needs batch_size ≥ 2 "
+                          "(with one trajectory the estimate is identically zero)")
     if options["returns"] == "total" and not options["discount_score"]:
         raise ConfigError(
             "estimator reinforce: discount_score=false applies only to returns=reward_to_go "

@@ -1,0 +1,244 @@
+"""Aggregate statistics across problems with rliable (Agarwal et al. 2021): tasks are problems,
+runs are repetitions, and each score is higher-is-better.
+
+rliable's stratified bootstrap draws from numpy's GLOBAL random state (it ignores `random_state`
+in places), so every bootstrap call here runs inside `seeded_global_rng`: seeded from the
+report seed, then the caller's global state is restored. Each variant (and each pair) is
+bootstrapped in its own seeded call, so adding a variant to a sweep does not move the others'
+intervals.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from rliable import library as rly
+from rliable import metrics
+
+from reports.results import ReportSettings
+
+STATISTICS = ("IQM", "Median", "Mean", "Optimality gap")  # the order of `_aggregates`' output
+LARGEST_BATCH_SIZES = 3  # rliable statistics at the sweep's largest few N; each costs seconds of bootstrap
+PROFILE_POINTS = 41  # thresholds τ of a performance profile
+
+
+@dataclass(frozen=True)
+class Score:
+    """A higher-is-better score of one measurement."""
+
+    column: str  # in `score_frame`
+    title: str
+    gamma: float  # optimality gap = gamma − mean(min(score, gamma)): how far below `gamma` on average
+    gamma_meaning: str
+
+
+COSINE = Score("cosine_mean", "cosine to the true gradient", 1.0,
+               "γ = 1, a perfectly aligned estimate: the gap is the mean shortfall from cosine 1")
+VARIANCE_REDUCTION = Score("variance_reduction", "variance reduction vs the reference (nats)", 0.0,
+                           "γ = 0, the reference's variance: the gap is how much worse than the reference "
+                           "a variant is on average (0 if never worse)")
+SCORES = (COSINE, VARIANCE_REDUCTION)
+
+
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Run a block with numpy's global RNG seeded with `seed`, then restore the caller's state."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
+    """Rows → scores: [problem, variant, batch_size, repetition, cosine_mean, variance_reduction],
+    variance_reduction = −log(variance_trace / the reference variant's variance_trace at the same
+    problem, N and repetition) (paired by common random numbers). Non-finite scores become NaN."""
+    key = ["problem", "batch_size", "repetition"]
+    reference = rows.loc[rows["variant"] == reference_variant, key + ["variance_trace"]]
+    paired = rows[key + ["variant", "variance_trace", "cosine_mean"]].merge(
+        reference, on=key, how="left", suffixes=("", "_reference"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reduction = -np.log(paired["variance_trace"] / paired["variance_trace_reference"])
+    scores = paired.assign(variance_reduction=reduction)[
+        ["problem", "variant", "batch_size", "repetition", "cosine_mean", "variance_reduction"]]
+    return scores.replace([np.inf, -np.inf], np.nan)
+
+
+@dataclass(frozen=True)
+class ScoreMatrices:
+    """rliable's input for one score at one N."""
+
+    score_dict: dict[str, np.ndarray]  # variant → [num_runs, num_tasks]; empty when rliable cannot work
+    tasks: list[str]  # problems, the columns of every matrix
+    notes: list[str]  # what was left out and why
+
+
+def score_matrices(scores: pd.DataFrame, score: Score, batch_size: int, variants: Sequence[str]) -> ScoreMatrices:
+    """One {variant: [num_runs, num_tasks]} dict from the score frame at batch size N.
+
+    Problems where the score is undefined for every variant (e.g. cosine with ∇J = 0) are left
+    out, then variants not measured on every remaining problem, then runs (repetitions) with a
+    missing task, then variants left with < 2 runs. rliable needs ≥ 2 tasks (and runs to resample);
+    otherwise the dict is empty and a note says why.
+    """
+    where = f"{score.title} at N={batch_size}"
+    at_n = scores[scores["batch_size"] == batch_size]
+    notes = []
+    defined = at_n.groupby("problem")[score.column].apply(lambda s: s.notna().any())
+    for problem in defined.index[~defined]:
+        notes.append(f"{where}: problem {problem} left out (score undefined for every variant)")
+    tasks = sorted(defined.index[defined])
+    if len(tasks) < 2:
+        notes.append(f"{where}: rliable aggregates across problems (tasks) and needs ≥ 2; "
+                     f"only {len(tasks)} problem(s) have this score defined, so no aggregate statistics")
+        return ScoreMatrices({}, tasks, notes)
+    wide = at_n[at_n["problem"].isin(tasks)].pivot(index=["variant", "repetition"], columns="problem",
+                                                   values=score.column).reindex(columns=tasks)
+    score_dict = {}
+    for variant in variants:
+        if variant not in wide.index.get_level_values("variant"):
+            continue
+        per_run = wide.loc[variant]
+        if per_run.isna().all().any():
+            notes.append(f"{where}: {variant} left out (not measured on every problem)")
+            continue
+        complete = per_run.dropna()
+        if len(complete) < 2:
+            notes.append(f"{where}: {variant} left out (fewer than 2 repetitions measured on every problem)")
+            continue
+        if len(complete) < len(per_run):
+            notes.append(f"{where}: {variant}: {len(per_run) - len(complete)} incomplete repetition(s) left out")
+        score_dict[variant] = complete.to_numpy(dtype=float)
+    if not score_dict:
+        notes.append(f"{where}: no variant has ≥ 2 repetitions (runs) on every problem, so no aggregate statistics")
+    return ScoreMatrices(score_dict, tasks, notes)
+
+
+def _aggregates(gamma: float):
+    """[num_runs, num_tasks] → [4] in STATISTICS order, with rliable's estimators."""
+    def aggregate(scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_median(scores),
+                         metrics.aggregate_mean(scores), metrics.aggregate_optimality_gap(scores, gamma)])
+    return aggregate
+
+
+def aggregate_intervals(score_dict: Mapping[str, np.ndarray], gamma: float, reps: int, seed: int) -> pd.DataFrame:
+    """IQM, median, mean and optimality gap (at `gamma`) of each variant's [num_runs, num_tasks]
+    scores with 95% stratified-bootstrap (percentile) intervals over runs.
+    → [variant, num_runs, statistic, estimate, lo, hi]"""
+    records = []
+    for variant, scores in score_dict.items():
+        with seeded_global_rng(seed):
+            points, intervals = rly.get_interval_estimates({variant: scores}, _aggregates(gamma), reps=reps)
+        for i, statistic in enumerate(STATISTICS):
+            records.append({"variant": variant, "num_runs": scores.shape[0], "statistic": statistic,
+                            "estimate": points[variant][i], "lo": intervals[variant][0, i],
+                            "hi": intervals[variant][1, i]})
+    return pd.DataFrame(records, columns=["variant", "num_runs", "statistic", "estimate", "lo", "hi"])
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """rliable's probability of improvement of X over Y from [num_runs_x, num_tasks] and
+    [num_runs_y, num_tasks] scores: per task, the fraction of (run of X, run of Y) pairs where X
+    scores higher, ties counting half (Mann–Whitney U / (n_x n_y)), averaged over tasks.
+
+    The same number as `rliable.metrics.probability_of_improvement` (tests/test_report.py checks
+    it), which makes one scipy call per task: inside a 2000-resample bootstrap that overhead alone
+    took ~20 s per pair, so a sweep's report took minutes; this vectorised form takes milliseconds.
+    """
+    x, y = scores_x[:, None, :], scores_y[None, :, :]  # [num_runs_x, 1, num_tasks], [1, num_runs_y, num_tasks]
+    per_task = (x > y).mean(axis=(0, 1)) + 0.5 * (x == y).mean(axis=(0, 1))
+    return float(per_task.mean())
+
+
+def improvement_probabilities(score_dict: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]], reps: int,
+                              seed: int) -> pd.DataFrame:
+    """P(X > Y) (`probability_of_improvement`) for the pairs with both variants in `score_dict`,
+    with rliable's 95% bootstrap intervals resampling each variant's runs independently.
+    → [x, y, probability, lo, hi]"""
+    records = []
+    for x, y in pairs:
+        if x not in score_dict or y not in score_dict:
+            continue
+        key = f"{x} > {y}"
+        with seeded_global_rng(seed):
+            points, intervals = rly.get_interval_estimates({key: [score_dict[x], score_dict[y]]},
+                                                           probability_of_improvement, reps=reps)
+        low, high = np.ravel(intervals[key])
+        records.append({"x": x, "y": y, "probability": float(points[key]), "lo": low, "hi": high})
+    return pd.DataFrame(records, columns=["x", "y", "probability", "lo", "hi"])
+
+
+def profile_thresholds(score_dict: Mapping[str, np.ndarray]) -> np.ndarray:
+    """PROFILE_POINTS thresholds τ spanning every score in the dict."""
+    every = np.concatenate([m.ravel() for m in score_dict.values()])
+    low, high = float(every.min()), float(every.max())
+    pad = 0.05 * (high - low) or 0.5
+    return np.linspace(low - pad, high + pad, PROFILE_POINTS)
+
+
+def performance_profiles(score_dict: Mapping[str, np.ndarray], taus: np.ndarray, reps: int, seed: int) -> pd.DataFrame:
+    """rliable's score distribution: the fraction of (run, task) scores above each τ, with 95%
+    bootstrap intervals. → [variant, tau, fraction, lo, hi]"""
+    frames = []
+    for variant, scores in score_dict.items():
+        with seeded_global_rng(seed):
+            profiles, cis = rly.create_performance_profile({variant: scores}, taus, reps=reps)
+        frames.append(pd.DataFrame({"variant": variant, "tau": taus, "fraction": profiles[variant],
+                                    "lo": cis[variant][0], "hi": cis[variant][1]}))
+    return _concat(frames, ["variant", "tau", "fraction", "lo", "hi"])
+
+
+INTERVAL_COLUMNS = ["score", "batch_size", "num_tasks", "gamma", "variant", "num_runs", "statistic", "estimate", "lo",
+                    "hi"]
+IMPROVEMENT_COLUMNS = ["score", "batch_size", "num_tasks", "x", "y", "probability", "lo", "hi"]
+PROFILE_COLUMNS = ["score", "batch_size", "variant", "tau", "fraction", "lo", "hi"]
+
+
+@dataclass(frozen=True)
+class RliableResults:
+    """Every rliable number of a report, as tidy tables keyed by score (column name) and N."""
+
+    batch_sizes: list[int]
+    intervals: pd.DataFrame  # INTERVAL_COLUMNS
+    improvements: pd.DataFrame  # IMPROVEMENT_COLUMNS
+    profiles: pd.DataFrame  # PROFILE_COLUMNS, variance reduction only
+    notes: list[str]  # what was left out and why
+
+
+def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: ReportSettings) -> RliableResults:
+    """Aggregate intervals and probabilities of improvement of every score, and performance
+    profiles of variance reduction, at the sweep's LARGEST_BATCH_SIZES largest N."""
+    scores = score_frame(rows, settings.reference_variant)
+    batch_sizes = sorted(int(n) for n in rows["batch_size"].unique())[-LARGEST_BATCH_SIZES:]
+    reps, seed = settings.bootstrap_reps, settings.seed
+    intervals, improvements, profiles, notes = [], [], [], []
+    for score in SCORES:
+        for batch_size in batch_sizes:
+            matrices = score_matrices(scores, score, batch_size, variants)
+            notes += matrices.notes
+            if not matrices.score_dict:
+                continue
+            tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
+            intervals.append(aggregate_intervals(matrices.score_dict, score.gamma, reps, seed)
+                             .assign(**tag, gamma=score.gamma))
+            improvements.append(improvement_probabilities(matrices.score_dict, settings.pairs, reps, seed)
+                                .assign(**tag))
+            notes += [f"{score.title} at N={batch_size}: pair {x} vs {y} left out (a variant is missing)"
+                      for x, y in settings.pairs if x not in matrices.score_dict or y not in matrices.score_dict]
+            if score is VARIANCE_REDUCTION:
+                taus = profile_thresholds(matrices.score_dict)
+                profiles.append(performance_profiles(matrices.score_dict, taus, reps, seed).assign(**tag))
+    return RliableResults(batch_sizes, _concat(intervals, INTERVAL_COLUMNS), _concat(improvements, IMPROVEMENT_COLUMNS),
+                          _concat(profiles, PROFILE_COLUMNS), notes)
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Tables stacked with a fixed column order (also when there are none)."""
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
