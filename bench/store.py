@@ -30,7 +30,10 @@ class ResultsStore:
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob(".*.tmp"):  # left by a run killed mid-write; never a finished cell
             stale.unlink()
-        self._atomic_write(self.root / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        data = json.dumps(meta, indent=2, sort_keys=True).encode()
+        meta_path = self.root / META_FILE
+        if not meta_path.is_file() or meta_path.read_bytes() != data:  # unchanged: keep its mtime, so a
+            self._atomic_write(meta_path, data)  # report built from these results stays up to date
 
     def finished(self) -> set[str]:
         """Cell ids with a complete file."""

@@ -113,8 +113,11 @@ def test_executors_give_identical_rows(tmp_path):
 def test_rerun_reuses_and_fresh_restarts(tmp_path):
     config = load_config(write(tmp_path, SMALL))
     first = run_sweep(config, tmp_path, executor="inprocess")
+    meta = tmp_path / "small" / "_sweep.json"
+    written = meta.stat().st_mtime_ns
     again = run_sweep(config, tmp_path, executor="inprocess")
     assert (first.ran, again.ran, again.reused) == (24, 0, 24)
+    assert meta.stat().st_mtime_ns == written, "an unchanged sweep must not touch its files (the report depends on them)"
     assert run_sweep(config, tmp_path, executor="inprocess", fresh=True).ran == 24
 
 
