@@ -93,9 +93,11 @@ def _reinforce_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
 def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
-    if options["baseline"] in ("batch_mean", "optimal_per_param") and batch_size < 2:
+    if options["baseline"] in BATCH_DEPENDENT_BIASED and batch_size < 2:
+        # fitted to the one trajectory it is applied to, the baseline removes (almost) all of it:
+        # batch_mean and optimal_per_param give exactly 0, optimal gives 0 on one-step problems
         raise ConfigError(f"estimator reinforce: baseline={options['baseline']} needs batch_size ≥ 2 "
-                          "(with one trajectory the estimate is identically zero)")
+                          "(fitted to its own single trajectory it cancels the estimate)")
     if options["returns"] == "total" and not options["discount_score"]:
         raise ConfigError(
             "estimator reinforce: discount_score=false applies only to returns=reward_to_go "
