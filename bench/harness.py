@@ -137,7 +137,7 @@ def measure(
         for start in range(0, reps, chunk):
             count = min(chunk, reps - start)
             began = time.perf_counter()
-            batch = problem.sample(theta, count, batch_size, generator)
+            batch = problem.sample(theta, count, batch_size, generator, spec.group_size(options))
             estimate = spec.estimate(problem.policy, theta, batch, **options).detach()
             seconds += time.perf_counter() - began
             estimates.append(estimate)

@@ -54,7 +54,8 @@ class GaussianBandit(Problem):
         theta = theta.to(torch.float64)
         return torch.stack([-2 * (theta[0] - self.target), -2 * torch.exp(2 * theta[1])])
 
-    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
+               group_size: int = 1) -> Batch:  # no state: a group is any G draws
         noise = torch.randn(reps, batch_size, 1, dtype=torch.float64, generator=generator)
         actions = theta[0].detach() + torch.exp(theta[1].detach()) * noise
         return _one_step_batch(actions, -((actions - self.target) ** 2))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from envs.policies import LinearGaussian
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
+from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
 from envs.spec import Float, Int, Option
 
 ACTION_COST = 0.1  # R = ACTION_COST · I
@@ -56,12 +56,14 @@ class LinearQuadratic(Problem):
             cov = closed @ cov @ closed.T + drive
         return total
 
-    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
+               group_size: int = 1) -> Batch:
         theta = theta.detach()
         gain, std = self.policy.gain(theta), torch.exp(theta[-1])
         shape = (reps, batch_size)
         dx, du = self.dynamics.shape[0], gain.shape[0]
-        state = torch.randn(*shape, dx, dtype=torch.float64, generator=generator)
+        initial = torch.randn(reps * batch_size // group_size, dx, dtype=torch.float64, generator=generator)
+        state = grouped(initial, group_size).reshape(*shape, dx)
         states, actions, rewards = [], [], []
         for _ in range(self.horizon):
             action = -state @ gain.T + std * torch.randn(*shape, du, dtype=torch.float64, generator=generator)

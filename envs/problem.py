@@ -77,8 +77,11 @@ class Problem(ABC):
         """θ [P] float64 the problem is measured at unless told otherwise."""
 
     @abstractmethod
-    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
-        """Draw `reps` independent batches of `batch_size` trajectories under π_θ."""
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
+               group_size: int = 1) -> Batch:
+        """Draw `reps` independent batches of `batch_size` trajectories under π_θ. Consecutive
+        trajectories form groups of `group_size` (a divisor of batch_size) that share their initial
+        state, as GRPO's rollouts from one prompt do; group_size = 1 is plain i.i.d. sampling."""
 
     @abstractmethod
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
@@ -118,6 +121,11 @@ def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem
     spec = PROBLEMS.get(name)
     resolved = resolve_options(f"env {name}", spec.options, options)
     return spec.build(**resolved)
+
+
+def grouped(draw: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each of `count / group_size` initial draws repeated for its group: [count/G, ...] → [count, ...]."""
+    return draw.repeat_interleave(group_size, dim=0)
 
 
 def discount_vector(gamma: float, horizon: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from envs.policies import SoftmaxTabular
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
+from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
 from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
 
 DEFAULT_HORIZON = 100  # for environments without a gymnasium TimeLimit
@@ -120,10 +120,12 @@ class TabularProblem(Problem):
             value = (pi * q).sum(-1)
         return mdp.initial @ value
 
-    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
+               group_size: int = 1) -> Batch:
         mdp, count = self.mdp, reps * batch_size
         policy_cdf = normalised_cdf(self.policy.probs(theta.detach()))  # [S, A]
-        state = inverse_cdf_sample(self._initial_cdf.expand(count, -1), generator)  # [B]
+        initial = inverse_cdf_sample(self._initial_cdf.expand(count // group_size, -1), generator)
+        state = grouped(initial, group_size)  # [B]
         alive = torch.ones(count, dtype=torch.bool)
         terminated = torch.zeros(count, dtype=torch.bool)
         states, actions, rewards, masks = [], [], [], []

@@ -28,6 +28,7 @@ class EstimatorSpec:
     unbiased: Callable[[Mapping[str, Any], Problem], bool]
     check: Callable[[Mapping[str, Any], Problem, int], None]
     doc: str
+    group_size: Callable[[Mapping[str, Any]], int] = lambda options: 1  # rollouts sharing an initial state
 
 
 ESTIMATORS: Registry[EstimatorSpec] = Registry("estimator")

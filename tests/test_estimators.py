@@ -118,7 +118,7 @@ def triple_id(case) -> str:
     return f"{case_id(problem_case)}-{name}[" + ",".join(f"{k}={v}" for k, v in opts.items()) + "]"
 
 
-TWIN_CASES = applicable_cases([PROBLEM_CASES[i] for i in (0, 2, 4, 6)], batch_size=3)
+TWIN_CASES = [c for c in applicable_cases([PROBLEM_CASES[i] for i in (0, 2, 4, 6)], batch_size=3) if c[1] == "reinforce"]
 UNBIASED_CASES = applicable_cases(PROBLEM_CASES, batch_size=4, declared_unbiased=True)
 
 
