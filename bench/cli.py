@@ -55,7 +55,7 @@ def cmd_list(_: argparse.Namespace) -> int:
         print("\n".join(_describe_options(spec.options)))
     print("\nEstimators (--estimator NAME, options with --est-opt KEY=VALUE):")
     for name, spec in ESTIMATORS.items():
-        print(f"  {name}: {spec.doc}; estimates {spec.target}")
+        print(f"  {name}: {spec.doc}; estimates {spec.target}; {spec.bias}")
         print("\n".join(_describe_options(spec.options)))
     return 0
 

@@ -57,5 +57,6 @@ ESTIMATORS.register("grpo", EstimatorSpec(
     unbiased=lambda options, problem: False,
     check=_grpo_check,
     doc="GRPO group-relative baseline over G rollouts sharing an initial state",
+    bias="biased: E ĝ = (1 − 1/G) ∇J with normalize=none; normalize=std also changes the direction",
     group_size=lambda options: options["group_size"],
 ))

@@ -28,6 +28,7 @@ class EstimatorSpec:
     unbiased: Callable[[Mapping[str, Any], Problem], bool]
     check: Callable[[Mapping[str, Any], Problem, int], None]
     doc: str
+    bias: str = ""  # the declaration in words, for `pgvar list`
     group_size: Callable[[Mapping[str, Any]], int] = lambda options: 1  # rollouts sharing an initial state
 
 

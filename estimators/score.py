@@ -116,4 +116,6 @@ ESTIMATORS.register("reinforce", EstimatorSpec(
     unbiased=_reinforce_unbiased,
     check=_reinforce_check,
     doc="score-function gradient with reward-to-go and baselines",
+    bias="unbiased, except baseline=batch_mean|optimal|optimal_per_param (fitted on the batch) and "
+         "discount_score=false when γ < 1",
 ))

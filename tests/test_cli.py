@@ -55,6 +55,8 @@ def test_list_shows_every_registered_name_and_option():
         assert name in out.stdout
         for option in spec.options:
             assert f"{option} = " in out.stdout
+    for name, spec in ESTIMATORS.items():
+        assert spec.bias and f"estimates {spec.target}; {spec.bias}" in out.stdout, name
 
 
 BASE = {"--env": "frozenlake", "--estimator": "reinforce", "--batch-size": "4", "--reps": "10", "--seed": "0"}
@@ -62,7 +64,7 @@ BASE = {"--env": "frozenlake", "--estimator": "reinforce", "--batch-size": "4", 
 
 @pytest.mark.parametrize("override,extra,message", [
     ({"--env": "nope"}, [], "unknown env 'nope'; valid: frozenlake"),
-    ({"--estimator": "nope"}, [], "unknown estimator 'nope'; valid: reinforce"),
+    ({"--estimator": "nope"}, [], "unknown estimator 'nope'; valid: grpo, reinforce"),
     ({}, ["--est-opt", "baseline=foo"], "option baseline='foo' for estimator reinforce: expected one of none"),
     ({}, ["--est-opt", "base=rloo"], "unknown option 'base' for estimator reinforce; valid options: returns"),
     ({}, ["--env-opt", "gamma=2"], "option gamma='2' for env frozenlake: expected a number in [0, 1]"),
