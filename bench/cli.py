@@ -10,10 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.harness import Measurement, measure
 from envs import PROBLEMS, make_problem
 from envs.spec import ConfigError, Option, parse_key_values
 from estimators import ESTIMATORS
-from bench.harness import Measurement, measure
 
 
 class _Parser(argparse.ArgumentParser):

@@ -365,10 +365,10 @@ _PROVENANCE: dict[str, str] = {}
 def provenance() -> dict[str, str]:
     """Library versions and the git commit of the code that produced a row."""
     if not _PROVENANCE:
+        from importlib.metadata import version
+
         import gymnasium
         import pandas
-
-        from importlib.metadata import version
 
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,

@@ -110,15 +110,27 @@ class TabularProblem(Problem):
             raise ConfigError(f"env {self.name} is not a gymnasium environment")
         return gym.make(self.gym_id, max_episode_steps=self.horizon, **self.gym_kwargs)
 
-    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+    def action_values(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact time-indexed Q^π_t(s, a) [H, S, A] by the backward recursion (differentiable).
+        With V_t(s) = Σ_a π(a|s) Q_t(s, a) and V_H ≡ 0 this is the oracle critic of a finite horizon."""
         mdp = self.mdp
         pi = self.policy.probs(theta)  # [S, A]
         alive = (~mdp.terminal).to(pi.dtype)  # [S, A, K]
         value = torch.zeros(mdp.num_states, dtype=pi.dtype)  # V_H
+        out = []
         for _ in range(self.horizon):
             q = (mdp.prob * (mdp.reward + self.gamma * alive * value[mdp.next_state])).sum(-1)
             value = (pi * q).sum(-1)
-        return mdp.initial @ value
+            out.append(q)
+        return torch.stack(out[::-1])
+
+    def values(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact V^π_t(s) [H + 1, S], the last row V_H ≡ 0."""
+        v = (self.policy.probs(theta) * self.action_values(theta)).sum(-1)  # [H, S]
+        return torch.cat([v, v.new_zeros(1, v.shape[1])])
+
+    def objective(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.mdp.initial @ self.values(theta)[0]
 
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
                group_size: int = 1) -> Batch:

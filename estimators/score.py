@@ -9,7 +9,10 @@ import torch
 
 from envs.problem import Batch, Policy, Problem
 from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser
-from estimators.autodiff import weighted_score_per_replicate, weighted_score_per_trajectory
+from estimators.autodiff import (
+    weighted_score_per_replicate,
+    weighted_score_per_trajectory,
+)
 from estimators.baselines import batch_mean, leave_one_out, optimal_constant
 from estimators.registry import ESTIMATORS, EstimatorSpec
 from estimators.returns import reward_to_go, total_return

@@ -57,10 +57,8 @@ def objective_loop(problem: TabularProblem, theta: torch.Tensor) -> float:
     return sum(mdp.initial[s].item() * value[s] for s in range(S))
 
 
-def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -> np.ndarray:
-    """Slow, independently derived twin of ∇J for softmax-tabular policies: the finite-horizon
-    policy-gradient theorem ∂J/∂θ[s,a] = Σ_t γ^t d_t(s) π(a|s) (Q_t(s,a) − V_t(s)), with d_t the
-    state distribution of the alive episode (forward loop) and Q_t, V_t from the backward loop."""
+def value_loops(problem: TabularProblem, theta: torch.Tensor) -> tuple[list, list]:
+    """Slow twin of the time-indexed Q_t and V_t (V_H = 0): plain Python over t, s, a, outcomes."""
     mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
     S, A, K = mdp.prob.shape
     prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
@@ -71,6 +69,25 @@ def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -
         qs[t] = [[sum(prob[s][a][k] * (rew[s][a][k] + (0.0 if term[s][a][k] else gamma * values[t + 1][nxt[s][a][k]]))
                       for k in range(K)) for a in range(A)] for s in range(S)]
         values[t] = [sum(pi[s][a] * qs[t][s][a] for a in range(A)) for s in range(S)]
+    return qs, values
+
+
+def test_tabular_values_match_loop_twin(tabular_problem):
+    theta = random_theta(tabular_problem, seed=9)
+    qs, values = value_loops(tabular_problem, theta)
+    np.testing.assert_allclose(tabular_problem.action_values(theta).numpy(), np.array(qs), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(tabular_problem.values(theta).numpy(), np.array(values), rtol=1e-9, atol=1e-9)
+
+
+def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -> np.ndarray:
+    """Slow, independently derived twin of ∇J for softmax-tabular policies: the finite-horizon
+    policy-gradient theorem ∂J/∂θ[s,a] = Σ_t γ^t d_t(s) π(a|s) (Q_t(s,a) − V_t(s)), with d_t the
+    state distribution of the alive episode (forward loop) and Q_t, V_t from the backward loop."""
+    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
+    S, A, K = mdp.prob.shape
+    prob, nxt, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.terminal.tolist()
+    H, gamma = problem.horizon, problem.gamma
+    qs, values = value_loops(problem, theta)
     grad = np.zeros((S, A))
     dist = mdp.initial.tolist()
     for t in range(H):

@@ -15,7 +15,11 @@ from bench.harness import measure
 from envs import make_problem
 from envs.spec import ConfigError
 from estimators import ESTIMATORS, resolve_estimator
-from estimators.autodiff import naive_weighted_score, weighted_score_per_replicate, weighted_score_per_trajectory
+from estimators.autodiff import (
+    naive_weighted_score,
+    weighted_score_per_replicate,
+    weighted_score_per_trajectory,
+)
 from estimators.returns import reward_to_go_loop
 from estimators.score import reinforce
 from tests.conftest import PROBLEM_CASES, case_id, random_theta
@@ -201,25 +205,13 @@ def test_dropping_discount_is_detected_and_matches_its_exact_expectation():
 
 
 def undiscounted_score_expectation(problem, theta) -> np.ndarray:
-    """E[Σ_t ψ_t G_t] = Σ_t Σ_s d_t(s) Σ_a π(a|s) ∇log π(a|s) Q_t(s, a): the theorem's sum with γ^t
-    removed, obtained from the loop twin at γ' = 1 for the state weights only."""
-    S, A = problem.theta_shape
-    grad = np.zeros((S, A))
+    """E[Σ_t ψ_t G_t] = Σ_t Σ_s d_t(s) Σ_a π(a|s) ∇log π(a|s) Q_t(s, a): the policy-gradient theorem's
+    sum with γ^t removed (for softmax-tabular, π ∇log π on row s is π(a|s)(Q − V) per (s, a))."""
     occupancy = problem.occupancy(theta).sum(-1).numpy()  # [H, S] alive-state distribution
     pi = problem.policy.probs(theta).numpy()
-    gamma = problem.gamma
-    mdp = problem.mdp
-    values = np.zeros(S)
-    q_by_t = []
-    for _ in range(problem.horizon):
-        q = (mdp.prob.numpy() * (mdp.reward.numpy() + gamma * (~mdp.terminal.numpy()) * values[mdp.next_state.numpy()])).sum(-1)
-        values = (pi * q).sum(-1)
-        q_by_t.append(q)
-    q_by_t.reverse()
-    for t in range(problem.horizon):
-        q = q_by_t[t]
-        grad += occupancy[t][:, None] * pi * (q - (pi * q).sum(-1, keepdims=True))
-    return grad.reshape(-1)
+    q = problem.action_values(theta).numpy()  # [H, S, A]
+    advantage = q - (pi * q).sum(-1, keepdims=True)
+    return (occupancy[..., None] * pi * advantage).sum(0).reshape(-1)
 
 
 def test_undiscounted_expectation_twin_reduces_to_theorem_at_gamma_one():

@@ -8,12 +8,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
 import torch
+from scipy import stats
 
 from bench.harness import measure
 from bench.metrics import (
-    HEAVY_TAIL_KURTOSIS, gradient_metrics, pairwise_cosine, trace_cov_squared, variance_trace_loo,
+    HEAVY_TAIL_KURTOSIS,
+    gradient_metrics,
+    pairwise_cosine,
+    trace_cov_squared,
+    variance_trace_loo,
 )
 from envs import make_problem
 from tests.conftest import random_theta

@@ -26,7 +26,11 @@ from reports.findings import bias_findings, reliability_findings
 from reports.report import build_report
 from reports.results import variance_ratios
 from reports.rliable_stats import (
-    aggregate_intervals, improvement_probabilities, performance_profiles, probability_of_improvement, seeded_global_rng,
+    aggregate_intervals,
+    improvement_probabilities,
+    performance_profiles,
+    probability_of_improvement,
+    seeded_global_rng,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
