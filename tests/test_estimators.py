@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from bench.harness import measure
 from envs import make_problem
@@ -156,12 +156,20 @@ def test_every_problem_has_declared_unbiased_cases():
     assert {case[0][0] for case in UNBIASED_CASES} == {name for name, _ in PROBLEM_CASES}
 
 
+# The p-value is calibrated only where the estimates are not heavy-tailed; these problems need
+# larger batches for that at M = 400 (tail kurtosis at N = 4: gaussian-bandit ≈ 40–66,
+# frozenlake ≈ 17, lqr ≈ 11–20; at the sizes below ≤ 3.3). The test asserts the regime.
+UNBIASED_TEST_BATCH_SIZE = {"gaussian-bandit": 256, "frozenlake": 64, "lqr": 64}
+
+
 @pytest.mark.parametrize("case", UNBIASED_CASES, ids=triple_id)
 def test_declared_unbiased_is_unbiased_on_every_exact_problem(case):
     problem_case, name, opts = case
     problem = make_problem(*problem_case)
-    result = measure(problem, name, batch_size=4, reps=400, seed=100, theta=random_theta(problem, seed=23),
+    batch_size = UNBIASED_TEST_BATCH_SIZE.get(problem.name, 4)
+    result = measure(problem, name, batch_size, reps=400, seed=100, theta=random_theta(problem, seed=23),
                      estimator_options=opts)
+    assert not result.metrics.heavy_tailed, "outside the regime where the p-value is calibrated"
     assert result.metrics.nonfinite == 0
     assert result.metrics.bias_pvalue >= ALPHA, f"p = {result.metrics.bias_pvalue:.2e}"
 
@@ -173,15 +181,18 @@ def shifted_pvalue(result, expected_mean: np.ndarray) -> float:
     return gradient_metrics(result.estimates, expected_mean).bias_pvalue
 
 
-@pytest.mark.parametrize("name", ["gaussian-bandit", "softmax-bandit", "frozenlake", "garnet"])
+@pytest.mark.parametrize("name", ["softmax-bandit", "contextual-bandit", "garnet"])
 def test_batch_mean_has_relative_bias_one_over_n(name):
-    """E ĝ_batch_mean = (1 − 1/N) ∇J exactly. Consistent with that (p ≥ ALPHA) on every problem,
-    and on the bandits (high SNR) also detected as biased against ∇J, with 1/N inside the CI."""
+    """E ĝ_batch_mean = (1 − 1/N) ∇J exactly (the algebra is checked on every problem by
+    test_batch_mean_is_exactly_scaled_rloo). Here, where the estimates are not heavy-tailed so the
+    p-values and CIs are calibrated: consistent with that (p ≥ ALPHA), and on the bandits (high SNR)
+    also detected as biased against ∇J, with 1/N inside the relative-bias CI."""
     problem = make_problem(name)
     batch_size = 4
     theta = random_theta(problem, seed=24)
     result = measure(problem, "reinforce", batch_size, reps=4000, seed=101, theta=theta,
                      estimator_options={"baseline": "batch_mean"})
+    assert not result.metrics.heavy_tailed
     assert shifted_pvalue(result, (1 - 1 / batch_size) * result.reference_grad) >= ALPHA
     if name.endswith("bandit"):
         assert result.metrics.bias_pvalue < ALPHA
@@ -197,7 +208,7 @@ def test_dropping_discount_is_detected_and_matches_its_exact_expectation():
     theta = random_theta(problem, seed=25)
     result = measure(problem, "reinforce", 16, reps=2000, seed=102, theta=theta,
                      estimator_options={"discount_score": False})
-    assert not result.declared_unbiased
+    assert not result.declared_unbiased and not result.metrics.heavy_tailed
     expected = undiscounted_score_expectation(problem, theta)
     assert shifted_pvalue(result, expected) >= ALPHA
     assert result.metrics.bias_pvalue < ALPHA
@@ -221,37 +232,52 @@ def test_undiscounted_expectation_twin_reduces_to_theorem_at_gamma_one():
                                policy_gradient_theorem_loop(problem, theta), rtol=1e-9, atol=1e-12)
 
 
-def gaussian_bandit_per_sample_moments(mu: float, log_std: float, target: float, baseline: float):
-    """Exact E[g] and E[g²] (per coordinate) of one-sample REINFORCE on the Gaussian bandit.
+@dataclass(frozen=True)
+class GaussianBanditMoments:
+    """Exact moments of one-sample REINFORCE g = ψ (R − b) on the Gaussian bandit, X = g − E g."""
 
-    a = μ + σz, z ~ N(0, 1): R = −(d + σz)² with d = μ − c; ψ_μ = z/σ, ψ_s = z² − 1;
-    g = ψ (R − b) is a polynomial in z, and E[z^k] = (k − 1)!! for even k, 0 for odd k."""
+    mean: np.ndarray  # E g [2]
+    cov: np.ndarray  # Σ = E[X Xᵀ] [2, 2]
+    fourth: float  # E‖X‖⁴
+
+    def trace_variance_and_se(self, batch_size: int, reps: int) -> tuple[float, float]:
+        """tr Cov of the mean Y of N samples, and the standard error of its estimate tr S from M batches:
+        Var(‖Y − E Y‖²)/M with E‖Y‖⁴ = [N E‖X‖⁴ + N(N − 1)((tr Σ)² + 2 tr Σ²)] / N⁴ (i.i.d. X, mean 0)."""
+        tr, tr_sq, n = float(np.trace(self.cov)), float((self.cov**2).sum()), batch_size
+        fourth_of_mean = (n * self.fourth + n * (n - 1) * (tr**2 + 2 * tr_sq)) / n**4
+        return tr / n, math.sqrt((fourth_of_mean - (tr / n) ** 2) / reps)
+
+
+def gaussian_bandit_moments(mu: float, log_std: float, target: float, baseline: float) -> GaussianBanditMoments:
+    """a = μ + σz, z ~ N(0, 1): R = −(d + σz)² with d = μ − c; ψ_μ = z/σ, ψ_s = z² − 1; every
+    quantity is a polynomial in z, and E[z^k] = (k − 1)!! for even k, 0 for odd k: exact moments."""
     P = np.polynomial.Polynomial
     sigma, d = math.exp(log_std), mu - target
     advantage = -(P([d, sigma]) ** 2) - baseline
-    scores = [P([0, 1 / sigma]), P([-1, 0, 1])]
+    g = [P([0, 1 / sigma]) * advantage, P([-1, 0, 1]) * advantage]
 
     def expect(poly):
         return sum(c * (math.prod(range(k - 1, 0, -2)) if k % 2 == 0 else 0.0) for k, c in enumerate(poly.coef))
 
-    first = np.array([expect(s * advantage) for s in scores])
-    second = np.array([expect((s * advantage) ** 2) for s in scores])
-    return first, second
+    mean = np.array([expect(gj) for gj in g])
+    centered = [gj - m for gj, m in zip(g, mean)]
+    cov = np.array([[expect(a * b) for b in centered] for a in centered])
+    fourth = expect((centered[0] ** 2 + centered[1] ** 2) ** 2)
+    return GaussianBanditMoments(mean, cov, fourth)
 
 
 @pytest.mark.parametrize("baseline", ["none", "constant:-2", "constant:0.5"])
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_gaussian_bandit_variance_matches_closed_form(baseline, batch_size):
-    """tr Cov(ĝ) = Σ_j (E[g_j²] − E[g_j]²) / N exactly. The measured variance_trace must lie within
-    4 jackknife standard errors (σ̂/√M scale) of it: false-positive rate ≈ 6e-5 (normal approximation)."""
+    """tr Cov(ĝ) = tr Σ / N exactly. The measured variance_trace must lie within 4 exact standard
+    errors of it (the estimate's own SE is too small here: the estimates are heavy-tailed). False-
+    positive rate ≈ 6e-5 by the normal approximation of a mean of M = 20 000 terms."""
     problem = make_problem("gaussian-bandit")
-    mu, log_std = 0.3, -0.2
-    result = measure(problem, "reinforce", batch_size, reps=20_000, seed=103, theta=[mu, log_std],
+    mu, log_std, reps = 0.3, -0.2, 20_000
+    result = measure(problem, "reinforce", batch_size, reps=reps, seed=103, theta=[mu, log_std],
                      estimator_options={"baseline": baseline})
     constant = 0.0 if baseline == "none" else float(baseline.split(":")[1])
-    first, second = gaussian_bandit_per_sample_moments(mu, log_std, 1.0, constant)
-    np.testing.assert_allclose(first, result.reference_grad, rtol=1e-12)  # the moments are right
-    exact_trace = float((second - first**2).sum()) / batch_size
-    lo, hi = result.metrics.variance_trace_ci
-    se = (math.log(hi) - math.log(lo)) / (2 * stats.norm.isf(0.025)) * result.metrics.variance_trace
+    moments = gaussian_bandit_moments(mu, log_std, 1.0, constant)
+    np.testing.assert_allclose(moments.mean, result.reference_grad, rtol=1e-12)  # the moments are right
+    exact_trace, se = moments.trace_variance_and_se(batch_size, reps)
     assert abs(result.metrics.variance_trace - exact_trace) <= 4 * se, (result.metrics.variance_trace, exact_trace, se)

@@ -22,7 +22,6 @@ def test_groups_share_their_initial_state(name):
     batch = problem.sample(random_theta(problem, 1), 3, 8, torch.Generator().manual_seed(0), group_size=4)
     first = batch.obs[:, :, 0].reshape(3, 2, 4, *batch.obs.shape[3:])  # [M, groups, G, ...]
     assert torch.equal(first, first[:, :, :1].expand_as(first))
-    assert not torch.equal(batch.actions[:, 0, 0], batch.actions[:, 1, 0]) or problem.num_params < 4
 
 
 def grpo_loop(problem, theta, batch, group_size, normalize) -> torch.Tensor:
@@ -59,7 +58,7 @@ def test_grpo_without_normalisation_is_shrunk_by_one_over_g(name):
     problem = make_problem(name, {"gamma": 0.9, "horizon": 20} if name == "garnet" else {})
     result = measure(problem, "grpo", 8, 3000, seed=5, theta=random_theta(problem, 3),
                      estimator_options={"group_size": 4, "normalize": "none"})
-    assert not result.declared_unbiased
+    assert not result.declared_unbiased and not result.metrics.heavy_tailed
     assert gradient_metrics(result.estimates, 0.75 * result.reference_grad).bias_pvalue >= ALPHA
 
 
