@@ -72,7 +72,7 @@ def render_table(record: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
     lines = [
         f"{record['env']} ({record['num_params']} parameters, γ={record['gamma']:g}, H={record['horizon']}), "
-        f"J(θ) = {record['objective']:.6g}, ‖∇J‖ = {record['reference_norm']:.6g} ({record['reference_kind']})",
+        f"J(θ) = {record['objective']:.6g}, ‖{record['target']}‖ = {record['reference_norm']:.6g} ({record['reference_kind']})",
         f"{record['estimator']} ({opts}): target {record['target']}, declared "
         + ("unbiased" if record["declared_unbiased"] else "biased"),
         f"N = {record['batch_size']} trajectories × M = {record['reps']} batches, seed {record['seed']}",
@@ -81,12 +81,15 @@ def render_table(record: dict) -> str:
     ]
     for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
         lines.append(f"{name:<18} {_fmt_ci(record[name], record[name + '_ci'])}")
-    lines.append(f"{'bias_pvalue':<18} {_fmt_ci(record['bias_pvalue'], None)}  (H0: E ĝ = ∇J)")
-    lines.append(f"{'nonfinite':<18} {record['nonfinite']} of {record['reps']} estimates")
+    lines.append(f"{'bias_pvalue':<18} {_fmt_ci(record['bias_pvalue'], None)}  (H0: E ĝ = {record['target']})")
+    lines.append(f"{'nonfinite':<18} {record['nonfinite']} of {record['reps']} estimates"
+                 + (" (excluded from every metric above)" if record["nonfinite"] else ""))
+    if record["estimator_info"]:
+        lines.append(f"{'estimator':<18} " + ", ".join(f"{k}={v}" for k, v in record["estimator_info"].items()))
     if record["heavy_tailed"]:
         lines.append(
-            f"warning: heavy-tailed estimates (tail kurtosis {record['tail_kurtosis']:.3g} > 4): the CIs are "
-            "too narrow and the p-value optimistic at this M; raise --reps or --batch-size"
+            f"warning: heavy-tailed estimates (tail kurtosis {_fmt_ci(record['tail_kurtosis'], None)} > 4): the "
+            "CIs are too narrow and the p-value optimistic at this M; raise --reps or --batch-size"
         )
     lines.append(
         f"{'cost':<18} {record['seconds']:.3g} s, {record['env_steps']} env steps "

@@ -22,6 +22,7 @@ from estimators.registry import resolve_estimator
 # only on (N, H, P), so the numbers depend only on the configuration and the seed.
 STEPS_PER_CHUNK = 2**22  # trajectory steps held at once (M_chunk × N × H)
 PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries held at once (M_chunk × N × P)
+PREPARE_STREAM = 1  # the sub-stream of the seed an estimator's `prepare` draws from (batches: the root)
 
 
 def make_generator(seed: int, *stream: int) -> torch.Generator:
@@ -50,6 +51,7 @@ class Measurement:
     estimator_options: dict[str, Any]
     target: str
     declared_unbiased: bool
+    estimator_info: dict[str, Any]  # what the estimator's `prepare` reports (behaviour KL, critic fit…)
     batch_size: int
     reps: int
     seed: int
@@ -71,6 +73,7 @@ class Measurement:
             "env": self.env, "env_options": self.env_options,
             "estimator": self.estimator, "estimator_options": self.estimator_options,
             "target": self.target, "declared_unbiased": self.declared_unbiased,
+            "estimator_info": self.estimator_info,
             "batch_size": self.batch_size, "reps": self.reps, "seed": self.seed,
             "num_params": int(self.theta.size), "gamma": self.gamma, "horizon": self.horizon,
             "theta": self.theta, "objective": self.objective,
@@ -118,7 +121,9 @@ def measure(
 ) -> Measurement:
     """Draw `reps` (M) independent batches of `batch_size` (N) trajectories from π_θ on `problem`,
     estimate one gradient per batch with the named estimator, and reduce the M estimates to
-    metrics against the exact gradient. All randomness comes from `seed`."""
+    metrics against the exact value of the estimator's target (∇J unless it declares another).
+    Before the first batch the estimator's `prepare` runs once (critics, behaviour policy); its
+    time counts in `seconds`. All randomness comes from `seed`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}: expected an integer ≥ 1")
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
@@ -127,18 +132,23 @@ def measure(
     spec.check(options, problem, batch_size)
     theta = problem.default_theta() if theta is None else problem.check_theta(theta)
 
-    reference = problem.exact_gradient(theta).detach()
+    target = spec.target_of(options)
+    reference = target.reference(problem, theta)
     objective = float(problem.objective(theta).detach())
 
+    began = time.perf_counter()
+    prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))
+    seconds = time.perf_counter() - began
+    sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
     generator = make_generator(seed)
     chunk = chunk_reps(problem, batch_size, reps)
-    estimates, env_steps, seconds = [], 0, 0.0
+    estimates, env_steps = [], 0
     with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
         for start in range(0, reps, chunk):
             count = min(chunk, reps - start)
             began = time.perf_counter()
-            batch = problem.sample(theta, count, batch_size, generator, spec.group_size(options))
-            estimate = spec.estimate(problem.policy, theta, batch, **options).detach()
+            batch = problem.sample(sample_theta, count, batch_size, generator, spec.group_size(options))
+            estimate = spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach()
             seconds += time.perf_counter() - began
             estimates.append(estimate)
             env_steps += batch.env_steps
@@ -148,7 +158,8 @@ def measure(
     return Measurement(
         env=problem.name, env_options=dict(problem.options),
         estimator=estimator, estimator_options=options,
-        target=spec.target, declared_unbiased=spec.unbiased(options, problem),
+        target=target.label, declared_unbiased=spec.unbiased(options, problem),
+        estimator_info=dict(prepared.info),
         batch_size=batch_size, reps=reps, seed=seed, theta=theta.numpy(),
         gamma=problem.gamma, horizon=problem.horizon, objective=objective,
         reference_kind="exact", reference_grad=reference.numpy(),

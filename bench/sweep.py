@@ -54,6 +54,8 @@ class EstimatorConfig:
     name: str
     options: tuple[tuple[str, Any], ...] = ()
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    problems: tuple[str, ...] = ()  # problem labels or env names it runs on; empty: every problem
+    batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class SweepConfig:
 
 _SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report"}
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
-_ESTIMATOR_KEYS = {"name", "options", "sweep"}
+_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
 
 
@@ -138,6 +140,13 @@ def _registered_entry(where: _Where, key: str, table: Any, allowed: set[str], na
     return name, options, axes
 
 
+def _batch_sizes(where: _Where, key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                       for n in value):
+        raise where.error(key, f"expected a non-empty list of integers ≥ 1, got {value!r}")
+    return tuple(value)
+
+
 def parse_theta_choice(where: _Where, key: str, text: Any) -> str:
     if text == "default":
         return text
@@ -181,16 +190,20 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     if not problems:
         raise where.error("problems", "expected at least one [[problems]] table")
 
-    estimators = [EstimatorConfig(*_registered_entry(where, f"estimators[{i}]", table, _ESTIMATOR_KEYS, "name", ESTIMATORS))
-                  for i, table in enumerate(raw.get("estimators") or [])]
+    batch_sizes = _batch_sizes(where, "batch_sizes", raw.get("batch_sizes"))
+    problem_names = {p.label or p.env for p in problems} | {p.env for p in problems}
+    estimators = []
+    for i, table in enumerate(raw.get("estimators") or []):
+        key = f"estimators[{i}]"
+        estimator, options, axes = _registered_entry(where, key, table, _ESTIMATOR_KEYS, "name", ESTIMATORS)
+        only = table.get("problems", [])
+        if not isinstance(only, list) or any(p not in problem_names for p in only):
+            raise where.error(f"{key}.problems", f"expected a list of problem labels or envs of this sweep "
+                                                 f"({', '.join(sorted(problem_names))}), got {only!r}")
+        own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
+        estimators.append(EstimatorConfig(estimator, options, axes, tuple(only), own_sizes))
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
-
-    batch_sizes = raw.get("batch_sizes")
-    if not isinstance(batch_sizes, list) or not batch_sizes or any(
-        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in batch_sizes
-    ):
-        raise where.error("batch_sizes", f"expected a non-empty list of integers ≥ 1, got {batch_sizes!r}")
 
     report_raw = raw.get("report", {})
     if not isinstance(report_raw, Mapping):
@@ -286,10 +299,12 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
                 label = _label(pconf.label, {k: resolved_env[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
             problem = make_problem(pconf.env, env_options)
             for econf in config.estimators:
+                if econf.problems and not {pconf.label or pconf.env, pconf.env} & set(econf.problems):
+                    continue  # not asked for: not a skip
                 for est_options in _combinations(econf.options, econf.sweep):
                     spec, resolved = resolve_estimator(econf.name, est_options)
                     variant = _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
-                    for batch_size in config.batch_sizes:
+                    for batch_size in econf.batch_sizes or config.batch_sizes:
                         try:
                             spec.check(resolved, problem, batch_size)
                         except ConfigError as err:
@@ -338,6 +353,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         "env_options": json.dumps(dict(cell.env_options), sort_keys=True), "theta": cell.theta,
         "estimator": cell.estimator, "variant": cell.variant,
         "estimator_options": json.dumps(dict(cell.estimator_options), sort_keys=True),
+        "estimator_info": json.dumps(record["estimator_info"], sort_keys=True),
         "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
     }
     for key in ("num_params", "horizon", "reference_kind", "target", "declared_unbiased", "reps_used", "nonfinite",

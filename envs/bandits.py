@@ -15,6 +15,7 @@ from envs.policies import ScalarGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
 from envs.spec import Float, FloatList, Int, Option
 from envs.tabular import TabularMDP, TabularProblem
+from envs.values import TableBasis, ValueFunction
 
 
 def _one_step_batch(actions: torch.Tensor, rewards: torch.Tensor) -> Batch:
@@ -29,6 +30,7 @@ def _one_step_batch(actions: torch.Tensor, rewards: torch.Tensor) -> Batch:
         truncated=torch.zeros(reps, batch_size, dtype=torch.bool),
         discount=discount_vector(1.0, 1),
         gamma=1.0,
+        final_obs=torch.zeros(reps, batch_size, dtype=torch.long),
     )
 
 
@@ -53,6 +55,19 @@ class GaussianBandit(Problem):
     def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         theta = theta.to(torch.float64)
         return torch.stack([-2 * (theta[0] - self.target), -2 * torch.exp(2 * theta[1])])
+
+    value_basis = TableBasis(1)  # one state: V_0 = J, V_1 = 0
+
+    def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
+        value = self.objective(theta.to(torch.float64)).detach()
+        return ValueFunction(self.value_basis, torch.stack([value, torch.zeros_like(value)])[:, None])
+
+    def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.policy.entropy(theta, torch.zeros(()))
+
+    def fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """E[ψψᵀ] with ψ = [z/σ, z² − 1]: diag(1/σ², 2)."""
+        return torch.diag(torch.stack([torch.exp(-2 * theta[1]), torch.tensor(2.0, dtype=theta.dtype)])).detach()
 
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
                group_size: int = 1) -> Batch:  # no state: a group is any G draws

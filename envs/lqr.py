@@ -1,34 +1,76 @@
-"""Finite-horizon linear-quadratic control with a linear-Gaussian policy.
+"""Finite-horizon linear-quadratic control with a linear policy, Gaussian or deterministic.
 
     x_0 ~ N(0, I),   x_{t+1} = A x_t + B u_t + w_t,   w_t ~ N(0, ν² I),   r_{t+1} = −(x_tᵀ Q x_t + u_tᵀ R u_t)
-    u_t = −K x_t + σ ε_t,   θ = [K (row-major), log σ],   Q = I,   R = 0.1 I
+    policy=gaussian:        u_t = −K x_t + σ ε_t,    θ = [K (row-major), log σ]
+    policy=deterministic:   u_t = μ_θ(x_t) = −K x_t,  θ = K (row-major)
+    Q = I,   R = 0.1 I
 
-J(θ) = Σ_{t<H} γ^t E[r_{t+1}] is exact: the closed loop keeps x_t Gaussian with mean 0 and
-covariance Σ_{t+1} = (A − BK) Σ_t (A − BK)ᵀ + σ² B Bᵀ + ν² I, so
-E[r_{t+1}] = −tr(Q Σ_t) − tr(R (K Σ_t Kᵀ + σ² I)); ∇J by autograd through it in float64.
-A and B are drawn once from `system_seed`: B standard normal, A standard normal rescaled to
-spectral radius 0.95.
+Everything exact is one set of recursions in the action-noise variance σ² (σ² = 0 for the
+deterministic policy). The closed loop keeps x_t Gaussian with mean 0 and covariance
+Σ_{t+1} = (A − BK) Σ_t (A − BK)ᵀ + σ² B Bᵀ + ν² I, so E[r_{t+1}] = −tr(Q Σ_t) − tr(R (K Σ_t Kᵀ + σ² I))
+gives J(θ), and ∇J by autograd through it in float64; V_t and Q_t follow from the backward
+recursion (`oracle_values`, `action_values`). A and B are drawn once from `system_seed`:
+B standard normal, A standard normal rescaled to spectral radius 0.95.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from envs.policies import LinearGaussian
+from envs.policies import LinearDeterministic, LinearGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
-from envs.spec import Float, Int, Option
+from envs.spec import Choice, ConfigError, Float, Int, Option
+from envs.values import QuadraticBasis, ValueFunction
 
 ACTION_COST = 0.1  # R = ACTION_COST · I
 
 
+@dataclass(frozen=True)
+class QuadraticActionValues:
+    """Time-indexed action values Q_t(x, u) = zᵀ W_t z + c_t with z = [x, u], t < H: the model class
+    of LQR's exact Q_t (no linear terms: dynamics and costs have no affine part), exact or fitted.
+
+    matrices W [H, dx + du, dx + du] symmetric, constants c [H].
+    """
+
+    state_dim: int
+    matrices: torch.Tensor
+    constants: torch.Tensor
+
+    @classmethod
+    def from_basis_weights(cls, basis: QuadraticBasis, state_dim: int, weights: torch.Tensor) -> QuadraticActionValues:
+        """The same function from its weights w [..., H, F] on `basis` = QuadraticBasis(dx + du), where
+        w · [1, z_i z_j for i ≤ j] counts each off-diagonal W_ij twice (leading axes carried along)."""
+        dim = basis.state_dim
+        rows, cols = torch.triu_indices(dim, dim)
+        upper = weights.new_zeros(*weights.shape[:-1], dim, dim)
+        upper[..., rows, cols] = weights[..., 1:]
+        return cls(state_dim, (upper + upper.transpose(-1, -2)) / 2, weights[..., 0])
+
+    def _pair(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs, actions], -1)[..., None]  # z [..., dx + du, 1]
+
+    def at(self, obs: torch.Tensor, actions: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Q_t(x, u) at obs [..., dx], actions [..., du], time indices steps (long, broadcastable to
+        obs [...]; for a batch [M, N, T], steps = arange(T)) → [...]."""
+        z = self._pair(obs, actions)
+        return (z.transpose(-1, -2) @ self.matrices[steps] @ z)[..., 0, 0] + self.constants[steps]
+
+    def action_gradient(self, obs: torch.Tensor, actions: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """∇_u Q_t(x, u) = 2 W_t[u, :] z in closed form, shapes as in `at` → [..., du]."""
+        return 2 * (self.matrices[steps][..., self.state_dim:, :] @ self._pair(obs, actions))[..., 0]
+
+
 class LinearQuadratic(Problem):
     name = "lqr"
-    theta_layout = "[K row-major (action_dim × state_dim), log σ]"
 
-    def __init__(self, state_dim: int, action_dim: int, horizon: int, gamma: float, noise: float, system_seed: int):
+    def __init__(self, state_dim: int, action_dim: int, horizon: int, gamma: float, noise: float, system_seed: int,
+                 policy: str):
         self.options = dict(state_dim=state_dim, action_dim=action_dim, horizon=horizon, gamma=gamma, noise=noise,
-                             system_seed=system_seed)
+                            system_seed=system_seed, policy=policy)
         self.horizon, self.gamma, self.noise = horizon, gamma, noise
         rng = np.random.default_rng(system_seed)
         a = rng.normal(size=(state_dim, state_dim))
@@ -37,36 +79,116 @@ class LinearQuadratic(Problem):
         self.control = torch.as_tensor(rng.normal(size=(state_dim, action_dim)))  # B [dx, du]
         self.state_cost = torch.eye(state_dim, dtype=torch.float64)  # Q
         self.action_cost = ACTION_COST * torch.eye(action_dim, dtype=torch.float64)  # R
-        self.policy = LinearGaussian(state_dim, action_dim)
-        self.theta_shape = (action_dim * state_dim + 1,)
+        if policy == "deterministic":
+            self.policy = LinearDeterministic(state_dim, action_dim)
+            self.stochastic_policy = False
+            self.theta_shape = (action_dim * state_dim,)
+            self.theta_layout = "K row-major (action_dim × state_dim)"
+        else:
+            self.policy = LinearGaussian(state_dim, action_dim)
+            self.theta_shape = (action_dim * state_dim + 1,)
+            self.theta_layout = "[K row-major (action_dim × state_dim), log σ]"
 
     def default_theta(self) -> torch.Tensor:
-        return torch.zeros(self.num_params, dtype=torch.float64)  # K = 0, σ = 1
+        return torch.zeros(self.num_params, dtype=torch.float64)  # K = 0 (and σ = 1)
+
+    def state_covariances(self, theta: torch.Tensor) -> torch.Tensor:
+        """E[x_t x_tᵀ] = Σ_t for t < H by the closed-loop recursion (differentiable). → [H, dx, dx]"""
+        gain, variance = self.policy.gain(theta), self.policy.action_variance(theta)
+        closed = self.dynamics - self.control @ gain
+        identity = torch.eye(len(closed), dtype=theta.dtype)
+        drive = variance * self.control @ self.control.T + self.noise**2 * identity
+        cov, out = identity, []  # Σ_0 = I
+        for _ in range(self.horizon):
+            out.append(cov)
+            cov = closed @ cov @ closed.T + drive
+        return torch.stack(out)
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
-        gain, variance = self.policy.gain(theta), torch.exp(2 * theta[-1])
+        """Σ_t γ^t E[r_{t+1}] with E[r_{t+1}] = −tr(Q Σ_t) − tr(R (K Σ_t Kᵀ + σ² I))."""
+        gain, variance = self.policy.gain(theta), self.policy.action_variance(theta)
+        covs = self.state_covariances(theta)  # [H, dx, dx]
+        action_second_moment = gain @ covs @ gain.T + variance * torch.eye(len(gain), dtype=theta.dtype)
+        rewards = -torch.einsum("ij,tji->t", self.state_cost, covs) - torch.einsum("ij,tji->t", self.action_cost,
+                                                                                   action_second_moment)
+        return discount_vector(self.gamma, self.horizon).to(theta.dtype) @ rewards
+
+    @property
+    def value_basis(self) -> QuadraticBasis:
+        return QuadraticBasis(self.dynamics.shape[0])
+
+    def value_recursion(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V_t(x) = −(xᵀ P_t x + c_t) for t ≤ H by the backward recursion P_H = 0, c_H = 0,
+        P_t = Q + KᵀRK + γ (A − BK)ᵀ P_{t+1} (A − BK),
+        c_t = σ² tr R + γ (σ² tr(Bᵀ P_{t+1} B) + ν² tr P_{t+1} + c_{t+1}).  → (P [H + 1, dx, dx], c [H + 1])"""
+        theta = theta.to(torch.float64).detach()
+        gain, variance = self.policy.gain(theta), self.policy.action_variance(theta)
         closed = self.dynamics - self.control @ gain
-        drive = variance * self.control @ self.control.T + self.noise**2 * torch.eye(len(closed), dtype=theta.dtype)
-        cov = torch.eye(len(closed), dtype=theta.dtype)  # Σ_0
-        total = theta.new_zeros(())
-        for t in range(self.horizon):
-            action_second_moment = gain @ cov @ gain.T + variance * torch.eye(len(gain), dtype=theta.dtype)
-            reward = -torch.trace(self.state_cost @ cov) - torch.trace(self.action_cost @ action_second_moment)
-            total = total + self.gamma**t * reward
-            cov = closed @ cov @ closed.T + drive
-        return total
+        matrix = torch.zeros_like(self.dynamics)
+        constant = torch.zeros((), dtype=torch.float64)
+        matrices, constants = [matrix], [constant]
+        for _ in range(self.horizon):
+            constant = variance * torch.trace(self.action_cost) + self.gamma * (
+                variance * torch.trace(self.control.T @ matrix @ self.control)
+                + self.noise**2 * torch.trace(matrix) + constant)
+            matrix = self.state_cost + gain.T @ self.action_cost @ gain + self.gamma * closed.T @ matrix @ closed
+            matrices.append(matrix)
+            constants.append(constant)
+        return torch.stack(matrices[::-1]), torch.stack(constants[::-1])
+
+    def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
+        """Exact V_t(x) = −(xᵀ P_t x + c_t), t ≤ H, from `value_recursion`."""
+        matrices, constants = self.value_recursion(theta)
+        return ValueFunction(self.value_basis, self.value_basis.weights_of(-matrices, -constants))
+
+    def action_values(self, theta: torch.Tensor) -> QuadraticActionValues:
+        """Exact Q_t(x, u) = −xᵀQx − uᵀRu + γ E[V_{t+1}(Ax + Bu + w)], t < H. With z = [x, u] and
+        Ax + Bu = [A B] z: Q_t = −(zᵀ (diag(Q, R) + γ [A B]ᵀ P_{t+1} [A B]) z + γ (ν² tr P_{t+1} + c_{t+1})),
+        so ∇_u Q_t(x, u) = −2 (γ Bᵀ P_{t+1} A x + (R + γ Bᵀ P_{t+1} B) u). The same for both policies
+        (the policy enters only through P and c)."""
+        matrices, constants = self.value_recursion(theta)
+        following, following_constants = matrices[1:], constants[1:]  # P_{t+1}, c_{t+1} for t < H
+        transition = torch.cat([self.dynamics, self.control], 1)  # [A B] [dx, dx + du]
+        quadratic = torch.block_diag(self.state_cost, self.action_cost) + self.gamma * (
+            transition.T @ following @ transition)
+        expected_noise = self.noise**2 * following.diagonal(dim1=-2, dim2=-1).sum(-1)
+        return QuadraticActionValues(self.dynamics.shape[0], -quadratic,
+                                     -self.gamma * (expected_noise + following_constants))
+
+    def no_log_prob(self, what: str) -> ConfigError:
+        return ConfigError(f"env lqr with policy=deterministic has no {what}: a deterministic policy has no log π")
+
+    def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
+        """The Gaussian's entropy does not depend on x: Σ_t γ^t · du (log σ + ½ log 2πe)."""
+        if not self.stochastic_policy:
+            raise self.no_log_prob("entropy objective")
+        per_step = self.policy.entropy(theta, theta.new_zeros(self.dynamics.shape[0]))
+        return discount_vector(self.gamma, self.horizon).to(theta.dtype).sum() * per_step
+
+    def fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """ψ_t = [(u + Kx)_i x_j / σ² … , Σ_i (z_i² − 1)]: the gain block is (1/σ²) I_du ⊗ Σ_t E[x xᵀ]
+        (row-major K), log σ contributes 2·du per step, and the cross terms vanish."""
+        if not self.stochastic_policy:
+            raise self.no_log_prob("Fisher matrix")
+        theta = theta.to(torch.float64).detach()
+        du = self.policy.action_dim
+        second_moment = self.state_covariances(theta).sum(0)  # Σ_t E[x_t x_tᵀ]
+        gain_block = torch.kron(torch.eye(du, dtype=torch.float64), second_moment) * torch.exp(-2 * theta[-1])
+        return torch.block_diag(gain_block, torch.tensor([[2.0 * du * self.horizon]], dtype=torch.float64))
 
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
                group_size: int = 1) -> Batch:
         theta = theta.detach()
-        gain, std = self.policy.gain(theta), torch.exp(theta[-1])
+        gain, std = self.policy.gain(theta), self.policy.action_variance(theta).sqrt()
         shape = (reps, batch_size)
         dx, du = self.dynamics.shape[0], gain.shape[0]
         initial = torch.randn(reps * batch_size // group_size, dx, dtype=torch.float64, generator=generator)
         state = grouped(initial, group_size).reshape(*shape, dx)
         states, actions, rewards = [], [], []
         for _ in range(self.horizon):
-            action = -state @ gain.T + std * torch.randn(*shape, du, dtype=torch.float64, generator=generator)
+            action = -state @ gain.T
+            if self.stochastic_policy:  # the deterministic policy draws nothing: x_0 and w_t stay random
+                action = action + std * torch.randn(*shape, du, dtype=torch.float64, generator=generator)
             reward = -(state @ self.state_cost * state).sum(-1) - (action @ self.action_cost * action).sum(-1)
             states.append(state)
             actions.append(action)
@@ -74,6 +196,7 @@ class LinearQuadratic(Problem):
             noise = self.noise * torch.randn(*shape, dx, dtype=torch.float64, generator=generator)
             state = state @ self.dynamics.T + action @ self.control.T + noise
         return Batch(
+            final_obs=state,
             obs=torch.stack(states, 2), actions=torch.stack(actions, 2), rewards=torch.stack(rewards, 2),
             mask=torch.ones(*shape, self.horizon, dtype=torch.float64),
             terminated=torch.zeros(shape, dtype=torch.bool), truncated=torch.ones(shape, dtype=torch.bool),
@@ -90,6 +213,9 @@ PROBLEMS.register("lqr", ProblemSpec(
         "gamma": Option(Float(0.0, 1.0), 0.99, "discount γ of the objective"),
         "noise": Option(Float(0.0), 0.1, "standard deviation ν of the process noise w"),
         "system_seed": Option(Int(0), 0, "seed of the random system (A, B)"),
+        "policy": Option(Choice(("gaussian", "deterministic")), "gaussian",
+                         "gaussian u = −Kx + σε, θ = [K, log σ]; deterministic u = −Kx, θ = K"),
     },
-    "finite-horizon LQR, linear-Gaussian policy u = −Kx + σε, θ = [K, log σ] (default K = 0, σ = 1)",
+    "finite-horizon LQR, linear policy: gaussian u = −Kx + σε, θ = [K, log σ] (default K = 0, σ = 1), "
+    "or deterministic u = −Kx, θ = K (default K = 0)",
 ))

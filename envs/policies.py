@@ -1,7 +1,9 @@
-"""Policy classes. Each is `log_prob(θ, obs, actions)`, a pure function of a flat θ [P]."""
+"""Policy classes, pure functions of a flat θ [P]: a stochastic one is `log_prob(θ, obs, actions)`,
+a deterministic one `action(θ, obs)`."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -32,8 +34,14 @@ class SoftmaxTabular:
             return torch.log_softmax(logits[obs], dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         return torch.log_softmax(logits, dim=-1)[obs, actions]
 
+    def entropy(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [...] long → H(π(·|s)) = −Σ_a π log π [...]."""
+        log_pi = torch.log_softmax(theta.reshape(self.num_states, self.num_actions), dim=-1)[obs]
+        return -(log_pi.exp() * log_pi).sum(-1)
+
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_GAUSSIAN_ENTROPY = 0.5 * math.log(2 * math.pi * math.e)  # of N(0, 1)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,10 @@ class ScalarGaussian:
         mean, log_std = theta[0], theta[1]
         z = (actions - mean) * torch.exp(-log_std)
         return -0.5 * z * z - log_std - _HALF_LOG_2PI
+
+    def entropy(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """H = s + ½ log(2πe), the same at every obs [...] → [...]."""
+        return (theta[1] + _GAUSSIAN_ENTROPY).expand(obs.shape)
 
 
 @dataclass(frozen=True)
@@ -58,8 +70,103 @@ class LinearGaussian:
         """θ [P] → K [action_dim, state_dim]."""
         return theta[: self.action_dim * self.state_dim].reshape(self.action_dim, self.state_dim)
 
+    def action_variance(self, theta: torch.Tensor) -> torch.Tensor:
+        """σ² (scalar) of the action noise."""
+        return torch.exp(2 * theta[-1])
+
     def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """θ [P], obs x [..., state_dim], actions u [..., action_dim] → log π(u|x) [...]."""
         log_std = theta[-1]
         z = (actions + obs @ self.gain(theta).T) * torch.exp(-log_std)
         return (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
+
+    def entropy(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """H = action_dim · (log σ + ½ log(2πe)), the same at every obs [..., state_dim] → [...]."""
+        return (self.action_dim * (theta[-1] + _GAUSSIAN_ENTROPY)).expand(obs.shape[:-1])
+
+
+@dataclass(frozen=True)
+class LinearDeterministic:
+    """u = μ_θ(x) = −K x, θ = K (action_dim × state_dim, row-major). No noise, so no log π: the
+    score-function estimators do not apply, the deterministic policy gradient does."""
+
+    state_dim: int
+    action_dim: int
+
+    def gain(self, theta: torch.Tensor) -> torch.Tensor:
+        """θ [P] → K [action_dim, state_dim]."""
+        return theta.reshape(self.action_dim, self.state_dim)
+
+    def action_variance(self, theta: torch.Tensor) -> torch.Tensor:
+        """σ² = 0: the σ → 0 limit of `LinearGaussian`, so the LQR recursions serve both."""
+        return theta.new_zeros(())
+
+    def action(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs x [..., state_dim] → μ_θ(x) = −K x [..., action_dim], differentiable in θ."""
+        return -obs @ self.gain(theta).T
+
+
+@dataclass(frozen=True)
+class MLPCategorical:
+    """π_θ(·|s) = softmax(f_θ(s)) over num_actions actions, f_θ a multilayer perceptron
+    obs_dim → hidden[0] → … → hidden[-1] → num_actions with tanh after every layer but the last.
+
+    Layout of θ [P]: for each layer from the input, W [out, in] row-major then b [out] — the order of
+    `torch.nn.Sequential(Linear, Tanh, …, Linear).parameters()`, so `torch.nn.utils.parameters_to_vector`
+    and `vector_to_parameters` convert between the two. The forward pass is a pure function of θ
+    (`torch.func` applies).
+    """
+
+    obs_dim: int
+    hidden: tuple[int, ...]
+    num_actions: int
+
+    @property
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(in, out) of each layer, from the input."""
+        widths = (self.obs_dim, *self.hidden, self.num_actions)
+        return list(itertools.pairwise(widths))
+
+    @property
+    def num_params(self) -> int:
+        return sum(n_out * n_in + n_out for n_in, n_out in self.layer_sizes)
+
+    def layers(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """θ [P] → [(W [out, in], b [out])] per layer, views of θ."""
+        out, start = [], 0
+        for n_in, n_out in self.layer_sizes:
+            weight = theta[start: start + n_out * n_in].reshape(n_out, n_in)
+            start += n_out * n_in
+            out.append((weight, theta[start: start + n_out]))
+            start += n_out
+        return out
+
+    def logits(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [..., obs_dim] → f_θ(s) [..., num_actions]."""
+        *hidden_layers, (weight, bias) = self.layers(theta)
+        h = obs
+        for w, b in hidden_layers:
+            h = torch.tanh(torch.nn.functional.linear(h, w, b))
+        return torch.nn.functional.linear(h, weight, bias)
+
+    def log_prob(self, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [..., obs_dim], actions [...] long → log π(a|s) [...]."""
+        log_pi = torch.log_softmax(self.logits(theta, obs), dim=-1)
+        return log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [..., obs_dim] → H(π(·|s)) = −Σ_a π log π [...]."""
+        log_pi = torch.log_softmax(self.logits(theta, obs), dim=-1)
+        return -(log_pi.exp() * log_pi).sum(-1)
+
+    def init_theta(self, generator: torch.Generator) -> torch.Tensor:
+        """θ [P] float64 as PPO implementations initialise a policy network: orthogonal weights with gain √2
+        on the hidden layers and 0.01 on the output layer (a near-uniform initial policy), zero biases
+        (Engstrom et al. 2020, "Implementation Matters in Deep RL"; Huang et al. 2022, "The 37
+        Implementation Details of PPO")."""
+        theta = torch.zeros(self.num_params, dtype=torch.float64)
+        layers = self.layers(theta)
+        for k, (weight, _) in enumerate(layers):
+            gain = 0.01 if k == len(layers) - 1 else math.sqrt(2)
+            torch.nn.init.orthogonal_(weight, gain=gain, generator=generator)
+        return theta

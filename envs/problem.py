@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from envs.spec import ConfigError, Option, Registry, resolve_options
+from envs.values import QuadraticBasis, TableBasis, ValueFunction
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class Batch:
     truncated: torch.Tensor  # [M, N] bool: still alive when the horizon ran out
     discount: torch.Tensor  # [T] float64, γ^t
     gamma: float
+    final_obs: torch.Tensor  # [M, N, ...] the state after each episode's last alive step
+
+    @property
+    def horizon(self) -> int:
+        return self.rewards.shape[2]
 
     @property
     def reps(self) -> int:
@@ -52,6 +58,10 @@ class Policy(Protocol):
         """θ [P], obs [..., *obs_shape], actions [..., *action_shape] → log π [...]."""
         ...
 
+    def entropy(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """θ [P], obs [..., *obs_shape] → H(π_θ(·|s)) [...], differentiable in θ."""
+        ...
+
 
 class Problem(ABC):
     """An environment, a policy class, default parameters θ and an explicit objective
@@ -67,6 +77,11 @@ class Problem(ABC):
     theta_shape: tuple[int, ...]  # the documented layout; θ is this array flattened row-major
     theta_layout: str
     has_exact_gradient: bool = True
+    value_basis: TableBasis | QuadraticBasis | None = None  # the model class of V^π_t, if the suite has one
+    stochastic_policy: bool = True  # False for a deterministic policy a = μ_θ(s): no log π, no score
+
+    def unsupported(self, what: str) -> ConfigError:
+        return ConfigError(f"env {self.name} has no {what}")
 
     @property
     def num_params(self) -> int:
@@ -90,6 +105,20 @@ class Problem(ABC):
     def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact ∇J(θ) [P]; by default autograd through `objective` in float64."""
         return torch.func.grad(self.objective)(theta.to(torch.float64))
+
+    def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
+        """Exact time-indexed V^π_t, t ≤ H (the oracle critic)."""
+        raise self.unsupported("exact value function (oracle critic)")
+
+    def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact E[Σ_{t<H} γ^t H(π_θ(·|s_t))], differentiable in θ: the entropy bonus of the
+        regularised objective J_α = J + α · entropy_objective."""
+        raise self.unsupported("exact entropy objective")
+
+    def fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact Fisher information of the trajectory distribution, F = E[Σ_t ψ_t ψ_tᵀ] with
+        ψ_t = ∇_θ log π_θ(a_t|s_t) (the dynamics do not depend on θ, so the cross terms vanish). [P, P]"""
+        raise self.unsupported("exact Fisher matrix")
 
     def check_theta(self, theta: Any) -> torch.Tensor:
         """θ as a flat float64 tensor, or a ConfigError naming the expected shape."""

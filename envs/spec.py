@@ -36,8 +36,9 @@ class Float(Parser):
     def allowed(self) -> str:
         if math.isinf(self.low) and math.isinf(self.high):
             return "a finite number"
-        left = "(" if self.low_open else "["
-        return f"a number in {left}{_fmt(self.low)}, {_fmt(self.high)}]"
+        left = "(" if self.low_open or math.isinf(self.low) else "["
+        right = ")" if math.isinf(self.high) else "]"
+        return f"a number in {left}{_fmt(self.low)}, {_fmt(self.high)}{right}"
 
     def __call__(self, raw: Any) -> float:
         try:
@@ -137,11 +138,14 @@ class Option:
     parser: Parser
     default: Any
     doc: str
+    grid: tuple[Any, ...] | None = None  # the examples, when the default rule below does not fit
 
     @property
     def examples(self) -> tuple[Any, ...]:
-        """Values that exercise the option: every choice of a finite option, else the default.
-        Tests take the product of these over an estimator's options, so new entries are covered."""
+        """Values that exercise the option: `grid` if given, every choice of a finite option, else
+        the default. Tests take the product of these over an estimator's options, so new entries are covered."""
+        if self.grid is not None:
+            return self.grid
         if isinstance(self.parser, Choice):
             return self.parser.choices
         if isinstance(self.parser, Bool):

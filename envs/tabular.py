@@ -23,6 +23,7 @@ import torch
 from envs.policies import SoftmaxTabular
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
 from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
+from envs.values import TableBasis, ValueFunction
 
 DEFAULT_HORIZON = 100  # for environments without a gymnasium TimeLimit
 
@@ -132,6 +133,28 @@ class TabularProblem(Problem):
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         return self.mdp.initial @ self.values(theta)[0]
 
+    @property
+    def value_basis(self) -> TableBasis:
+        return TableBasis(self.mdp.num_states)
+
+    def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
+        return ValueFunction(self.value_basis, self.values(theta.to(torch.float64)).detach())
+
+    def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
+        """Σ_t γ^t Σ_s d_t(s) H(π(·|s)) with d_t the alive-state occupancy (differentiable)."""
+        states = torch.arange(self.mdp.num_states)
+        per_state = self.policy.entropy(theta, states)  # [S]
+        occupancy = self.occupancy(theta).sum(-1)  # [H, S]
+        return discount_vector(self.gamma, self.horizon) @ (occupancy @ per_state)
+
+    def fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """Block-diagonal over states: Σ_t d_t(s) (diag π_s − π_s π_sᵀ) on row s's logits."""
+        theta = theta.to(torch.float64)
+        pi = self.policy.probs(theta)  # [S, A]
+        weight = self.occupancy(theta).sum(-1).sum(0)  # [S] expected alive visits
+        blocks = weight[:, None, None] * (torch.diag_embed(pi) - pi[:, :, None] * pi[:, None, :])  # [S, A, A]
+        return torch.block_diag(*blocks).detach()
+
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
                group_size: int = 1) -> Batch:
         mdp, count = self.mdp, reps * batch_size
@@ -140,6 +163,7 @@ class TabularProblem(Problem):
         state = grouped(initial, group_size)  # [B]
         alive = torch.ones(count, dtype=torch.bool)
         terminated = torch.zeros(count, dtype=torch.bool)
+        final_state = state
         states, actions, rewards, masks = [], [], [], []
         for _ in range(self.horizon):
             action = inverse_cdf_sample(policy_cdf[state], generator)
@@ -150,8 +174,9 @@ class TabularProblem(Problem):
             masks.append(alive)
             ends = alive & mdp.terminal[state, action].gather(1, outcome)[:, 0]
             terminated |= ends
-            alive = alive & ~ends
             state = mdp.next_state[state, action].gather(1, outcome)[:, 0]
+            final_state = torch.where(alive, state, final_state)
+            alive = alive & ~ends
             if not alive.any():
                 break
         steps = len(states)
@@ -165,6 +190,7 @@ class TabularProblem(Problem):
             truncated=alive.reshape(reps, batch_size),
             discount=discount_vector(self.gamma, steps),
             gamma=self.gamma,
+            final_obs=final_state.reshape(reps, batch_size),
         )
 
     def occupancy(self, theta: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,13 @@
 """Gradient estimators: pure functions (policy, θ, batch, **options) → [M, P]."""
 
-from estimators import group, score  # noqa: F401  (registers the estimators)
+from estimators import (  # noqa: F401  (registers the estimators)
+    actor_critic,
+    deterministic,
+    group,
+    natural,
+    off_policy,
+    score,
+)
 from estimators.registry import ESTIMATORS, EstimatorSpec, resolve_estimator
 
 __all__ = ["ESTIMATORS", "EstimatorSpec", "resolve_estimator"]

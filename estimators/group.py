@@ -9,7 +9,7 @@ import torch
 from envs.problem import Batch, Policy, Problem
 from envs.spec import Choice, ConfigError, Int, Option
 from estimators.autodiff import weighted_score_per_replicate
-from estimators.registry import ESTIMATORS, EstimatorSpec
+from estimators.registry import ESTIMATORS, EstimatorSpec, require_stochastic_policy
 from estimators.returns import total_return
 
 
@@ -42,6 +42,7 @@ def grpo(policy: Policy, theta: torch.Tensor, batch: Batch, group_size: int = 4,
 
 
 def _grpo_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
+    require_stochastic_policy("grpo", problem)
     if batch_size % options["group_size"]:
         raise ConfigError(f"estimator grpo: batch_size={batch_size} must be a multiple of "
                           f"group_size={options['group_size']}")

@@ -9,22 +9,33 @@ import torch
 
 from envs.problem import Batch, Policy, Problem
 from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser
+from envs.values import ValueFunction
 from estimators.autodiff import (
+    AUTODIFF_OPTION,
+    weighted_entropy_gradient_per_replicate,
     weighted_score_per_replicate,
     weighted_score_per_trajectory,
 )
 from estimators.baselines import batch_mean, leave_one_out, optimal_constant
-from estimators.registry import ESTIMATORS, EstimatorSpec
+from estimators.critics import (
+    CRITIC_OPTIONS,
+    SameBatchCritic,
+    check_critic,
+    critic_values,
+    independent_of_batch,
+    prepare_critic,
+)
+from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared, Target, require_stochastic_policy
 from estimators.returns import reward_to_go, total_return
 
 BATCH_DEPENDENT_BIASED = ("batch_mean", "optimal", "optimal_per_param")
-BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param")
+BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param", "value")
 
 
 @dataclass(frozen=True)
 class BaselineParser(Parser):
     allowed: str = "one of " + ", ".join(BASELINE_NAMES)
-    examples: tuple[str, ...] = ("none", "constant:0.5", "batch_mean", "rloo", "optimal", "optimal_per_param")
+    examples: tuple[str, ...] = ("none", "constant:0.5", "batch_mean", "rloo", "optimal", "optimal_per_param", "value")
 
     def __call__(self, raw: Any) -> str:
         text = str(raw).strip()
@@ -46,54 +57,81 @@ def reinforce(
     returns: str = "reward_to_go",
     baseline: str = "none",
     discount_score: bool = True,
+    entropy_coef: float = 0.0,
+    critic: ValueFunction | SameBatchCritic | None = None,
+    autodiff: str = "vmap",
 ) -> torch.Tensor:
     """REINFORCE / likelihood-ratio gradient of J(θ) = E[Σ_{t<H} γ^t r_{t+1}] (Williams 1992;
-    lecture notes 000 §2–5, 003).
+    lecture notes 000 §2–5, 003), or of J_α = J + α E[Σ_t γ^t H(π(·|s_t))] when entropy_coef α > 0.
 
-        ĝ = (1/N) Σ_i Σ_t ∇_θ log π_θ(a_{i,t}|s_{i,t}) · w_t (Ĝ_{i,t} − b_{i,t})
+        ĝ = (1/N) Σ_i Σ_t [∇_θ log π_θ(a_{i,t}|s_{i,t}) · w_t (Ĝ_{i,t} − b_{i,t}) + α v_t ∇_θ H(π_θ(·|s_{i,t}))]
 
-    returns="total":        Ĝ_{i,t} = G_{i,0} = Σ_{t'} γ^{t'} r_{i,t'+1},  w_t = 1.
-    returns="reward_to_go": Ĝ_{i,t} = G_{i,t} = Σ_{t'≥t} γ^{t'−t} r_{i,t'+1},
+    returns="total":        Ĝ_{i,t} = G_{i,0} = Σ_{t'} γ^{t'} r'_{i,t'+1},  w_t = 1.
+    returns="reward_to_go": Ĝ_{i,t} = G_{i,t} = Σ_{t'≥t} γ^{t'−t} r'_{i,t'+1},
                             w_t = γ^t if discount_score else 1 (dropping γ^t is common practice and
                             biased for the discounted objective when γ < 1).
+    r'_{t+1} = r_{t+1} + α H(π(·|s_t)) (entropy as a reward), and v_t = γ^t unless discount_score=false
+    drops it (then 1): the score term carries the entropy's effect on future states, the second term
+    its direct dependence on θ (soft policy gradient; Williams & Peng 1991, Haarnoja et al. 2017).
     baseline: none (b = 0), constant:<c> (b = c), batch_mean (b_t = mean_j Ĝ_{j,t} over all N
     trajectories, so b = mean_j G_{j,0} for total returns; biased by exactly −∇J/N),
     rloo (the same mean over j ≠ i, unbiased), optimal / optimal_per_param (see
-    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)).
+    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), value (b_{i,t} =
+    V̂_t(s_{i,t}) from `critic`, see `critics`: unbiased whenever the critic does not depend on
+    the batch — a state-dependent baseline, lecture notes 001, 004).
+    autodiff: how every ∇_θ above is computed — vmap (per-batch `torch.func` gradients), surrogate (one
+    backward of the pseudo-loss per batch, or per trajectory for the optimal baselines; lecture notes
+    000 §7, 002) or naive (one backward per step, N×T per batch); the same estimate to rounding
+    (see the `autodiff` module).
 
     batch [M, N, T] → ĝ [M, P].
     """
     ones = torch.ones_like(batch.discount)
+    rewards = batch.rewards
+    if entropy_coef:
+        entropy = policy.entropy(theta, batch.obs).detach() * batch.mask  # [M, N, T]
+        rewards = rewards + entropy_coef * entropy
     if returns == "reward_to_go":
-        ret = reward_to_go(batch.rewards, batch.gamma)  # [M, N, T]
+        ret = reward_to_go(rewards, batch.gamma)  # [M, N, T]
         weight = (batch.discount if discount_score else ones) * batch.mask
     else:
-        ret = total_return(batch.rewards, batch.discount)[..., None].expand_as(batch.rewards)
+        ret = total_return(rewards, batch.discount)[..., None].expand_as(rewards)
         weight = ones * batch.mask
     if baseline in ("optimal", "optimal_per_param"):
-        unbaselined = weighted_score_per_trajectory(policy, theta, batch, weight * ret)  # [M, N, P]
-        score = weighted_score_per_trajectory(policy, theta, batch, weight)  # [M, N, P]
+        unbaselined = weighted_score_per_trajectory(policy, theta, batch, weight * ret, autodiff)  # [M, N, P]
+        score = weighted_score_per_trajectory(policy, theta, batch, weight, autodiff)  # [M, N, P]
         b = optimal_constant(unbaselined, score, per_param=baseline == "optimal_per_param")
-        return (unbaselined - b * score).mean(dim=1)
-    if baseline == "none":
-        advantage = ret
-    elif baseline == "batch_mean":
-        advantage = ret - batch_mean(ret)
-    elif baseline == "rloo":
-        advantage = ret - leave_one_out(ret)
-    else:  # constant:<c>
-        advantage = ret - float(baseline.partition(":")[2])
-    return weighted_score_per_replicate(policy, theta, batch, weight * advantage)
+        estimate = (unbaselined - b * score).mean(dim=1)
+    else:
+        if baseline == "none":
+            advantage = ret
+        elif baseline == "batch_mean":
+            advantage = ret - batch_mean(ret)
+        elif baseline == "rloo":
+            advantage = ret - leave_one_out(ret)
+        elif baseline == "value":
+            advantage = ret - critic_values(critic, batch)[0]
+        else:  # constant:<c>
+            advantage = ret - float(baseline.partition(":")[2])
+        estimate = weighted_score_per_replicate(policy, theta, batch, weight * advantage, autodiff)
+    if entropy_coef:
+        direct = (batch.discount if discount_score else ones) * batch.mask
+        direct_gradient = weighted_entropy_gradient_per_replicate(policy, theta, batch, direct, autodiff)  # [M, P]
+        estimate = estimate + entropy_coef * direct_gradient
+    return estimate
 
 
 def _reinforce_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
     if options["baseline"] in BATCH_DEPENDENT_BIASED:
+        return False
+    if options["baseline"] == "value" and not independent_of_batch(options):
         return False
     drops_discount = options["returns"] == "reward_to_go" and not options["discount_score"]
     return not (drops_discount and problem.gamma < 1 and problem.horizon > 1)
 
 
 def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
+    require_stochastic_policy("reinforce", problem)
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
     if options["baseline"] in BATCH_DEPENDENT_BIASED and batch_size < 2:
@@ -101,11 +139,27 @@ def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: i
         # batch_mean and optimal_per_param give exactly 0, optimal gives 0 on one-step problems
         raise ConfigError(f"estimator reinforce: baseline={options['baseline']} needs batch_size ≥ 2 "
                           "(fitted to its own single trajectory it cancels the estimate)")
+    if options["critic"] != CRITIC_OPTIONS["critic"].default and options["baseline"] != "value":
+        raise ConfigError("estimator reinforce: option critic applies only to baseline=value")
+    if options["baseline"] == "value":
+        if options["returns"] != "reward_to_go":
+            raise ConfigError("estimator reinforce: baseline=value needs returns=reward_to_go "
+                              "(V_t(s_t) estimates G_t, not G_0)")
+        check_critic("estimator reinforce", options, problem)
     if options["returns"] == "total" and not options["discount_score"]:
         raise ConfigError(
             "estimator reinforce: discount_score=false applies only to returns=reward_to_go "
             "(the total return G_0 is already discounted from t = 0)"
         )
+
+
+def _reinforce_prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
+                       generator: torch.Generator) -> Prepared:
+    kwargs = {key: value for key, value in options.items() if key not in CRITIC_OPTIONS}
+    if options["baseline"] != "value":
+        return Prepared(kwargs)
+    critic, info = prepare_critic(options, problem, theta, generator)
+    return Prepared({**kwargs, "critic": critic}, info=info)
 
 
 ESTIMATORS.register("reinforce", EstimatorSpec(
@@ -114,11 +168,17 @@ ESTIMATORS.register("reinforce", EstimatorSpec(
         "returns": Option(Choice(("total", "reward_to_go")), "reward_to_go", "G_0 for every step, or reward-to-go G_t"),
         "baseline": Option(BaselineParser(), "none", "b subtracted from the returns"),
         "discount_score": Option(Bool(), True, "weight the score at t by γ^t (unbiased for J)"),
+        "entropy_coef": Option(Float(0.0), 0.0, "α: estimate ∇(J + α·Σ_t γ^t H(π(·|s_t))), entropy as a reward",
+                               grid=(0.0, 0.5)),
+        "autodiff": AUTODIFF_OPTION,
+        **CRITIC_OPTIONS,
     },
-    target="∇J",
+    target="∇J, or ∇(J + α·H) with entropy_coef α > 0",
     unbiased=_reinforce_unbiased,
     check=_reinforce_check,
-    doc="score-function gradient with reward-to-go and baselines",
-    bias="unbiased, except baseline=batch_mean|optimal|optimal_per_param (fitted on the batch) and "
-         "discount_score=false when γ < 1",
+    doc="score-function gradient with reward-to-go, baselines (incl. a critic) and an entropy bonus",
+    bias="unbiased for its target, except baseline=batch_mean|optimal|optimal_per_param or value with "
+         "critic=fitted_same_batch (fitted on the batch) and discount_score=false when γ < 1",
+    prepare=_reinforce_prepare,
+    target_of=lambda options: Target(entropy_coef=options["entropy_coef"]),
 ))

@@ -21,6 +21,7 @@ def random_theta(problem: Problem, seed: int, scale: float = 0.5) -> torch.Tenso
 # Every registered problem with its default options, plus the variants the tests lean on.
 PROBLEM_CASES = [(name, {}) for name in PROBLEMS.names()] + [
     ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2}),
+    ("lqr", {"policy": "deterministic"}),  # no log π: the deterministic policy gradient's problem
 ]
 
 

@@ -59,12 +59,13 @@ def test_list_shows_every_registered_name_and_option():
         assert spec.bias and f"estimates {spec.target}; {spec.bias}" in out.stdout, name
 
 
+HORIZON_OPTION = {name for name, spec in PROBLEMS.items() if "horizon" in spec.options}  # kept short here
 BASE = {"--env": "frozenlake", "--estimator": "reinforce", "--batch-size": "4", "--reps": "10", "--seed": "0"}
 
 
 @pytest.mark.parametrize("override,extra,message", [
     ({"--env": "nope"}, [], "unknown env 'nope'; valid: frozenlake"),
-    ({"--estimator": "nope"}, [], "unknown estimator 'nope'; valid: grpo, reinforce"),
+    ({"--estimator": "nope"}, [], "unknown estimator 'nope'; valid: " + ", ".join(ESTIMATORS.names())),
     ({}, ["--est-opt", "baseline=foo"], "option baseline='foo' for estimator reinforce: expected one of none"),
     ({}, ["--est-opt", "base=rloo"], "unknown option 'base' for estimator reinforce; valid options: returns"),
     ({}, ["--env-opt", "gamma=2"], "option gamma='2' for env frozenlake: expected a number in [0, 1]"),
@@ -88,3 +89,19 @@ def test_bad_input_is_one_clear_line(override, extra, message, tmp_path, capsys)
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and captured.out == "", captured.err
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS.names())
+def test_measure_runs_or_refuses_in_one_line_for_every_estimator_and_problem(estimator, capsys):
+    """`pgvar measure` with each estimator's defaults on each problem's defaults either measures or,
+    where the combination does not apply, exits 2 with one line naming the estimator."""
+    for env in PROBLEMS.names():
+        short = ["--env-opt", "horizon=5"] if env in HORIZON_OPTION else []
+        code = main(["measure", "--env", env, "--estimator", estimator, "--batch-size", "4", "--reps", "3",
+                     "--seed", "0", *short])
+        captured = capsys.readouterr()
+        if code == 2:
+            lines = captured.err.strip().splitlines()
+            assert len(lines) == 1 and estimator in lines[0] and captured.out == "", (env, captured.err)
+        else:
+            assert code == 0 and "variance_trace" in captured.out, (env, captured.err)

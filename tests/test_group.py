@@ -9,7 +9,7 @@ import torch
 from bench.harness import measure
 from bench.metrics import gradient_metrics
 from envs import make_problem
-from estimators.autodiff import naive_weighted_score
+from estimators.autodiff import weighted_score_per_trajectory
 from estimators.group import grpo
 from tests.conftest import random_theta
 
@@ -27,7 +27,7 @@ def test_groups_share_their_initial_state(name):
 def grpo_loop(problem, theta, batch, group_size, normalize) -> torch.Tensor:
     """Slow twin: group statistics by hand, one backward pass per (m, i, t)."""
     M, N, _ = batch.rewards.shape
-    scores = naive_weighted_score(problem.policy, theta, batch, batch.mask)  # Σ_t ∇ log π per trajectory
+    scores = weighted_score_per_trajectory(problem.policy, theta, batch, batch.mask, method="naive")  # Σ_t ∇ log π per trajectory
     out = torch.zeros(M, problem.num_params, dtype=torch.float64)
     for m in range(M):
         returns = [float((batch.rewards[m, i] * batch.discount).sum()) for i in range(N)]

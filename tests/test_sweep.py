@@ -70,6 +70,28 @@ def test_expansion_counts_skips_and_shares_seeds(tmp_path):
     assert len({next(iter(s)) for s in by_key.values()}) == len(by_key)
 
 
+def test_estimator_tables_can_restrict_problems_and_batch_sizes(tmp_path):
+    text = SMALL.replace("[report]", """[[estimators]]
+name = "gae"
+sweep.lambda = [0.0, 1.0]
+problems = ["garnet"]
+batch_sizes = [4, 8]
+
+[report]""")
+    config = load_config(write(tmp_path, text))
+    assert config.name == "small"
+    cells, _ = expand(config)
+    gae = [c for c in cells if c.estimator == "gae"]
+    assert len(gae) == 2 * 2 * 2  # λ × N × repetitions, on garnet only
+    assert {c.env for c in gae} == {"garnet"} and {c.batch_size for c in gae} == {4, 8}
+    garnet_seeds = {(c.batch_size, c.repetition): c.seed for c in cells if c.env == "garnet"}
+    assert all(garnet_seeds[(c.batch_size, c.repetition)] == c.seed for c in gae if c.batch_size == 4)
+    with pytest.raises(ConfigError, match=r"estimators\[1\].problems: expected a list of problem labels"):
+        load_config(write(tmp_path, text.replace('problems = ["garnet"]', 'problems = ["nope"]')))
+    with pytest.raises(ConfigError, match=r"estimators\[1\].batch_sizes: expected a non-empty list"):
+        load_config(write(tmp_path, text.replace("batch_sizes = [4, 8]", "batch_sizes = []")))
+
+
 @pytest.mark.parametrize("edit,message", [
     (("reps = 20", "reps = 1"), "sweep.toml: reps: expected an integer ≥ 2, got 1"),
     (("reps = 20", "reps = 20\nbogus = 1"), "sweep.toml: bogus: unknown key; allowed:"),

@@ -1,13 +1,17 @@
-"""Print each benchmark group's medians and the slow-twin / fast ratio from a pytest-benchmark JSON.
+"""Print each benchmark group's medians and the ratios between its roles from a pytest-benchmark JSON.
 
-Benchmarks declare `extra_info["role"]` ("fast" or "slow twin") and, when the two time different
-amounts of work, `extra_info["reps"]`: the ratio is then taken per replicate."""
+Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate" or "vmap" for the
+autodiff methods) and, when they time different amounts of work, `extra_info["reps"]`: the ratios are
+then taken per replicate."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections import defaultdict
+
+# (numerator, denominator) roles whose per-replicate median ratio is printed when a group has both
+RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate")]
 
 
 def main(path: str) -> int:
@@ -23,10 +27,11 @@ def main(path: str) -> int:
             info = b.get("extra_info", {})
             median, reps = b["stats"]["median"], info.get("reps", 1)
             per_rep[info.get("role", b["name"])] = median / reps
-            print(f"  {b['name']:<28} median {median:.4g} s over {b['stats']['rounds']} rounds, "
+            print(f"  {b['name']:<34} median {median:.4g} s over {b['stats']['rounds']} rounds, "
                   f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate ({info.get('role', '')})")
-        if "fast" in per_rep and "slow twin" in per_rep:
-            print(f"  slow twin / fast, per replicate: {per_rep['slow twin'] / per_rep['fast']:.0f}×")
+        for slow, fast in RATIOS:
+            if slow in per_rep and fast in per_rep:
+                print(f"  {slow} / {fast}, per replicate: {per_rep[slow] / per_rep[fast]:.3g}×")
     return 0
 
 

@@ -1,0 +1,131 @@
+"""The deterministic policy gradient (DPG) on LQR with a deterministic linear policy u = μ_θ(x) = −Kx.
+
+The critic Q̂_t is a `QuadraticActionValues` (Q_t(x, u) = zᵀ W_t z + c_t, z = [x, u]), either
+
+    oracle   the exact Q_t of μ_θ (`LinearQuadratic.action_values`)
+    fitted   Monte Carlo regression of the reward-to-go G_t on the quadratic features of (x_t, u_t),
+             separately for each t (`critics.fit_values` on the pairs z), over `critic_samples`
+             independent trajectories of the exploratory behaviour u = −Kx + σ_e ε drawn once per
+             measurement from the estimator's own random stream.
+
+Why this data and this regression, and the bias they imply. The regression targets E[G_t | x_t, u_t]
+= Q^β_t, the action value of the behaviour policy. In LQR, Gaussian exploration around the same K
+changes only the constant of Q_t (the matrix P_t of V_t does not depend on σ), so Q^β_t and Q^μ_t
+have the same quadratic part and the same ∇_u Q_t; and least squares in a class that contains
+Q^β_t is unbiased given the design. So the fitted estimator's error is the critic's estimation error:
+given its critic (one per measurement, shared by all M batches, as a practitioner's critic is) ĝ is
+biased by Σ_t γ^t E[∇_θμᵀ (∇_u Q̂_t − ∇_u Q_t)], of order 1/√critic_samples and zero-mean over critic
+draws (up to the 1e-8 relative ridge). With σ_e = 0 the actions are a linear function of the states,
+∇_u Q is not identified by the data, and the ridge-regularised least squares returns the minimum-norm
+solution, zero along the unidentified directions: biased at any sample count (at K = 0, ĝ ≡ 0). Hence the exploratory behaviour, as in Silver et al. 2014 (§4.2),
+whose critic learns off-policy from a stochastic behaviour policy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from typing import Any, Mapping
+
+import torch
+
+from envs.lqr import LinearQuadratic, QuadraticActionValues
+from envs.policies import LinearDeterministic
+from envs.problem import Batch, Problem
+from envs.spec import Choice, ConfigError, Float, Option
+from envs.values import QuadraticBasis
+from estimators.critics import CRITIC_OPTIONS, fit_values
+from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared
+
+
+def dpg(policy: LinearDeterministic, theta: torch.Tensor, batch: Batch, critic: QuadraticActionValues) -> torch.Tensor:
+    """Deterministic policy gradient (Silver et al. 2014, Theorem 1; lecture notes 004), in its
+    finite-horizon, time-indexed form, on the states of μ_θ's own trajectories:
+
+        ĝ = (1/N) Σ_i Σ_t γ^t ∇_θ μ_θ(s_{i,t})ᵀ ∇_a Q̂_t(s_{i,t}, a)|_{a = μ_θ(s_{i,t})}
+
+    Unbiased for ∇J with the exact Q_t: V_t(x) = Q_t(x, μ_θ(x)), and since the dynamics do not
+    depend on θ, ∇_θ V_t(x) = ∇_θμ(x)ᵀ ∇_a Q_t(x, μ_θ(x)) + γ E[∇_θ V_{t+1}(x_{t+1}) | x_t = x];
+    unrolled from J = E[V_0(x_0)] it gives ∇J = Σ_t γ^t E[∇_θμ(x_t)ᵀ ∇_a Q_t(x_t, μ_θ(x_t))], exactly.
+
+    ∇_a Q̂_t is the critic's closed form; the sum Σ_{i,t} ∇_θμᵀ(γ^t ∇_a Q̂) of each replicate is one
+    vector-Jacobian product of θ ↦ μ_θ(s) over its states (`torch.func.vjp`, mapped over replicates).
+    batch [M, N, T] drawn from μ_θ → ĝ [M, P].
+    """
+    actions = policy.action(theta, batch.obs).detach()  # μ_θ(s) [M, N, T, du]
+    action_gradient = critic.action_gradient(batch.obs, actions, torch.arange(batch.horizon))  # [M, N, T, du]
+    cotangent = (batch.discount * batch.mask)[..., None] * action_gradient  # [M, N, T, du]
+
+    def pullback(obs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # one replicate [N, T, ...] → [P]
+        _, vjp = torch.func.vjp(lambda th: policy.action(th, obs), theta)
+        return vjp(weights)[0]
+
+    return torch.func.vmap(pullback)(batch.obs, cotangent) / batch.batch_size
+
+
+def _policy_kind(problem: Problem) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(problem.policy).__name__).lower()  # SoftmaxTabular → softmax-tabular
+
+
+def _dpg_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
+    if problem.stochastic_policy or not isinstance(problem, LinearQuadratic):
+        raise ConfigError(f"estimator dpg needs a deterministic policy with continuous actions (env lqr with "
+                          f"policy=deterministic); env {problem.name} has a {_policy_kind(problem)} policy")
+
+
+def exploratory_samples(problem: LinearQuadratic, theta: torch.Tensor, exploration: float, reps: int, count: int,
+                        generator: torch.Generator) -> Batch:
+    """`reps` × `count` trajectories of the behaviour u = −Kx + σ_e ε (K from θ): the Gaussian-policy
+    twin of the problem at θ_b = [K, log σ_e] (σ_e = 0: log σ_e = −∞, the deterministic policy)."""
+    behaviour = LinearQuadratic(**{**problem.options, "policy": "gaussian"})
+    log_std = math.log(exploration) if exploration > 0 else -math.inf
+    behaviour_theta = torch.cat([theta.to(torch.float64), torch.tensor([log_std], dtype=torch.float64)])
+    return behaviour.sample(behaviour_theta, reps, count, generator)
+
+
+def fit_action_values(problem: LinearQuadratic, batch: Batch) -> list[QuadraticActionValues]:
+    """One Q̂_t (t < H) per replicate of `batch` [M, N, T]: least squares of G_t on the quadratic
+    features of z_t = [x_t, u_t] (the model class of the exact Q_t), one regression per t."""
+    dx, du = problem.dynamics.shape[0], problem.control.shape[1]
+    basis = QuadraticBasis(dx + du)
+    pairs = replace(batch, obs=torch.cat([batch.obs, batch.actions], -1))  # regress on z, not on x alone
+    fitted = fit_values(basis, problem.horizon, pairs)  # weights [M, H + 1, F]
+    every = QuadraticActionValues.from_basis_weights(basis, dx, fitted.weights[:, : problem.horizon])
+    return [QuadraticActionValues(dx, matrices, constants) for matrices, constants in zip(every.matrices,
+                                                                                          every.constants)]
+
+
+def _dpg_prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
+                 generator: torch.Generator) -> Prepared:
+    exact = problem.action_values(theta)
+    if options["critic"] == "oracle":
+        return Prepared({"critic": exact}, info={"critic": "oracle"})
+    batch = exploratory_samples(problem, theta, options["exploration"], 1, options["critic_samples"], generator)
+    (fitted,) = fit_action_values(problem, batch)
+    dx = problem.dynamics.shape[0]
+    gradient_rows = slice(dx, None)  # W_t[u, :]: the part of Q̂_t that ∇_u Q̂_t depends on
+    error = torch.linalg.norm(fitted.matrices[:, gradient_rows] - exact.matrices[:, gradient_rows])
+    return Prepared({"critic": fitted}, info={
+        "critic": "fitted", "critic_samples": options["critic_samples"], "exploration": options["exploration"],
+        # ‖Ŵ_u − W_u‖_F / ‖W_u‖_F over all t: the relative error of the fitted ∇_u Q̂
+        "critic_gradient_error": float(error / torch.linalg.norm(exact.matrices[:, gradient_rows])),
+    })
+
+
+ESTIMATORS.register("dpg", EstimatorSpec(
+    estimate=dpg,
+    options={
+        "critic": Option(Choice(("oracle", "fitted")), "oracle",
+                         "Q̂_t: the exact Q_t, or fitted on independent exploratory trajectories"),
+        "exploration": Option(Float(0.0), 1.0, "σ_e of the fitted critic's behaviour u = −Kx + σ_e ε"),
+        "critic_samples": CRITIC_OPTIONS["critic_samples"],
+    },
+    target="∇J",
+    unbiased=lambda options, problem: options["critic"] == "oracle",
+    check=_dpg_check,
+    doc="deterministic policy gradient ∇_θμ(s)ᵀ ∇_a Q(s, a)|_{a=μ(s)} with an exact or fitted quadratic Q",
+    bias="unbiased with critic=oracle; critic=fitted is biased by its critic's error in ∇_a Q "
+         "(O(1/√critic_samples); not identified at exploration=0)",
+    prepare=_dpg_prepare,
+))
