@@ -54,7 +54,7 @@ class EstimatorConfig:
     name: str
     options: tuple[tuple[str, Any], ...] = ()
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    problems: tuple[str, ...] = ()  # problem labels or env names it runs on; empty: every problem
+    problems: tuple[str, ...] = ()  # labels (env names of unlabelled problems) it runs on; empty: every problem
     batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
 
 
@@ -191,14 +191,14 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
         raise where.error("problems", "expected at least one [[problems]] table")
 
     batch_sizes = _batch_sizes(where, "batch_sizes", raw.get("batch_sizes"))
-    problem_names = {p.label or p.env for p in problems} | {p.env for p in problems}
+    problem_names = {p.label or p.env for p in problems}  # a labelled problem is named by its label only
     estimators = []
     for i, table in enumerate(raw.get("estimators") or []):
         key = f"estimators[{i}]"
         estimator, options, axes = _registered_entry(where, key, table, _ESTIMATOR_KEYS, "name", ESTIMATORS)
         only = table.get("problems", [])
         if not isinstance(only, list) or any(p not in problem_names for p in only):
-            raise where.error(f"{key}.problems", f"expected a list of problem labels or envs of this sweep "
+            raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
                                                  f"({', '.join(sorted(problem_names))}), got {only!r}")
         own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
         estimators.append(EstimatorConfig(estimator, options, axes, tuple(only), own_sizes))
@@ -299,7 +299,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
                 label = _label(pconf.label, {k: resolved_env[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
             problem = make_problem(pconf.env, env_options)
             for econf in config.estimators:
-                if econf.problems and not {pconf.label or pconf.env, pconf.env} & set(econf.problems):
+                if econf.problems and (pconf.label or pconf.env) not in econf.problems:
                     continue  # not asked for: not a skip
                 for est_options in _combinations(econf.options, econf.sweep):
                     spec, resolved = resolve_estimator(econf.name, est_options)

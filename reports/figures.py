@@ -1,5 +1,7 @@
-"""The report's figures: seaborn facet grids (one panel per problem, one colour and marker per
-variant) and rliable's own plots, each returned as a matplotlib Figure; `png_data_uri` embeds one.
+"""The report's figures: per estimator family, its variants against N (a row per problem, one
+colour and marker per variant); per one-option sweep, the metrics against the swept value; the
+bias²/variance bars; and rliable's own plots. Each is returned as a matplotlib Figure;
+`png_data_uri` embeds one.
 
 Figures only draw: every number comes from the tables of `reports.results` and
 `reports.rliable_stats`. Style settings are applied inside `report_style()` so the caller's
@@ -28,10 +30,11 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
+from reports.families import Axis  # noqa: E402
 from reports.results import at_headline  # noqa: E402
 from reports.rliable_stats import STATISTICS  # noqa: E402
 
-DPI = 90  # keeps ~20 figures well under 10 MB of base64
+DPI = 90  # keeps the ~40 figures of the default report under 10 MB of base64
 PANEL_HEIGHT = 2.8  # inches
 PANELS_PER_ROW = 3
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -72,12 +75,12 @@ def png_data_uri(fig: Figure) -> str:
 
 
 def _variant_legend(fig: Figure, style: VariantStyle, shown: Sequence[str], extra: Sequence[Line2D] = (),
-                    markers: bool = True) -> None:
+                    markers: bool = True, title: str = "variant") -> None:
     """One legend for the whole figure, right of the panels."""
     handles = [Line2D([], [], color=style.colors[v], marker=style.markers[v] if markers else None, label=v)
                for v in style.variants if v in shown]
     fig.legend(handles=[*handles, *extra], loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False,
-               title="variant")
+               title=title)
 
 
 def _batch_size_axis(ax: plt.Axes, batch_sizes: Sequence[int]) -> None:
@@ -88,46 +91,146 @@ def _batch_size_axis(ax: plt.Axes, batch_sizes: Sequence[int]) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def _errorbar_line(data: pd.DataFrame, x: str, y: str, color, label: str, marker: str) -> None:
-    """One variant in one panel: the points joined, with error bars from `<y>_lo`/`<y>_hi` if present."""
+def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, marker: str,
+                   hollow_when_biased: bool = False) -> None:
+    """One series in one panel: the points joined, with error bars from `<y>_lo`/`<y>_hi` if present;
+    with `hollow_when_biased`, points whose variant is declared biased there get hollow markers."""
     data = data.sort_values(x)
     error = None
     if f"{y}_lo" in data:
         error = np.clip([data[y] - data[f"{y}_lo"], data[f"{y}_hi"] - data[y]], 0, None)
-    plt.gca().errorbar(data[x], data[y], yerr=error, color=color, label=label, marker=marker, markersize=4,
-                       linewidth=1.2, capsize=2, elinewidth=0.8)
+    ax.errorbar(data[x], data[y], yerr=error, color=color, marker=marker, markersize=4, linewidth=1.2, capsize=2,
+                elinewidth=0.8)
+    if hollow_when_biased:
+        biased = data[~data["declared_unbiased"].astype(bool)]
+        ax.plot(biased[x], biased[y], linestyle="", marker=marker, markersize=4, markerfacecolor="white",
+                markeredgecolor=color, zorder=3)
 
 
-def metric_vs_batch_size(points: pd.DataFrame, metric: str, ylabel: str, style: VariantStyle, log_y: bool,
-                         one_over_n_from: str | None = None) -> Figure:
-    """`metric` against N, a panel per problem, a line per variant; error bars where the points
-    have `<metric>_lo/_hi`. `one_over_n_from`: a variant whose smallest-N value anchors a dashed
-    ∝ 1/N line in every panel (how a plain Monte Carlo average's variance falls)."""
+HOLLOW_HANDLE = Line2D([], [], linestyle="", marker="o", markersize=4, markerfacecolor="white",
+                       markeredgecolor="0.3", label="hollow: declared biased")
+PANEL_WIDTH = 1.3 * PANEL_HEIGHT
+
+# (metric, axis label, log scale): the columns of a family figure and the rows of a sweep figure.
+VARIANCE = ("variance_trace", "variance  tr Cov(ĝ)", True)
+RELATIVE_BIAS = ("relative_bias", "relative bias\n‖E ĝ − target‖ / ‖target‖", False)
+COSINE_TO_TARGET = ("cosine_mean", "mean cos(ĝ, target)", False)
+NONFINITE = ("nonfinite_fraction", "non-finite estimates\n(fraction)", False)
+ACHIEVED_KL = ("info_behaviour_kl", "achieved KL(π_θ‖π_b)\nper step", False)
+
+
+def family_figure(points: pd.DataFrame, style: VariantStyle) -> Figure:
+    """One family's variants against N: a row per problem, columns variance (log-log, with a
+    dashed ∝ 1/N line through the first variant's value at its smallest N), relative bias with
+    CIs (hollow markers where the variant is declared biased) and cosine, each against the
+    variant's own target."""
     problems = sorted(points["problem"].unique())
+    columns = (VARIANCE, RELATIVE_BIAS, COSINE_TO_TARGET)
+    fig, axes = plt.subplots(len(problems), len(columns), squeeze=False,
+                             figsize=(PANEL_WIDTH * len(columns), PANEL_HEIGHT * len(problems)))
     shown = [v for v in style.variants if v in set(points["variant"])]
-    grid = sns.FacetGrid(points, col="problem", col_order=problems, col_wrap=min(len(problems), PANELS_PER_ROW),
-                         hue="variant", hue_order=shown, palette=style.colors,
-                         hue_kws={"marker": [style.markers[v] for v in shown]},
-                         sharey=False, height=PANEL_HEIGHT, aspect=1.3)
-    extra = []
-    for problem, ax in grid.axes_dict.items():
-        in_panel = points[points["problem"] == problem]
-        batch_sizes = sorted(in_panel["batch_size"].unique())
-        _batch_size_axis(ax, batch_sizes)
-        if log_y:
-            ax.set_yscale("log", nonpositive="mask")
-        anchor = in_panel[in_panel["variant"] == one_over_n_from].sort_values("batch_size")
-        if len(anchor):
-            n = np.array(batch_sizes, dtype=float)
-            n0, v0 = anchor["batch_size"].iloc[0], anchor[metric].iloc[0]
-            ax.plot(n, v0 * n0 / n, linestyle="--", color="0.4", linewidth=1)
-            extra = [Line2D([], [], linestyle="--", color="0.4", label=f"∝ 1/N from {one_over_n_from}")]
-    # Scales are set before drawing so that seaborn's final layout pass sees the real tick labels.
-    grid.map_dataframe(_errorbar_line, x="batch_size", y=metric)
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("batch size N", ylabel)
-    _variant_legend(grid.figure, style, shown, extra)
-    return grid.figure
+    for row, problem in enumerate(problems):
+        in_row = points[points["problem"] == problem]
+        batch_sizes = sorted(in_row["batch_size"].unique())
+        for col, (metric, ylabel, log_y) in enumerate(columns):
+            ax = axes[row, col]
+            _batch_size_axis(ax, batch_sizes)
+            if log_y:
+                ax.set_yscale("log", nonpositive="mask")
+            for variant in shown:
+                data = in_row[in_row["variant"] == variant]
+                if len(data):
+                    _errorbar_line(ax, data, "batch_size", metric, style.colors[variant], style.markers[variant],
+                                   hollow_when_biased=metric == "relative_bias")
+            if metric == "variance_trace":
+                anchor = in_row[in_row["variant"] == next(v for v in shown if v in set(in_row["variant"]))]
+                anchor = anchor.sort_values("batch_size")
+                n = np.array(batch_sizes, dtype=float)
+                n0, v0 = anchor["batch_size"].iloc[0], anchor[metric].iloc[0]
+                ax.plot(n, v0 * n0 / n, linestyle="--", color="0.4", linewidth=1)
+            ax.set_title(problem)
+            ax.set_ylabel(ylabel)
+            ax.set_xlabel("batch size N" if row == len(problems) - 1 else "")
+    fig.tight_layout()
+    extra = [Line2D([], [], linestyle="--", color="0.4", label="∝ 1/N through the first variant")]
+    if not points["declared_unbiased"].all():
+        extra.append(HOLLOW_HANDLE)
+    _variant_legend(fig, style, shown, extra)
+    return fig
+
+
+def _spaced_labels(axis: Axis, gap: float = 0.08) -> list[str]:
+    """Tick labels of a number axis, blank where a value sits within `gap` of the axis span of the
+    next labelled one (λ = 0.9, 0.95, 1 would overprint), keeping the largest value labelled."""
+    where = np.log(axis.numbers) if axis.log_scale else np.array(axis.numbers)
+    span = (where.max() - where.min()) or 1.0
+    labels, last = [""] * len(where), np.inf
+    for index in np.argsort(where, kind="stable")[::-1]:
+        if last - where[index] >= gap * span:
+            labels[index], last = f"{axis.numbers[index]:g}", where[index]
+    return labels
+
+
+def _value_axis(ax: plt.Axes, axis: Axis) -> None:
+    """The swept values on x: at their numbers (log-scaled when they span ≥ 10×), else in config order."""
+    positions = [axis.x(v) for v in axis.values]
+    if axis.log_scale:
+        ax.set_xscale("log")
+    ax.set_xticks(positions)
+    numeric = axis.numbers is not None
+    ax.set_xticklabels(_spaced_labels(axis) if numeric else axis.values,
+                       rotation=0 if numeric else 30, ha="center" if numeric else "right")
+    ax.xaxis.set_minor_locator(NullLocator())
+    if not numeric:
+        ax.set_xlim(-0.4, len(positions) - 0.6)
+
+
+SWEEP_PANELS_PER_ROW = 4  # problems side by side in a sweep figure; more wrap into another block of rows
+
+
+def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure:
+    """Metrics against one swept option: a column per problem (at one N each, in the panel titles;
+    wrapped SWEEP_PANELS_PER_ROW to a block), rows variance (log), relative bias with CIs (hollow markers:
+    declared biased) and cosine to the target, and, when the sweep has them, the fraction of
+    non-finite estimates and the achieved behaviour KL (dashed: the requested value). A line per
+    table (`series`). `frame`: one row per (problem, series, value) with the points' metrics and `x`."""
+    problems = sorted(frame["problem"].unique())
+    metrics = [VARIANCE, RELATIVE_BIAS, COSINE_TO_TARGET]
+    if axis.kind == "kl" or frame["nonfinite"].gt(0).any():
+        metrics.append(NONFINITE)
+    if frame["info_behaviour_kl"].notna().any():
+        metrics.append(ACHIEVED_KL)
+    columns = min(len(problems), SWEEP_PANELS_PER_ROW)
+    blocks = -(-len(problems) // columns)
+    fig, axes = plt.subplots(blocks * len(metrics), columns, squeeze=False,
+                             figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * blocks * len(metrics)))
+    for ax in axes[(blocks - 1) * len(metrics):, len(problems) - (blocks - 1) * columns:].flat:
+        ax.set_visible(False)  # the last block's unused columns
+    shown = [s for s in style.variants if s in set(frame["series"])]
+    for i, problem in enumerate(problems):
+        in_column = frame[frame["problem"] == problem]
+        block, col = divmod(i, columns)
+        for row, (metric, ylabel, log_y) in enumerate(metrics):
+            ax = axes[block * len(metrics) + row, col]
+            _value_axis(ax, axis)
+            if log_y or (metric == ACHIEVED_KL[0] and axis.log_scale):
+                ax.set_yscale("log", nonpositive="mask")
+            for series in shown:
+                data = in_column[in_column["series"] == series]
+                if len(data):
+                    _errorbar_line(ax, data, "x", metric, style.colors[series], style.markers[series],
+                                   hollow_when_biased=metric == RELATIVE_BIAS[0])
+            if metric == ACHIEVED_KL[0] and axis.kind == "kl":
+                ax.plot(axis.numbers, axis.numbers, linestyle="--", color="0.4", linewidth=1)
+            ax.set_title(f"{problem}, N={int(in_column['batch_size'].iloc[0])}")
+            ax.set_ylabel(ylabel if col == 0 else "")
+            ax.set_xlabel(axis.title if row == len(metrics) - 1 else "")
+    fig.tight_layout()
+    extra = [HOLLOW_HANDLE] if not frame["declared_unbiased"].all() else []
+    if ACHIEVED_KL in metrics and axis.kind == "kl":
+        extra.append(Line2D([], [], linestyle="--", color="0.4", label="requested KL"))
+    _variant_legend(fig, style, shown, extra, title="table")
+    return fig
 
 
 def _stacked_bars(data: pd.DataFrame, style: VariantStyle, **_) -> None:
@@ -149,8 +252,9 @@ def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: Va
     bars = bars.assign(panel=[f"{p}\nN={n}" for p, n in zip(bars["problem"], bars["batch_size"])])
     panels = sorted(bars["panel"].unique())
     height = 0.3 * len(style.variants) + 1.0
+    width = 2.5 + 0.07 * max(map(len, style.variants))  # the bars and the variant labels left of them
     grid = sns.FacetGrid(bars, col="panel", col_order=panels, col_wrap=min(len(panels), PANELS_PER_ROW),
-                         sharex=False, sharey=True, height=height, aspect=4.0 / height)
+                         sharex=False, sharey=True, height=height, aspect=width / height)
     for ax in grid.axes.flat:
         ax.set_yticks(range(len(style.variants)))
         ax.set_yticklabels(style.variants)
@@ -160,7 +264,7 @@ def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: Va
     for ax in grid.axes.flat:
         ax.set_xlim(0, 1.45 * ax.get_xlim()[1])  # room for the labels right of the bars
     grid.set_titles("{col_name}")
-    grid.set_axis_labels("MSE  ‖ĝ − ∇J‖²", "")
+    grid.set_axis_labels("MSE  ‖ĝ − target‖²", "")
     grid.figure.legend(handles=[Patch(color=BIAS_COLOR, label="bias²"), Patch(color=VARIANCE_COLOR, label="variance"),
                                 Line2D([], [], marker="|", color="black", linestyle="", markersize=10,
                                        label="measured MSE")],

@@ -7,12 +7,13 @@ Each finding is one string; findings come in sections `(heading, [finding, ...])
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 from scipy import stats
 
-from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline
+from reports.families import Axis, Family
+from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, target_order, variance_ratios
 from reports.rliable_stats import SCORES, RliableResults
 
 Section = tuple[str, list[str]]
@@ -46,16 +47,25 @@ def ratio_phrase(ratio: float, low: float, high: float) -> str:
     return f"no clear change in variance ({fmt(ratio)}× [{fmt(low)}, {fmt(high)}])"
 
 
-def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, int]) -> Section:
-    """Per problem at its headline N: every variant's variance against the reference's."""
-    against_reference = at_headline(ratios[(ratios["y"] == reference) & (ratios["x"] != reference)], headline)
+def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, int],
+                      targets: Mapping[str, str], family_list: Sequence[Family]) -> Section:
+    """Per problem at its headline N and per estimator family: the variance of every variant
+    estimating the reference's target against the reference's (estimates of other targets have
+    other scales)."""
+    same_target = ratios["x"].map(targets).eq(targets.get(reference)) & ratios["x"].ne(reference)
+    against_reference = at_headline(ratios[ratios["y"].eq(reference) & same_target], headline)
     items = []
     for problem, group in against_reference.groupby("problem", sort=True):
-        clauses = [f"{row.x} {ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)}"
-                   for row in group.sort_values(["ratio", "x"], ascending=[False, True]).itertuples()]
-        items.append(f"{problem} (N={headline[problem]}): " + "; ".join(clauses) + ".")
-    return (f"Variance against the reference, {reference} (ratio = geometric mean over repetitions of the paired "
-            "variance ratio, 95% t-interval over repetitions)", items)
+        for family in family_list:
+            of_family = group[group["x"].isin(family.variants)]
+            if of_family.empty:
+                continue
+            clauses = [f"{row.x} {ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)}"
+                       for row in of_family.sort_values(["ratio", "x"], ascending=[False, True]).itertuples()]
+            items.append(f"{problem} (N={headline[problem]}), {family.title}: " + "; ".join(clauses) + ".")
+    return (f"Variance against the reference, {reference}, of the variants estimating its target "
+            f"{targets.get(reference, '')} (ratio = geometric mean over repetitions of the paired variance ratio, "
+            "95% t-interval over repetitions)", items)
 
 
 def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]],
@@ -80,21 +90,23 @@ def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence
 
 
 def mse_findings(points: pd.DataFrame, headline: dict[str, int]) -> Section:
-    """Per problem at its headline N: the variant with the lowest MSE and the runner-up."""
+    """Per problem at its headline N and per target with ≥ 2 variants: the variant with the
+    lowest MSE against that target and the runner-up."""
     items = []
-    for problem, group in at_headline(points, headline).groupby("problem", sort=True):
+    at_n = at_headline(points, headline)
+    for (problem, target), group in at_n.groupby(["problem", "target"], sort=True):
         ranked = group.dropna(subset=["mse"]).sort_values(["mse", "variant"])
-        if ranked.empty:
+        if len(ranked) < 2:
             continue
         best = ranked.iloc[0]
-        text = f"{problem} (N={headline[problem]}): lowest MSE {best.variant} {fmt_metric(best, 'mse')}"
-        if len(ranked) > 1:
-            second = ranked.iloc[1]
-            separated = best.mse_hi < second.mse_lo
-            text += (f"; next {second.variant} {fmt_metric(second, 'mse')} — the CIs "
-                     + ("do not overlap" if separated else "overlap, so the order is not established"))
+        text = (f"{problem} (N={headline[problem]}), target {target}: lowest MSE {best.variant} "
+                f"{fmt_metric(best, 'mse')}")
+        second = ranked.iloc[1]
+        separated = best.mse_hi < second.mse_lo
+        text += (f"; next {second.variant} {fmt_metric(second, 'mse')} — the CIs "
+                 + ("do not overlap" if separated else "overlap, so the order is not established"))
         items.append(text + ".")
-    return "Lowest mean squared error (bias² + variance)", items
+    return "Lowest mean squared error (bias² + variance) against each target", items
 
 
 def _chance_of_rejections(k: int, n: int) -> float:
@@ -103,49 +115,55 @@ def _chance_of_rejections(k: int, n: int) -> float:
 
 
 def bias_findings(rows: pd.DataFrame) -> Section:
-    """The bias test at the 1% level, held against each declaration: per declared-biased variant,
-    where it is detected; per (variant, problem) declared unbiased, a warning when it rejects more
-    often than chance allows; and the declared-unbiased rest in one line."""
+    """The bias test at the 1% level against each variant's own target, held against each
+    declaration: per declared-biased variant, where it is detected; per (variant, problem) declared
+    unbiased, a warning when it rejects more often than chance allows; and, per target, the
+    declared-unbiased rest in one line."""
     # Heavy-tailed measurements have optimistic p-values (see reliability_findings): left out here.
     tested = rows[~rows["heavy_tailed"]].dropna(subset=["bias_pvalue"])
     tested = tested.assign(rejected=tested["bias_pvalue"] < BIAS_TEST_LEVEL)
-    counts = tested.groupby(["declared_unbiased", "variant", "problem"], sort=True).agg(
+    counts = tested.groupby(["target", "declared_unbiased", "variant", "problem"], sort=True).agg(
         n=("rejected", "size"), k=("rejected", "sum"), reps=("reps", "max"),
     ).reset_index()
     counts["p_chance"] = [_chance_of_rejections(k, n) for k, n in zip(counts["k"], counts["n"])]
-    items = []
-    for variant, tally in counts[~counts["declared_unbiased"]].groupby("variant", sort=True):
-        detected = [f"{r.problem} {r.k}/{r.n}" for r in tally.itertuples() if r.k > 0]
-        missed = [f"{r.problem} {r.k}/{r.n}" for r in tally.itertuples() if r.k == 0]
-        parts = [f"detected on {', '.join(detected)}"] if detected else []
-        if missed:
-            parts.append(f"not on {', '.join(missed)}, where its bias is below what M={tally['reps'].max()} "
-                         "batches can detect")
-        items.append(f"{variant} (declared biased; rejections/measurements): {'; '.join(parts)}.")
     unbiased = counts[counts["declared_unbiased"]]
     # Bonferroni over the (variant, problem) groups, so the warnings together fire by chance < 1%.
     warn_level = BIAS_TEST_LEVEL / max(len(unbiased), 1)
-    suspicious = unbiased["p_chance"] < warn_level
-    for r in unbiased[suspicious].itertuples():
-        items.append(f"WARNING {r.variant} on {r.problem}: declared UNBIASED, yet the test rejects in {r.k} of {r.n} "
-                     f"measurements (chance alone gives that many with probability {r.p_chance:.2g}, below "
-                     f"{warn_level:.2g} = 1% over {len(unbiased)} groups): check the estimator.")
-    rest = unbiased[~suspicious]
-    if len(rest):
-        n, k = int(rest["n"].sum()), int(rest["k"].sum())
-        others = " (apart from the warnings above)" if suspicious.any() else ""
-        p_chance = _chance_of_rejections(k, n)
-        verdict = ("consistent with no bias" if p_chance >= BIAS_TEST_LEVEL else
-                   f"more than chance gives (probability {p_chance:.2g}): a small bias somewhere")
-        items.append(f"Declared-unbiased variants{others}: {k} rejection{'' if k == 1 else 's'} in {n} measurements "
-                     f"({n * BIAS_TEST_LEVEL:.2g} expected by chance at the 1% level), {verdict}.")
-    return (f"Bias test (H0: E ĝ = ∇J, rejected at p < {BIAS_TEST_LEVEL:g}; measurements not flagged heavy-tailed; "
-            "variants of one (problem, N, repetition) share trajectories, so their rejections are correlated)", items)
+    items = []
+    for target in sorted(counts["target"].unique(), key=target_order):
+        of_target = counts[counts["target"] == target]
+        for variant, tally in of_target[~of_target["declared_unbiased"]].groupby("variant", sort=True):
+            detected = [f"{r.problem} {r.k}/{r.n}" for r in tally.itertuples() if r.k > 0]
+            missed = [f"{r.problem} {r.k}/{r.n}" for r in tally.itertuples() if r.k == 0]
+            parts = [f"detected on {', '.join(detected)}"] if detected else []
+            if missed:
+                parts.append(f"not on {', '.join(missed)}, where its bias is below what M={tally['reps'].max()} "
+                             "batches can detect")
+            items.append(f"{variant} (declared biased for {target}; rejections/measurements): {'; '.join(parts)}.")
+        declared = unbiased[unbiased["target"] == target]
+        suspicious = declared["p_chance"] < warn_level
+        for r in declared[suspicious].itertuples():
+            items.append(f"WARNING {r.variant} on {r.problem}: declared UNBIASED for {target}, yet the test rejects "
+                         f"in {r.k} of {r.n} measurements (chance alone gives that many with probability "
+                         f"{r.p_chance:.2g}, below {warn_level:.2g} = 1% over {len(unbiased)} groups): check the "
+                         "estimator.")
+        rest = declared[~suspicious]
+        if len(rest):
+            n, k = int(rest["n"].sum()), int(rest["k"].sum())
+            others = " (apart from the warnings above)" if suspicious.any() else ""
+            p_chance = _chance_of_rejections(k, n)
+            verdict = ("consistent with no bias" if p_chance >= BIAS_TEST_LEVEL else
+                       f"more than chance gives (probability {p_chance:.2g}): a small bias somewhere")
+            items.append(f"Against {target}, the declared-unbiased variants{others} ({rest['variant'].nunique()}): "
+                         f"{k} rejection{'' if k == 1 else 's'} in {n} measurements ({n * BIAS_TEST_LEVEL:.2g} "
+                         f"expected by chance at the 1% level), {verdict}.")
+    return (f"Bias test (H0: E ĝ = the variant's target, rejected at p < {BIAS_TEST_LEVEL:g}; measurements not flagged "
+            "heavy-tailed; variants of one (problem, N, repetition) share trajectories, so their rejections are "
+            "correlated)", items)
 
 
 def reliability_findings(rows: pd.DataFrame) -> Section:
-    """Measurements whose CIs should not be trusted (heavy tails), per problem, and non-finite
-    estimates."""
+    """Measurements whose CIs should not be trusted (heavy tails), per problem."""
     items = []
     heavy = rows[rows["heavy_tailed"]]
     for problem, group in heavy.groupby("problem", sort=True):
@@ -156,39 +174,134 @@ def reliability_findings(rows: pd.DataFrame) -> Section:
                      f"whose CIs are too narrow and bias p-values optimistic (raise N or M): {variants}.")
     if heavy.empty:
         items.append("No measurement is flagged heavy-tailed: the normal-approximation CIs apply.")
-    nonfinite = rows[rows["nonfinite"] > 0]
-    for (variant, problem, batch_size), group in nonfinite.groupby(["variant", "problem", "batch_size"], sort=True):
-        items.append(f"{variant} on {problem} at N={batch_size}: {int(group['nonfinite'].sum())} non-finite "
-                     f"estimates of {int(group['reps'].sum())}, excluded from every metric.")
-    if nonfinite.empty:
-        items.append("No non-finite estimates.")
     return "Reliability of the measurements", items
 
 
-def coverage_findings(sweep: Sweep) -> Section:
-    """How much of the sweep the report covers."""
+def nonfinite_findings(points: pd.DataFrame) -> Section:
+    """Per variant, how many of its estimates were non-finite (inf or NaN, e.g. an importance
+    ratio that overflowed) and where; every variant without any is counted in a last line."""
+    items = []
+    for variant, group in points.groupby("variant", sort=True):
+        bad = group[group["nonfinite"] > 0]
+        if bad.empty:
+            continue
+        where = ", ".join(f"{r.problem} N={r.batch_size} {r.nonfinite}/{r.estimates}" for r in bad.itertuples())
+        total, estimates = int(group["nonfinite"].sum()), int(group["estimates"].sum())
+        items.append(f"{variant}: {total} of {estimates} estimates non-finite ({total / estimates:.2%}): {where}.")
+    clean = points.groupby("variant")["nonfinite"].sum().eq(0).sum()
+    if items:
+        items.append(f"The other {clean} variants: no non-finite estimate.")
+    else:
+        items.append(f"No non-finite estimate in any of the {clean} variants.")
+    return ("Non-finite estimates (counted, never dropped silently: every metric is over a measurement's finite "
+            "estimates only, so where some overflowed the variance shown understates the estimator's)", items)
+
+
+def _change(ratio: pd.Series | None, what: str) -> str:
+    """"variance rises 3.1× [2.9, 3.3]" from a paired ratio row (ratio = later / earlier)."""
+    if ratio is None:
+        return f"{what}: no paired measurement"
+    r, low, high = ratio.ratio, ratio.ratio_lo, ratio.ratio_hi
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{what} changes {fmt(r)}× (one repetition: no interval)"
+    if low > 1:
+        return f"{what} rises {fmt(r)}× [{fmt(low)}, {fmt(high)}]"
+    if high < 1:
+        return f"{what} falls {fmt(1 / r)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
+    return f"{what} shows no clear change ({fmt(r)}× [{fmt(low)}, {fmt(high)}])"
+
+
+def _bias_trend(first, last) -> str:
+    if last.relative_bias_hi < first.relative_bias_lo:
+        return "falls"
+    if last.relative_bias_lo > first.relative_bias_hi:
+        return "rises"
+    return "shows no clear change"
+
+
+def sweep_findings(sweeps: Sequence[tuple[Axis, pd.DataFrame]], rows: pd.DataFrame) -> Section:
+    """One line per (table, problem) of each one-option sweep at the N of its figure (`sweeps`:
+    each axis with its points at that N, see reports.families.axis_points): relative bias from the
+    first swept value to the last with CIs, the variance change between them (paired ratio over
+    repetitions) and the cosine; with more than two values, every value's bias and variance
+    relative to the first; the achieved behaviour KL, non-finite counts and heavy-tailed
+    measurements where there are any."""
+    items = []
+    for axis, frame in sweeps:
+        frame = frame.assign(order=[axis.values.index(v) for v in frame["value"]])
+        frame = frame.sort_values(["table", "problem", "order"], kind="stable")
+        firsts = frame.groupby(["table", "problem"], sort=False).head(1).set_index(["table", "problem"])["variant"]
+        ratios = variance_ratios(rows, {(firsts[(r.table, r.problem)], r.variant) for r in frame.itertuples()})
+        ratios = ratios.set_index(["problem", "batch_size", "x", "y"])
+        for (_, problem), data in frame.groupby(["table", "problem"], sort=False):
+            if len(data) < 2:
+                continue
+            first, last = data.iloc[0], data.iloc[-1]
+
+            def ratio_to(point):
+                key = (problem, point.batch_size, first.variant, point.variant)
+                return ratios.loc[key] if key in ratios.index else None
+
+            text = (f"{first.series} on {problem} (N={first.batch_size}), {axis.option} {first.value} → {last.value}: "
+                    f"relative bias {_bias_trend(first, last)} from {fmt_metric(first, 'relative_bias')} to "
+                    f"{fmt_metric(last, 'relative_bias')} while {_change(ratio_to(last), 'variance')}; cosine "
+                    f"{fmt(first.cosine_mean)} → {fmt(last.cosine_mean)}")
+            if len(data) > 2:
+                each = [f"{p.value}: bias {fmt(p.relative_bias)}, variance ×"
+                        + fmt(ratio.ratio if (ratio := ratio_to(p)) is not None else math.nan)
+                        for p in data.itertuples()]
+                text += f" (each {axis.option}: {'; '.join(each)})"
+            if data["info_behaviour_kl"].notna().any():
+                text += f"; achieved KL {' → '.join(fmt(k) for k in data['info_behaviour_kl'])}"
+            if axis.kind == "kl" or data["nonfinite"].gt(0).any():
+                counts = " → ".join(f"{p.nonfinite}/{p.estimates}" for p in data.itertuples())
+                text += f"; non-finite estimates {counts}"
+            heavy = [f"{p.value} {p.heavy_tailed}/{p.repetitions}" for p in data.itertuples() if p.heavy_tailed]
+            if heavy:
+                text += f"; heavy-tailed, so CIs too narrow, at {', '.join(heavy)} repetitions"
+            items.append(text + ".")
+    heading = ("Sweeps of one option (at the N of each sweep's figure; variance change = paired ratio to the first "
+               "value, 95% t-interval over repetitions)")
+    return heading, items or ["No [[estimators]] table sweeps a single option."]
+
+
+def coverage_findings(sweep: Sweep, by_table: pd.DataFrame) -> Section:
+    """How much of the sweep the report covers, and the variants missing at batch sizes their
+    [[estimators]] tables ask for (grouped by the missing N). `by_table`: which tables produce
+    each variant (reports.families.variants_by_table)."""
     rows = sweep.rows
     items = [f"{len(rows)} of {sweep.planned_cells} cells finished"
              + (" (a partial sweep: every number covers the finished cells only)." if len(rows) < sweep.planned_cells
                 else ".")]
+    configured: dict[str, set[int]] = {}
+    for variant, table in zip(by_table["variant"], by_table["table"]):
+        configured.setdefault(variant, set()).update(sweep.tables[table].batch_sizes)
+    missing: dict[tuple[int, ...], list[str]] = {}
     for variant in sweep.variants:
-        missing = sorted(set(sweep.batch_sizes) - set(rows.loc[rows["variant"] == variant, "batch_size"]))
-        if missing:
-            items.append(f"{variant} was not measured at N = {', '.join(map(str, missing))} "
-                         "(does not apply, or not run).")
+        measured = set(rows.loc[rows["variant"] == variant, "batch_size"])
+        absent = tuple(sorted(configured.get(variant, set(sweep.batch_sizes)) - measured))
+        if absent:
+            missing.setdefault(absent, []).append(variant)
+    for absent, variants in missing.items():
+        items.append(f"Not measured at N = {', '.join(map(str, absent))} (does not apply, or not run): "
+                     f"{'; '.join(variants)}.")
     return "Coverage", items
 
 
 def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, rliable: RliableResults,
-                 headline: dict[str, int]) -> list[Section]:
+                 headline: dict[str, int], sweeps: Sequence[tuple[Axis, pd.DataFrame]],
+                 by_table: pd.DataFrame, family_list: Sequence[Family]) -> list[Section]:
     """Every findings section, in the order the report shows them."""
+    targets = dict(zip(points["variant"], points["target"]))
     return [
-        variance_findings(ratios, sweep.settings.reference_variant, headline),
+        variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
         pair_findings(ratios, rliable, sweep.settings.pairs, headline),
         mse_findings(points, headline),
+        sweep_findings(sweeps, sweep.rows),
         bias_findings(sweep.rows),
+        nonfinite_findings(points),
         reliability_findings(sweep.rows),
-        coverage_findings(sweep),
+        coverage_findings(sweep, by_table),
     ]
 
 

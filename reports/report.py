@@ -3,11 +3,12 @@ plus the tables as CSV and the findings as text.
 
     build_report(Path("results/default"), Path("reports/out"))
 
-Pipeline: load and check the rows (`reports.results`), aggregate repetitions, compute paired
-variance ratios, rliable statistics across problems (`reports.rliable_stats`) and findings
-(`reports.findings`), write the tables, then draw (`reports.figures`) and assemble the page
-(`reports.page`). Every number in the page is also in a CSV, and two builds from the same results
-write byte-identical CSVs and findings.
+Pipeline: load and check the rows (`reports.results`), match them to the config's [[estimators]]
+tables to group variants into estimator families and one-option sweeps (`reports.families`),
+aggregate repetitions, compute paired variance ratios, rliable statistics across problems
+(`reports.rliable_stats`) and findings (`reports.findings`), write the tables, then draw
+(`reports.figures`) and assemble the page (`reports.page`). Every number in the page is also in
+a CSV, and two builds from the same results write byte-identical CSVs and findings.
 """
 
 from __future__ import annotations
@@ -17,18 +18,29 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from reports import figures, page
-from reports.findings import Section, all_findings, findings_text, fmt_ci, fmt_metric
+from reports.families import (
+    Axis,
+    Family,
+    axis_points,
+    families,
+    memberships,
+    sweep_axes,
+    table_labels,
+    variants_by_table,
+)
+from reports.findings import Section, all_findings, findings_text, fmt, fmt_ci, fmt_metric
 from reports.results import (
     BIAS_TEST_LEVEL,
+    INFO_NUMBERS,
     Sweep,
     aggregate_repetitions,
     at_headline,
     headline_batch_sizes,
     load_sweep,
     summary_table,
+    target_order,
     variance_ratios,
 )
 from reports.rliable_stats import (
@@ -79,18 +91,28 @@ def write_report(results_dir: Path, out_dir: Path) -> Path:
     """Build every table, finding and figure of the report and write them to `out_dir`."""
     sweep = load_sweep(Path(results_dir))
     settings = sweep.settings
+    by_table = variants_by_table(sweep.rows, memberships(sweep.tables))
+    family_list = families(sweep.tables, by_table, sweep.variants)
+    family_of = {variant: family.title for family in family_list for variant in family.variants}
     points = aggregate_repetitions(sweep.rows)
+    points.insert(1, "family", points["variant"].map(family_of))
     headline = headline_batch_sizes(points)
+    labels = table_labels(sweep.tables, by_table)
+    sweeps = [(axis, axis_points(points, by_table, axis, labels)) for axis in sweep_axes(sweep.tables)]
+    sweeps = [(axis, frame) for axis, frame in sweeps if len(frame)]
+    sweeps_at_headline = [(axis, at_headline(frame, headline_batch_sizes(frame))) for axis, frame in sweeps]
     comparisons = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
     ratios = variance_ratios(sweep.rows, comparisons)
     rliable = rliable_analysis(sweep.rows, sweep.variants, settings)
-    sections = all_findings(sweep, points, ratios, rliable, headline)
+    sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
     summary = summary_table(points)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
         "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
+        if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
         "performance_profiles.csv": rliable.profiles,
     }
@@ -98,20 +120,26 @@ def write_report(results_dir: Path, out_dir: Path) -> Path:
         frame.to_csv(out_dir / name, index=False)
     (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
 
-    style = figures.variant_style(sweep.variants)
     with figures.report_style():
         body = [
             ("sweep", "Sweep", _sweep_section(sweep)),
             ("reading", "Reading the intervals", _reading_section(sweep)),
             ("findings", "Findings", _findings_section(sections)),
-            ("measurements", "Measurements",
-             _measurements_section(points, headline, style, settings.reference_variant)),
-            ("rliable", "Across problems (rliable)", _rliable_section(rliable, style, sweep)),
+            ("measurements", "Measurements by estimator family", _measurements_section(points, family_list)),
+            ("sweeps", "Sweeps of one option", _sweeps_section(sweeps_at_headline)),
+            ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
         ]
     index = out_dir / "index.html"
     index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body), encoding="utf-8")
     return index
+
+
+SWEEP_CSV_COLUMNS = [
+    "axis", "series", "table", "value", "x", "problem", "batch_size", "variant", "target", "declared_unbiased",
+    *(f"{m}{end}" for m in ("variance_trace", "relative_bias", "cosine_mean") for end in ("", "_lo", "_hi")),
+    "bias_rejections", "heavy_tailed", "repetitions", "nonfinite", "estimates", "nonfinite_fraction",
+    *(f"info_{key}" for key in INFO_NUMBERS)]
 
 
 def _distinct(rows: pd.DataFrame, column: str) -> str:
@@ -154,59 +182,93 @@ def _findings_section(sections: list[Section]) -> str:
     return body + "".join(page.heading(heading) + page.bullet_list(items) for heading, items in sections)
 
 
-def _figure_block(title: str, fig: Figure, caption: str) -> str:
-    return page.heading(title) + page.figure(figures.png_data_uri(fig), title, caption)
-
-
 SINGLE_CI = ("Points: mean over repetitions; error bars: the 95% CI of a single repetition, averaged over "
-             "repetitions. One panel per problem, one colour and marker per variant.")
+             "repetitions.")
+
+FAMILY_RULE = (
+    "Variants are grouped into families, one figure each: the [[estimators]] tables of one estimator that sweep "
+    "the same options form a family, and a table sweeping nothing joins its estimator's first family (or forms its "
+    "own); a variant belongs to the first table that produces it. Each variant's bias and cosine are measured "
+    "against its own target (∇J unless the table says otherwise), and colours are only comparable within a family.")
 
 
-def _measurements_section(points: pd.DataFrame, headline: dict[str, int], style: figures.VariantStyle,
-                          reference: str) -> str:
-    def against_n(metric: str, ylabel: str, log_y: bool, **options) -> Figure:
-        return figures.metric_vs_batch_size(points, metric, ylabel, style, log_y=log_y, **options)
-
-    # A list, not a generator of figures: each figure is encoded (and closed) before the next is drawn.
-    return "".join([
-        _figure_block(
-            "Variance", against_n("variance_trace", "variance  tr Cov(ĝ)", True, one_over_n_from=reference),
-            "Total variance tr Cov(ĝ) of one gradient estimate against the batch size N, log-log (lower is better). "
-            f"{SINGLE_CI} CI: jackknife on the log scale. Dashed: ∝ 1/N through {reference}'s value at the smallest "
-            "N, the slope of any average of N independent per-trajectory terms."),
-        _figure_block(
-            "Cosine to the true gradient", against_n("cosine_mean", "mean cos(ĝ, ∇J)", False),
-            "Mean cosine between an estimate and the exact gradient ∇J (1 = aligned, 0 = uninformative). "
-            f"{SINGLE_CI} CI: t interval."),
-        _figure_block(
-            "Pairwise cosine", against_n("pairwise_cosine", "mean cos(ĝ, ĝ′)", False),
-            "Mean cosine between two independent estimates (Ilyas et al. 2020): how reproducible the direction is, "
-            f"measurable without ∇J. {SINGLE_CI} CI: jackknife."),
-        _figure_block(
-            "Relative bias", against_n("relative_bias", "‖E ĝ − ∇J‖ / ‖∇J‖", False),
-            "Relative bias, noise-corrected and clamped at 0 (0 = no detectable bias). "
-            f"{SINGLE_CI} CI: normal interval for the squared bias, square-rooted."),
-        _figure_block(
-            "Signal-to-noise ratio", against_n("snr", "SNR  ‖∇J‖² / tr Cov(ĝ)", True),
-            f"‖∇J‖² / tr Cov(ĝ), log-log (higher is better). {SINGLE_CI}"),
-        _figure_block(
-            "Bias–variance decomposition", figures.bias_variance_bars(points, headline, style),
-            "Per problem at the largest N where the most variants were measured: bias² (mean of bias_norm² over "
-            "repetitions) and variance stacked; their total is the MSE, which the tick marks as measured "
-            "(they agree exactly unless the bias estimate was clamped at 0). Labels: MSE and bias²'s share."),
-        _figure_block(
-            "Cost: time", against_n("seconds_per_estimate", "seconds per estimate", True),
-            "Wall-clock seconds per gradient estimate (sampling and estimating), mean over repetitions; machine "
-            "dependent and noisy, compare variants within a panel."),
-        _figure_block(
-            "Cost: environment steps", against_n("env_steps_per_estimate", "environment steps per estimate", True),
-            "Environment steps per gradient estimate, mean over repetitions (variants sharing trajectories "
-            "coincide)."),
-    ])
+def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> str:
+    body = page.paragraph(FAMILY_RULE) + page.table(["family", "target", "variants", "problems", "N"], [
+        [family.title, ", ".join(sorted(set(of["target"]), key=target_order)), "; ".join(family.variants),
+         "; ".join(sorted(set(of["problem"]))), ", ".join(map(str, sorted(set(of["batch_size"]))))]
+        for family in family_list if len(of := points[points["family"] == family.title])])
+    blocks = []  # each figure is encoded (and closed) before the next is drawn
+    for family in family_list:
+        of_family = points[points["family"] == family.title]
+        style = figures.variant_style(family.variants)
+        targets = sorted(set(of_family["target"]), key=target_order)
+        blocks.append(page.heading(family.title) + page.figure(
+            figures.png_data_uri(figures.family_figure(of_family, style)), f"{family.title}: against N",
+            f"{family.title}, against the batch size N (log axis), a row per problem. Left: total variance "
+            f"tr Cov(ĝ), log-log (lower is better), CI jackknife on the log scale; dashed: ∝ 1/N through the first "
+            "variant's value at its smallest N, the slope of any average of N independent per-trajectory terms. "
+            f"Middle: relative bias ‖E ĝ − target‖/‖target‖ against the variant's own target ({', '.join(targets)}), "
+            "noise-corrected and clamped at 0 (0 = no detectable bias), CI a normal interval for the squared bias, "
+            "square-rooted; hollow markers: declared biased there. Right: mean cosine between an estimate and the "
+            f"target (1 = aligned), t interval. {SINGLE_CI}"))
+        headline = headline_batch_sizes(of_family)
+        blocks.append(page.figure(
+            figures.png_data_uri(figures.bias_variance_bars(of_family, headline, style)),
+            f"{family.title}: bias² and variance",
+            f"{family.title} per problem at the largest N where the most of its variants were measured: bias² (mean of "
+            "bias_norm² over repetitions) and variance stacked; their total is the MSE against each variant's "
+            "target, which the tick marks as measured (they agree exactly unless the bias estimate was clamped at "
+            "0). Labels: MSE and bias²'s share."))
+    return body + "".join(blocks)
 
 
-def _rliable_section(rliable: RliableResults, style: figures.VariantStyle, sweep: Sweep) -> str:
+AXIS_CAPTIONS = {
+    "critic": "What to look for: a value baseline's critic error becomes variance, not bias — reinforce "
+              "baseline=value stays unbiased with an exact, noisy or independently fitted critic, and only a critic "
+              "fitted on the batch it is used on (fitted_same_batch) biases it; in actor-critic the same error "
+              "becomes bias, growing with the noise. dpg: a fitted Q biases the gradient through its error in ∇ₐQ.",
+    "lambda": "What to look for: GAE(λ) trades bias for variance. At λ = 0 (one-step TD) the advantage leans on the "
+              "critic, so a fitted critic's error becomes bias, and the variance is lowest; at λ = 1 it is REINFORCE "
+              "with a value baseline, unbiased for a critic fitted on independent trajectories, with the most "
+              "variance.",
+    "behaviour": "What to look for: data from a behaviour policy π_b at a requested mean per-step KL(π_θ‖π_b). "
+                 "Importance sampling (is-trajectory, is-per-decision) stays unbiased, but its variance grows with "
+                 "the KL and, for the whole-trajectory ratio, exponentially with KL × horizon; overflowing ratios "
+                 "give non-finite estimates (counted, never dropped). is-first-order ignores the state-distribution "
+                 "ratio and ppo-clip clips the ratio: both are biased, increasingly with the KL. The last row checks "
+                 "the behaviour policy hit the requested KL (dashed).",
+    "baseline": "What to look for: a baseline independent of the trajectory it weights (rloo, a constant, an exact "
+                "value) cuts variance without bias; the batch-fitted ones (batch_mean, optimal, optimal_per_param) add "
+                "an O(1/N) bias.",
+    "normalize": "What to look for: GRPO's group baseline shrinks the gradient by (1 − 1/G) with normalize=none; "
+                 "normalize=std divides by the group's standard deviation, which also turns its direction (cosine).",
+}
+
+
+def _sweeps_section(sweeps: list[tuple[Axis, pd.DataFrame]]) -> str:
+    if not sweeps:
+        return page.paragraph("No [[estimators]] table of this sweep sweeps a single option.", "note")
+    body = page.paragraph(
+        "Every [[estimators]] table that sweeps one option: each metric against the option's value (in config order; "
+        "on a number axis when the values are numbers or kind:number), a column per problem at one N (the largest N "
+        "where the most of the sweep's variants were measured), a line per table. Every N is in sweeps.csv; the "
+        "one-line findings are under Findings.")
+    blocks = []
+    for axis, frame in sweeps:
+        style = figures.variant_style(list(dict.fromkeys(frame.sort_values("table")["series"])))
+        blocks.append(page.heading(axis.title) + page.figure(
+            figures.png_data_uri(figures.sweep_figure(frame, axis, style)), f"sweep of {axis.option}",
+            AXIS_CAPTIONS.get(axis.option, f"Each metric against {axis.option}.") + " Rows: variance tr Cov(ĝ) "
+            "(log), relative bias against the variant's target with CIs (hollow markers: declared biased there), mean "
+            "cosine to the target; for behaviour sweeps the fraction of non-finite estimates and the achieved KL. "
+            f"{SINGLE_CI}"))
+    return body + "".join(blocks)
+
+
+def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
     settings = sweep.settings
+    compared = set(rliable.intervals["variant"])
+    style = figures.variant_style([v for v in sweep.variants if v in compared])
     body = page.paragraph(
         f"rliable (Agarwal et al. 2021) across problems: tasks are the problems, runs the repetitions, at the "
         f"largest batch sizes N = {', '.join(map(str, rliable.batch_sizes))}. Intervals: 95% stratified bootstrap "
@@ -260,16 +322,16 @@ def _rliable_section(rliable: RliableResults, style: figures.VariantStyle, sweep
 
 def _summary_section(summary: pd.DataFrame, headline: dict[str, int], files: list[str]) -> str:
     body = page.paragraph(
-        "Variants ranked by MSE (bias² + variance) per problem at the largest N where the most variants were "
-        "measured; values are means over repetitions with single-repetition 95% CIs. Every N is in summary.csv. "
+        "Variants ranked by MSE (bias² + variance) per problem and target at the largest N where the most variants "
+        "were measured; values are means over repetitions with single-repetition 95% CIs. Every N is in summary.csv. "
         f"Files next to this page: {', '.join(files)}, findings.txt.", "note")
-    header = ["rank", "variant", "MSE", "variance", "relative bias", "cosine", "bias test rejects",
-              "declared", "heavy-tailed", "non-finite"]
+    header = ["target", "rank", "variant", "MSE", "variance", "relative bias", "cosine", "bias test rejects",
+              "declared", "heavy-tailed", "non-finite", "s / estimate"]
     for problem, at_n in at_headline(summary, headline).groupby("problem", sort=True):
         body += page.heading(f"{problem} (N={headline[problem]})") + page.table(header, [
-            ["" if pd.isna(r.mse_rank) else int(r.mse_rank), r.variant,
+            [r.target, "" if pd.isna(r.mse_rank) else int(r.mse_rank), r.variant,
              *(fmt_metric(r, metric) for metric in ("mse", "variance_trace", "relative_bias", "cosine_mean")),
              f"{r.bias_rejections}/{r.repetitions}", "unbiased" if r.declared_unbiased else "biased",
-             f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.reps * r.repetitions}"]
+             f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.estimates}", fmt(r.seconds_per_estimate)]
             for r in at_n.itertuples()])
     return body

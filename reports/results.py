@@ -20,6 +20,7 @@ from scipy import stats
 from bench.store import META_FILE, ResultsStore
 from bench.sweep import METRICS_WITH_CI
 from envs.spec import ConfigError
+from reports.families import EstimatorTable, parse_tables
 
 CELL_KEY = ["problem", "variant", "batch_size", "repetition"]
 POINT_KEY = ["problem", "variant", "batch_size"]
@@ -29,8 +30,10 @@ COST_COLUMNS = ("seconds_per_estimate", "env_steps_per_estimate")
 CI_COLUMNS = tuple(f"{m}_{end}" for m in METRICS_WITH_CI for end in ("lo", "hi"))
 REQUIRED_COLUMNS = frozenset({
     *CELL_KEY, "reps", *METRICS_WITH_CI, *CI_COLUMNS, *COST_COLUMNS, "bias_pvalue", "declared_unbiased",
-    "heavy_tailed", "tail_kurtosis", "nonfinite", "reps_used",
+    "heavy_tailed", "tail_kurtosis", "nonfinite", "reps_used", "estimator", "estimator_options", "estimator_info",
+    "target",
 })
+INFO_NUMBERS = ("behaviour_kl",)  # numbers of `estimator_info` the report shows, as columns info_<key>
 REPORT_KEYS = ("reference_variant", "pairs", "bootstrap_reps", "seed")
 
 
@@ -52,6 +55,7 @@ class Sweep:
     rows: pd.DataFrame  # one row per finished cell, sorted by CELL_KEY
     planned_cells: int  # how many cells the config expands to (finished or not)
     settings: ReportSettings
+    tables: tuple[EstimatorTable, ...]  # the config's [[estimators]] tables
 
     @property
     def problems(self) -> list[str]:
@@ -84,6 +88,7 @@ def load_sweep(results_dir: Path) -> Sweep:
         report = config["report"]
         settings = ReportSettings(str(report["reference_variant"]), tuple(tuple(p) for p in report["pairs"]),
                                   int(report["bootstrap_reps"]), int(report["seed"]))
+        tables = parse_tables(config["estimators"], config["batch_sizes"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{results_dir / META_FILE}: unreadable sweep metadata "
                           f"({type(err).__name__}: {err})") from None
@@ -102,7 +107,7 @@ def load_sweep(results_dir: Path) -> Sweep:
             raise ConfigError(f"{results_dir}: report variant {label!r} has no finished cells; "
                               f"variants: {', '.join(sorted(variants))}")
     rows = rows.sort_values(CELL_KEY, kind="stable").reset_index(drop=True)
-    return Sweep(str(config.get("name", results_dir.name)), rows, planned, settings)
+    return Sweep(str(config.get("name", results_dir.name)), rows, planned, settings, tables)
 
 
 def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
@@ -112,19 +117,27 @@ def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
     is the typical 95% CI of ONE repetition (M batches), not the CI of the mean of R repetitions.
     `bias_squared` is the mean of bias_norm², so bias_squared + variance_trace = mse wherever the
     bias estimate is not clamped at 0. Counts: `repetitions`, `bias_rejections` (p < 1%),
-    `heavy_tailed` and `nonfinite` (summed), `estimates` (M summed over repetitions).
+    `heavy_tailed` and `nonfinite` (summed), `estimates` (M summed over repetitions),
+    `nonfinite_fraction` = nonfinite / estimates. `info_<key>`: the mean of a number the estimator
+    reports in `estimator_info` (INFO_NUMBERS; NaN where it reports none). `estimator`, `target` and
+    `estimator_options` describe the variant.
     """
+    info = [json.loads(text) for text in rows["estimator_info"]]
     with_squares = rows.assign(bias_squared=rows["bias_norm"] ** 2,
-                               bias_rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
+                               bias_rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL,
+                               **{f"info_{key}": [float(i.get(key, np.nan)) for i in info] for key in INFO_NUMBERS})
     grouped = with_squares.groupby(POINT_KEY, sort=True)
-    means = grouped[[*METRICS_WITH_CI, *CI_COLUMNS, "bias_squared", *COST_COLUMNS]].mean()
+    means = grouped[[*METRICS_WITH_CI, *CI_COLUMNS, "bias_squared", *COST_COLUMNS,
+                     *(f"info_{key}" for key in INFO_NUMBERS)]].mean()
     counts = grouped.agg(
         repetitions=("repetition", "size"), reps=("reps", "max"), estimates=("reps", "sum"),
         bias_rejections=("bias_rejected", "sum"), declared_unbiased=("declared_unbiased", "all"),
         heavy_tailed=("heavy_tailed", "sum"), max_tail_kurtosis=("tail_kurtosis", "max"),
-        nonfinite=("nonfinite", "sum"),
+        nonfinite=("nonfinite", "sum"), estimator=("estimator", "first"), target=("target", "first"),
+        estimator_options=("estimator_options", "first"),
     )
-    return means.join(counts).reset_index()
+    points = means.join(counts).reset_index()
+    return points.assign(nonfinite_fraction=points["nonfinite"] / points["estimates"])
 
 
 def headline_batch_sizes(points: pd.DataFrame) -> dict[str, int]:
@@ -141,14 +154,26 @@ def at_headline(frame: pd.DataFrame, headline: dict[str, int]) -> pd.DataFrame:
 
 
 def summary_table(points: pd.DataFrame) -> pd.DataFrame:
-    """Variants ranked by MSE (bias² + variance, the total squared error) within each (problem, N),
-    with variance, relative bias, cosine and MSE and their (single-repetition) 95% CIs."""
+    """Variants ranked by MSE (bias² + variance, the total squared error) within each (problem, N,
+    target): errors against different targets (∇J, an entropy-regularised gradient, a natural
+    gradient) are not comparable. With variance, relative bias, cosine and MSE and their
+    (single-repetition) 95% CIs, and the cost."""
     metrics = ["mse", "variance_trace", "relative_bias", "cosine_mean"]
-    columns = [*POINT_KEY, *(f"{m}{suffix}" for m in metrics for suffix in ("", "_lo", "_hi")),
-               "repetitions", "reps", "bias_rejections", "declared_unbiased", "heavy_tailed", "nonfinite"]
+    columns = ["problem", "target", "variant", "batch_size",
+               *(f"{m}{suffix}" for m in metrics for suffix in ("", "_lo", "_hi")),
+               "repetitions", "reps", "bias_rejections", "declared_unbiased", "heavy_tailed", "nonfinite", "estimates",
+               "seconds_per_estimate"]
     table = points[columns].copy()
-    table.insert(2, "mse_rank", table.groupby(["problem", "batch_size"])["mse"].rank(method="min").astype("Int64"))
-    return table.sort_values(["problem", "batch_size", "mse_rank", "variant"], kind="stable").reset_index(drop=True)
+    ranks = table.groupby(["problem", "batch_size", "target"])["mse"].rank(method="min").astype("Int64")
+    table.insert(3, "mse_rank", ranks)
+    by_target = {"target": lambda column: column.map(target_order)}
+    return table.sort_values(["problem", "batch_size", "target", "mse_rank", "variant"], kind="stable",
+                             key=lambda column: by_target.get(column.name, lambda c: c)(column)).reset_index(drop=True)
+
+
+def target_order(target: str) -> str:
+    """Sort key of targets: ∇J, the plain gradient, first, then the others alphabetically."""
+    return ("0" if target == "∇J" else "1") + target
 
 
 RATIO_COLUMNS = ["problem", "batch_size", "x", "y", "repetitions", "ratio", "ratio_lo", "ratio_hi"]

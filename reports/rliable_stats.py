@@ -100,21 +100,26 @@ def score_matrices(scores: pd.DataFrame, score: Score, batch_size: int, variants
         return ScoreMatrices({}, tasks, notes)
     wide = at_n[at_n["problem"].isin(tasks)].pivot(index=["variant", "repetition"], columns="problem",
                                                    values=score.column).reindex(columns=tasks)
-    score_dict = {}
+    score_dict, not_everywhere, few_runs = {}, [], []
     for variant in variants:
         if variant not in wide.index.get_level_values("variant"):
             continue
         per_run = wide.loc[variant]
         if per_run.isna().all().any():
-            notes.append(f"{where}: {variant} left out (not measured on every problem)")
+            not_everywhere.append(variant)
             continue
         complete = per_run.dropna()
         if len(complete) < 2:
-            notes.append(f"{where}: {variant} left out (fewer than 2 repetitions measured on every problem)")
+            few_runs.append(variant)
             continue
         if len(complete) < len(per_run):
             notes.append(f"{where}: {variant}: {len(per_run) - len(complete)} incomplete repetition(s) left out")
         score_dict[variant] = complete.to_numpy(dtype=float)
+    # One note per reason: a sweep of many estimators, each on a few problems, leaves out dozens.
+    if not_everywhere:
+        notes.append(f"{where}: left out, not measured on every problem: {'; '.join(not_everywhere)}")
+    if few_runs:
+        notes.append(f"{where}: left out, fewer than 2 repetitions measured on every problem: {'; '.join(few_runs)}")
     if not score_dict:
         notes.append(f"{where}: no variant has ≥ 2 repetitions (runs) on every problem, so no aggregate statistics")
     return ScoreMatrices(score_dict, tasks, notes)
@@ -214,11 +219,17 @@ class RliableResults:
 
 def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: ReportSettings) -> RliableResults:
     """Aggregate intervals and probabilities of improvement of every score, and performance
-    profiles of variance reduction, at the sweep's LARGEST_BATCH_SIZES largest N."""
-    scores = score_frame(rows, settings.reference_variant)
+    profiles of variance reduction, at the sweep's LARGEST_BATCH_SIZES largest N. The tasks are
+    the problems the reference variant was measured on (variance reduction is relative to it; a
+    problem only some estimators apply to would otherwise leave out every variant)."""
+    reference = settings.reference_variant
+    with_reference = set(rows.loc[rows["variant"] == reference, "problem"])
+    scores = score_frame(rows[rows["problem"].isin(with_reference)], reference)
     batch_sizes = sorted(int(n) for n in rows["batch_size"].unique())[-LARGEST_BATCH_SIZES:]
     reps, seed = settings.bootstrap_reps, settings.seed
-    intervals, improvements, profiles, notes = [], [], [], []
+    intervals, improvements, profiles = [], [], []
+    notes = [f"problem {problem} left out: the reference variant {reference} was not measured on it"
+             for problem in sorted(set(rows["problem"]) - with_reference)]
     for score in SCORES:
         for batch_size in batch_sizes:
             matrices = score_matrices(scores, score, batch_size, variants)

@@ -1,6 +1,7 @@
 """`pgvar report`: the rliable layer against answers computed by hand, paired variance ratios,
-determinism, and a real tiny sweep rendered into one self-contained page that headless Chromium
-loads without a broken image."""
+the grouping of variants into estimator families and one-option sweeps, the generated findings,
+determinism, and a real tiny sweep of several estimator families rendered into one self-contained
+page that headless Chromium loads without a broken image."""
 
 from __future__ import annotations
 
@@ -22,7 +23,19 @@ from bench.cli import main
 from bench.store import ResultsStore
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
-from reports.findings import bias_findings, reliability_findings
+from reports.families import (
+    UNMATCHED_FAMILY,
+    axis_points,
+    families,
+    memberships,
+    options_key,
+    parse_tables,
+    sweep_axes,
+    table_labels,
+    variants_by_table,
+)
+from reports.figures import _spaced_labels
+from reports.findings import bias_findings, nonfinite_findings, reliability_findings, sweep_findings
 from reports.report import build_report
 from reports.results import variance_ratios
 from reports.rliable_stats import (
@@ -36,7 +49,8 @@ from reports.rliable_stats import (
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "rliable_intervals.csv",
            "probability_of_improvement.csv", "performance_profiles.csv", "findings.txt")
-SECTIONS = ("sweep", "reading", "findings", "measurements", "rliable", "summary")
+SECTIONS = ("sweep", "reading", "findings", "measurements", "sweeps", "rliable", "summary")
+OUTPUTS = (*OUTPUTS, "sweeps.csv")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=10000")
@@ -135,36 +149,186 @@ def test_variance_ratios_are_paired_geometric_means_with_t_intervals():
     assert (ratio.ratio_lo, ratio.ratio_hi) == pytest.approx((np.exp(1 - half_width), np.exp(1 + half_width)))
 
 
-def test_findings_flag_contradicted_declarations_heavy_tails_and_nonfinite_estimates():
-    def rows(variant, declared_unbiased, pvalues, heavy=False, nonfinite=0):
+def test_bias_findings_hold_each_declaration_against_its_own_target_and_flag_heavy_tails():
+    def rows(variant, declared_unbiased, pvalues, heavy=False, target="∇J"):
         return pd.DataFrame({"variant": variant, "problem": "p", "batch_size": 4, "repetition": range(len(pvalues)),
                              "reps": 100, "bias_pvalue": pvalues, "declared_unbiased": declared_unbiased,
-                             "heavy_tailed": heavy, "tail_kurtosis": 9.0 if heavy else 2.0, "nonfinite": nonfinite})
+                             "heavy_tailed": heavy, "tail_kurtosis": 9.0 if heavy else 2.0, "target": target})
     measured = pd.concat([
         rows("suspect", True, [1e-4, 1e-3, 1e-5]),  # declared unbiased, rejects 3 of 3: chance gives 1e-6
         rows("fine", True, [0.5, 0.2, 0.004]),  # one rejection of 3 is within chance
-        rows("biased", False, [1e-6, 1e-6, 1e-6], nonfinite=2),
+        rows("biased", False, [1e-6, 1e-6, 1e-6]),
         rows("subtle", False, [0.3, 0.6, 0.9]),
         rows("tails", True, [1e-5, 1e-5, 1e-5], heavy=True),  # optimistic p-values: left out of the bias test
+        rows("entropy", True, [0.4, 0.7, 0.1], target="∇(J + 0.1·H)"),
+        rows("natural", False, [1e-8, 1e-8, 0.5], target="(F + 0.01·I)⁻¹∇J"),
     ], ignore_index=True)
     _, bias = bias_findings(measured)
     text = "\n".join(bias)
-    assert "WARNING suspect on p: declared UNBIASED, yet the test rejects in 3 of 3" in text
-    assert "biased (declared biased; rejections/measurements): detected on p 3/3." in text
-    assert "subtle (declared biased; rejections/measurements): not on p 0/3" in text
-    assert "(apart from the warnings above): 1 rejection in 3 measurements" in text
+    assert "WARNING suspect on p: declared UNBIASED for ∇J, yet the test rejects in 3 of 3" in text
+    assert "biased (declared biased for ∇J; rejections/measurements): detected on p 3/3." in text
+    assert "subtle (declared biased for ∇J; rejections/measurements): not on p 0/3" in text
+    assert "Against ∇J, the declared-unbiased variants (apart from the warnings above) (1): 1 rejection in 3" in text
     assert "consistent with no bias" in text
+    # Each target gets its own summary: the entropy-regularised variant is not pooled with ∇J's.
+    assert "Against ∇(J + 0.1·H), the declared-unbiased variants (1): 0 rejections in 3 measurements" in text
+    assert "natural (declared biased for (F + 0.01·I)⁻¹∇J; rejections/measurements): detected on p 2/3." in text
     assert "WARNING fine" not in text and "tails" not in text
+    assert text.index("Against ∇J") < text.index("natural (declared")  # ∇J first, then the other targets
     _, reliability = reliability_findings(measured)
-    assert any("3 of 15 measurements are heavy-tailed" in item and "tails (3)" in item for item in reliability)
-    assert any("biased on p at N=4: 6 non-finite estimates of 300" in item for item in reliability)
+    assert any("3 of 21 measurements are heavy-tailed" in item and "tails (3)" in item for item in reliability)
+
+
+def test_nonfinite_estimates_are_reported_per_variant_never_silently():
+    points = pd.DataFrame({
+        "variant": ["is kl=0.5", "is kl=0.5", "is kl=0.5", "plain"], "problem": ["a", "a", "b", "a"],
+        "batch_size": [4, 16, 4, 4], "nonfinite": [3, 0, 5, 0], "estimates": [600, 600, 600, 600],
+    })
+    _, items = nonfinite_findings(points)
+    assert items == ["is kl=0.5: 8 of 1800 estimates non-finite (0.44%): a N=4 3/600, b N=4 5/600.",
+                     "The other 1 variants: no non-finite estimate."]
+    _, clean = nonfinite_findings(points.assign(nonfinite=0))
+    assert clean == ["No non-finite estimate in any of the 2 variants."]
+
+
+# ------------------------------------------------------------------------------ families and sweeps
+
+def _table(name, options=(), sweep=(), batch_sizes=()):
+    """An [[estimators]] entry as `_sweep.json` records it."""
+    return {"name": name, "options": [list(o) for o in options], "sweep": [[a, list(v)] for a, v in sweep],
+            "problems": [], "batch_sizes": list(batch_sizes)}
+
+
+# The grouping rule on the kind of config the default report runs.
+TABLES = parse_tables([
+    _table("reinforce", sweep=[("baseline", ["none", "rloo"])]),
+    _table("reinforce", options=[("returns", "total")], sweep=[("baseline", ["none", "rloo"])]),
+    _table("reinforce", options=[("discount_score", False)]),
+    _table("reinforce", options=[("baseline", "value")], sweep=[("critic", ["oracle", "oracle_noisy:3"])],
+           batch_sizes=[8]),
+    _table("gae", options=[("critic", "fitted")], sweep=[("lambda", [0.0, 0.5, 1.0])]),
+    # is-trajectory and is-per-decision take the same options: only the estimator tells their rows apart.
+    _table("is-trajectory", sweep=[("behaviour", ["kl:0.01", "kl:0.2"])]),
+    _table("is-per-decision", sweep=[("behaviour", ["kl:0.01", "kl:0.2"])]),
+    _table("actor-critic", sweep=[("critic", ["oracle", "fitted"])]),
+], batch_sizes=[2, 8])
+
+
+def _rows_of(variants: dict[str, tuple[str, dict]]) -> pd.DataFrame:
+    """Rows as a sweep writes them: variant label → (estimator, options)."""
+    return pd.DataFrame([{"variant": v, "estimator": name, "estimator_options": options_key(name, options)}
+                         for v, (name, options) in variants.items()])
+
+
+VARIANT_OPTIONS = {
+    "reinforce": ("reinforce", {}), "reinforce baseline=rloo": ("reinforce", {"baseline": "rloo"}),
+    "reinforce returns=total": ("reinforce", {"returns": "total"}),
+    "reinforce returns=total baseline=rloo": ("reinforce", {"returns": "total", "baseline": "rloo"}),
+    "reinforce discount_score=false": ("reinforce", {"discount_score": False}),
+    "reinforce baseline=value": ("reinforce", {"baseline": "value"}),
+    "reinforce baseline=value critic=oracle_noisy:3": ("reinforce", {"baseline": "value", "critic": "oracle_noisy:3"}),
+    **{f"gae lambda={lam:g} critic=fitted": ("gae", {"lambda": lam, "critic": "fitted"}) for lam in (0.0, 0.5, 1.0)},
+    **{f"{name} behaviour=kl:{kl}": (name, {"behaviour": f"kl:{kl}"})
+       for name in ("is-trajectory", "is-per-decision") for kl in ("0.01", "0.2")},
+    "actor-critic": ("actor-critic", {}), "actor-critic critic=fitted": ("actor-critic", {"critic": "fitted"}),
+    "reinforce entropy_coef=0.1": ("reinforce", {"entropy_coef": 0.1}),  # no table produces it
+}
+
+
+def test_families_group_tables_by_estimator_and_swept_options():
+    rows = _rows_of(VARIANT_OPTIONS)
+    by_table = variants_by_table(rows, memberships(TABLES))
+    found = {f.title: f.variants for f in families(TABLES, by_table, rows["variant"])}
+    assert found == {
+        # The two baseline sweeps share a family; the table sweeping nothing joins it.
+        "reinforce: baseline sweep": ("reinforce", "reinforce baseline=rloo", "reinforce returns=total",
+                                      "reinforce returns=total baseline=rloo", "reinforce discount_score=false"),
+        "reinforce baseline=value: critic sweep": ("reinforce baseline=value",
+                                                   "reinforce baseline=value critic=oracle_noisy:3"),
+        "gae critic=fitted: lambda sweep": ("gae lambda=0 critic=fitted", "gae lambda=0.5 critic=fitted",
+                                            "gae lambda=1 critic=fitted"),
+        "is-trajectory: behaviour sweep": ("is-trajectory behaviour=kl:0.01", "is-trajectory behaviour=kl:0.2"),
+        "is-per-decision: behaviour sweep": ("is-per-decision behaviour=kl:0.01", "is-per-decision behaviour=kl:0.2"),
+        "actor-critic: critic sweep": ("actor-critic", "actor-critic critic=fitted"),
+        UNMATCHED_FAMILY: ("reinforce entropy_coef=0.1",),  # shown apart, never dropped
+    }
+    assert len(by_table) == len(VARIANT_OPTIONS) - 1  # each matched variant exactly once: no cross-estimator match
+    assert TABLES[3].batch_sizes == (8,) and TABLES[0].batch_sizes == (2, 8)
+
+
+def test_sweep_axes_are_numbers_when_the_values_are_and_keep_config_order():
+    axes = {axis.option: axis for axis in sweep_axes(TABLES)}
+    assert list(axes) == ["baseline", "critic", "lambda", "behaviour"]
+    baseline, critic, lam, behaviour = axes["baseline"], axes["critic"], axes["lambda"], axes["behaviour"]
+    assert baseline.tables == (0, 1) and baseline.numbers is None and baseline.x("rloo") == 1.0
+    # Two tables sweep the critic: the values are their union in first-seen order, not numbers.
+    assert critic.tables == (3, 7) and critic.values == ("oracle", "oracle_noisy:3", "fitted")
+    assert critic.numbers is None and critic.x("fitted") == 2.0
+    assert lam.numbers == (0.0, 0.5, 1.0) and lam.kind == "" and not lam.log_scale and lam.x("0.5") == 0.5
+    assert behaviour.numbers == (0.01, 0.2) and behaviour.kind == "kl" and behaviour.log_scale
+    assert behaviour.title == "behaviour (kl)" and behaviour.x("kl:0.2") == 0.2
+    # Close values are not labelled on top of each other; the largest keeps its label.
+    close = dataclasses.replace(lam, values=("0", "0.5", "0.9", "0.95", "1"), numbers=(0.0, 0.5, 0.9, 0.95, 1.0))
+    assert _spaced_labels(close) == ["0", "0.5", "0.9", "", "1"]
+    assert _spaced_labels(behaviour) == ["0.01", "0.2"]
+
+
+def test_sweep_findings_give_the_trend_with_paired_variance_ratios():
+    rows = _rows_of(VARIANT_OPTIONS)
+    by_table = variants_by_table(rows, memberships(TABLES))
+    gae = [f"gae lambda={lam} critic=fitted" for lam in ("0", "0.5", "1")]
+    # Relative bias falls with λ; the variance doubles from λ=0 to 0.5 and quadruples to 1 in every repetition.
+    points = pd.DataFrame({
+        "problem": "garnet", "variant": gae, "batch_size": 8, "relative_bias": [0.5, 0.2, 0.01],
+        "relative_bias_lo": [0.4, 0.1, 0.0], "relative_bias_hi": [0.6, 0.3, 0.05], "cosine_mean": [0.9, 0.8, 0.7],
+        "variance_trace": [1.0, 2.0, 4.0], "nonfinite": 0, "estimates": 150, "heavy_tailed": [0, 0, 2],
+        "repetitions": 3, "info_behaviour_kl": np.nan,
+    })
+    axis = next(a for a in sweep_axes(TABLES) if a.option == "lambda")
+    frame = axis_points(points, by_table, axis, table_labels(TABLES, by_table))
+    cells = pd.DataFrame({"problem": "garnet", "batch_size": 8, "variant": np.repeat(gae, 3),
+                          "repetition": [0, 1, 2] * 3, "variance_trace": np.repeat([1.0, 2.0, 4.0], 3)
+                          * np.tile([1.0, 3.0, 5.0], 3)})
+    _, items = sweep_findings([(axis, frame)], cells)
+    assert items == [
+        "gae critic=fitted on garnet (N=8), lambda 0 → 1: relative bias falls from 0.5 [0.4, 0.6] to 0.01 [0, 0.05] "
+        "while variance rises 4× [4, 4]; cosine 0.9 → 0.7 (each lambda: 0: bias 0.5, variance ×1; 0.5: bias 0.2, "
+        "variance ×2; 1: bias 0.01, variance ×4); heavy-tailed, so CIs too narrow, at 1 2/3 repetitions."]
 
 
 # ------------------------------------------------------------------------------ a real sweep
 
+# configs/tiny.toml (a REINFORCE baseline sweep on two problems at N = 2, 8) plus, on garnet at N = 8
+# only, a critic sweep, a λ sweep and a KL sweep: four families, four one-option sweeps.
+FAMILY_TABLES = """
+[[estimators]]
+name = "reinforce"
+options = { baseline = "value" }
+sweep.critic = ["oracle", "oracle_noisy:1", "fitted_same_batch"]
+problems = ["garnet"]
+batch_sizes = [8]
+
+[[estimators]]
+name = "gae"
+options = { critic = "fitted", critic_samples = 50 }
+sweep.lambda = [0.0, 1.0]
+problems = ["garnet"]
+batch_sizes = [8]
+
+[[estimators]]
+name = "is-per-decision"
+sweep.behaviour = ["kl:0.05", "kl:0.5"]
+problems = ["garnet"]
+batch_sizes = [8]
+"""
+TINY_CELLS = (2 * 3 * 2 + 7) * 3  # (problems × baselines × N + the garnet variants) × repetitions
+
+
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory) -> Path:
-    config = load_config(ROOT / "configs" / "tiny.toml")
+    path = tmp_path_factory.mktemp("config") / "tiny.toml"
+    path.write_text((ROOT / "configs" / "tiny.toml").read_text() + FAMILY_TABLES)
+    config = load_config(path)
     # The config minimum of 100 resamples keeps the two report builds of this module fast.
     config = dataclasses.replace(config, report=dataclasses.replace(config.report, bootstrap_reps=100))
     root = tmp_path_factory.mktemp("results")
@@ -193,7 +357,8 @@ def test_page_has_every_section_and_every_figure_embedded(built):
     for section in SECTIONS:
         assert f'<section id="{section}">' in html, section
     images = re.findall(r'<img src="([^"]*)"', html)
-    assert len(images) >= 8 + 2 * 2 + 2  # measurement figures, 2 scores × 2 N intervals, 2 profiles
+    # 4 families × (against N, bias² bars), 4 one-option sweeps, 2 scores × 2 N rliable intervals, 2 profiles.
+    assert len(images) == 4 * 2 + 4 + 2 * 2 + 2
     for source in images:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -205,7 +370,7 @@ def test_page_has_every_section_and_every_figure_embedded(built):
 def test_tables_have_the_expected_shape_and_anchors(built):
     out = built.index.parent
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 2 * 3 * 2  # problems × variants × batch sizes
+    assert len(summary) == 2 * 3 * 2 + 7  # problems × baselines × batch sizes, and the garnet-only variants
     intervals = pd.read_csv(out / "rliable_intervals.csv")
     assert len(intervals) == 2 * 2 * 3 * 4  # scores × batch sizes × variants × statistics
     # The reference's variance reduction is log(1) = 0 in every run, so its IQM interval is exactly [0, 0].
@@ -216,7 +381,41 @@ def test_tables_have_the_expected_shape_and_anchors(built):
     assert len(improvements) == 2 * 2  # one pair × scores × batch sizes
     assert improvements["probability"].between(0, 1).all()
     findings = (out / "findings.txt").read_text(encoding="utf-8")
-    assert "reinforce baseline=rloo vs reinforce" in findings and "36 of 36 cells finished" in findings
+    assert "reinforce baseline=rloo vs reinforce" in findings and f"{TINY_CELLS} of {TINY_CELLS} cells" in findings
+
+
+def test_families_and_one_option_sweeps_are_drawn_tabled_and_summarised(built):
+    out = built.index.parent
+    html = built.index.read_text(encoding="utf-8")
+    titles = ["reinforce: baseline sweep", "reinforce baseline=value: critic sweep",
+              "gae critic=fitted critic_samples=50: lambda sweep", "is-per-decision: behaviour sweep"]
+    measurements = html[html.index('<section id="measurements">'):html.index('<section id="sweeps">')]
+    assert [t for t in titles if f"<h3>{t}</h3>" in measurements] == titles
+    assert set(pd.read_csv(out / "aggregated.csv")["family"]) == set(titles)
+    sweeps_html = html[html.index('<section id="sweeps">'):html.index('<section id="rliable">')]
+    assert [a for a in ("baseline", "critic", "lambda", "behaviour (kl)") if f"<h3>{a}</h3>" in sweeps_html] == [
+        "baseline", "critic", "lambda", "behaviour (kl)"]
+    assert sweeps_html.count("<img") == 4
+
+    sweeps = pd.read_csv(out / "sweeps.csv")
+    # baseline: 2 problems × 3 values × 2 N; the garnet-only sweeps at N = 8: 3 critics, 2 λ, 2 KLs.
+    assert sweeps.groupby("axis").size().to_dict() == {"baseline": 12, "critic": 3, "lambda": 2, "behaviour": 2}
+    kl = sweeps[sweeps["axis"] == "behaviour"].sort_values("x")
+    assert list(kl["value"]) == ["kl:0.05", "kl:0.5"] and list(kl["x"]) == [0.05, 0.5]
+    assert list(kl["info_behaviour_kl"]) == pytest.approx([0.05, 0.5], rel=1e-3)  # from estimator_info
+    critic = sweeps[sweeps["axis"] == "critic"]
+    assert list(critic["x"]) == [0.0, 1.0, 2.0]  # not numbers: positions in config order
+    assert list(critic["declared_unbiased"]) == [True, True, False]  # fitted on the batch it is used on: biased
+
+    findings = (out / "findings.txt").read_text(encoding="utf-8")
+    sweep_lines = findings[findings.index("Sweeps of one option"):findings.index("Bias test")].split("\n")[1:-2]
+    assert len(sweep_lines) == 2 + 1 + 1 + 1  # the baseline sweep on 2 problems; critic, λ and KL on garnet
+    garnet = "garnet states=6 gamma=0.9 horizon=20"
+    assert any(line.startswith(f"- gae critic=fitted critic_samples=50 on {garnet} (N=8), lambda 0 → 1: relative ")
+               for line in sweep_lines)
+    behaviour = next(line for line in sweep_lines if line.startswith(f"- is-per-decision on {garnet} (N=8), behav"))
+    assert "achieved KL 0.05 → 0.5" in behaviour and "non-finite estimates 0/150 → 0/150" in behaviour
+    assert "Non-finite estimates" in findings and "No non-finite estimate in any of the 10 variants." in findings
 
 
 def test_build_is_deterministic_and_leaves_numpys_global_rng_alone(built, tiny_results, tmp_path):
@@ -276,7 +475,7 @@ def test_a_sweep_too_small_for_rliable_is_reported_not_a_crash(tiny_results, tmp
             shutil.copy(cell, small)
     html = build_report(small, tmp_path / "out")[0].read_text(encoding="utf-8")
     assert "rliable aggregates across problems (tasks) and needs ≥ 2" in html
-    assert "6 of 36 cells finished (a partial sweep" in html
+    assert f"6 of {TINY_CELLS} cells finished (a partial sweep" in html
     assert "one repetition: no interval" in (tmp_path / "out" / "findings.txt").read_text(encoding="utf-8")
     assert pd.read_csv(tmp_path / "out" / "rliable_intervals.csv").empty
 
