@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report bench measure-example clean
+.PHONY: install test report bench bench-compare measure-example clean
 
 install: $(STAMP)
 
@@ -20,10 +20,18 @@ report: $(STAMP)
 	$(BIN)/pgvar sweep configs/default.toml
 	$(BIN)/pgvar report results/default --out reports/out
 
+# `bench` saves every run under .benchmarks/<machine>/; `bench-compare` runs again and fails when a
+# benchmark's median is more than 25% slower than in the last saved run on this machine.
 bench: $(STAMP)
 	mkdir -p .benchmarks
-	$(BIN)/python -m pytest -q tests/benchmarks --benchmark-only --benchmark-json=.benchmarks/last.json
+	$(BIN)/python -m pytest -q tests/benchmarks --benchmark-only --benchmark-autosave --benchmark-json=.benchmarks/last.json
 	$(BIN)/python tests/benchmarks/ratios.py .benchmarks/last.json
+
+bench-compare: $(STAMP)
+	@ls .benchmarks/*/[0-9]*.json >/dev/null 2>&1 || { echo "bench-compare: no saved run on this machine; run 'make bench' first" >&2; exit 2; }
+	$(BIN)/python -m pytest -q tests/benchmarks --benchmark-only --benchmark-compare --benchmark-compare-fail=median:25% \
+		--benchmark-json=.benchmarks/compare.json
+	$(BIN)/python tests/benchmarks/ratios.py .benchmarks/compare.json
 
 measure-example: $(STAMP)
 	$(BIN)/pgvar measure --env frozenlake --estimator reinforce --est-opt baseline=rloo \
