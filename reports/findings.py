@@ -36,15 +36,23 @@ def fmt_metric(row, metric: str) -> str:
     return fmt_ci(getattr(row, metric), getattr(row, f"{metric}_lo"), getattr(row, f"{metric}_hi"))
 
 
+def ratio_words(ratio: float, low: float, high: float, above: str, below: str, unclear: str, single: str) -> str:
+    """A paired ratio and its 95% CI in words: `above` when the CI is above 1 ("cuts variance 3×
+    [2.9, 3.1]"), `below` with the inverted ratio when it is below 1, `unclear` when it straddles 1,
+    `single` when there is no interval (one repetition)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{single} {fmt(ratio)}× (one repetition: no interval)"
+    if low > 1:
+        return f"{above} {fmt(ratio)}× [{fmt(low)}, {fmt(high)}]"
+    if high < 1:
+        return f"{below} {fmt(1 / ratio)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
+    return f"{unclear} ({fmt(ratio)}× [{fmt(low)}, {fmt(high)}])"
+
+
 def ratio_phrase(ratio: float, low: float, high: float) -> str:
     """How X's variance compares with Y's, given ratio = var(Y) / var(X) and its 95% CI."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"variance ratio {fmt(ratio)}× (one repetition: no interval)"
-    if low > 1:
-        return f"cuts variance {fmt(ratio)}× [{fmt(low)}, {fmt(high)}]"
-    if high < 1:
-        return f"raises variance {fmt(1 / ratio)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
-    return f"no clear change in variance ({fmt(ratio)}× [{fmt(low)}, {fmt(high)}])"
+    return ratio_words(ratio, low, high, "cuts variance", "raises variance", "no clear change in variance",
+                       "variance ratio")
 
 
 def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, int],
@@ -201,14 +209,8 @@ def _change(ratio: pd.Series | None, what: str) -> str:
     """"variance rises 3.1× [2.9, 3.3]" from a paired ratio row (ratio = later / earlier)."""
     if ratio is None:
         return f"{what}: no paired measurement"
-    r, low, high = ratio.ratio, ratio.ratio_lo, ratio.ratio_hi
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{what} changes {fmt(r)}× (one repetition: no interval)"
-    if low > 1:
-        return f"{what} rises {fmt(r)}× [{fmt(low)}, {fmt(high)}]"
-    if high < 1:
-        return f"{what} falls {fmt(1 / r)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
-    return f"{what} shows no clear change ({fmt(r)}× [{fmt(low)}, {fmt(high)}])"
+    return ratio_words(ratio.ratio, ratio.ratio_lo, ratio.ratio_hi, f"{what} rises", f"{what} falls",
+                       f"{what} shows no clear change", f"{what} changes")
 
 
 def _bias_trend(first, last) -> str:
