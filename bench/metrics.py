@@ -37,7 +37,7 @@ non-finite coordinate are excluded from every metric and counted in `nonfinite`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -166,10 +166,33 @@ def pairwise_cosine(estimates: np.ndarray) -> tuple[float, Interval]:
     return value, (value - half, value + half)
 
 
+# Metrics use up to fourth powers of the estimates (tr Σ² and the tail kurtosis), which overflow
+# float64 beyond ~1e77 and underflow below ~1e-77; outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT] they are
+# computed on estimates scaled by a power of two (exact) and scaled back.
+SAFE_EXPONENT = 200
+
+
 def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMetrics:
     """All metrics of the module docstring. estimates [M, P], reference g* [P]; float64."""
     estimates = np.asarray(estimates, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
+    finite_values = np.concatenate([estimates[np.isfinite(estimates).all(axis=1)].ravel(), reference.ravel()])
+    largest = float(np.abs(finite_values).max()) if finite_values.size else 0.0
+    exponent = math.frexp(largest)[1] if largest > 0 else 0
+    if abs(exponent) <= SAFE_EXPONENT:
+        return _gradient_metrics(estimates, reference)
+    scale = math.ldexp(1.0, exponent)
+    m = _gradient_metrics(estimates / scale, reference / scale)
+    linear, quadratic = (lambda x: x * scale), (lambda x: x * scale * scale)
+    return replace(
+        m, mean_grad=m.mean_grad * scale, reference_norm=linear(m.reference_norm),
+        variance_trace=quadratic(m.variance_trace), variance_trace_ci=tuple(map(quadratic, m.variance_trace_ci)),
+        bias_norm=linear(m.bias_norm), bias_norm_ci=tuple(map(linear, m.bias_norm_ci)),
+        mse=quadratic(m.mse), mse_ci=tuple(map(quadratic, m.mse_ci)),
+    )
+
+
+def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMetrics:
     finite = np.isfinite(estimates).all(axis=1)
     estimates = estimates[finite]
     count, dim = estimates.shape

@@ -52,6 +52,29 @@ def test_nonfinite_estimates_are_counted_and_excluded():
     assert m.variance_trace == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("exponent", [300, -300])
+def test_metrics_of_huge_and_tiny_estimates_are_the_scaled_metrics(exponent):
+    """Estimates of order 2^±300 (an unstable behaviour policy's overflowing states) would overflow or
+    underflow the fourth powers; their metrics must be exactly the metrics of the unscaled estimates,
+    scaled (a power of two scales exactly)."""
+    rng = np.random.default_rng(7)
+    estimates, reference = rng.normal(size=(50, 4)) + 0.3, np.array([0.2, -0.1, 0.4, 0.0])
+    scale = 2.0**exponent
+
+    def unscaled(value, power):  # value / scale^power without forming scale^power (out of float range)
+        for _ in range(power):
+            value = value / scale
+        return value
+
+    plain, scaled = gradient_metrics(estimates, reference), gradient_metrics(estimates * scale, reference * scale)
+    for name, power in [("variance_trace", 2), ("mse", 2), ("bias_norm", 1), ("reference_norm", 1),
+                        ("relative_bias", 0), ("bias_pvalue", 0), ("cosine_mean", 0), ("tail_kurtosis", 0), ("snr", 0)]:
+        assert unscaled(getattr(scaled, name), power) == getattr(plain, name), name
+    np.testing.assert_array_equal(unscaled(np.array(scaled.variance_trace_ci), 2), plain.variance_trace_ci)
+    np.testing.assert_array_equal(unscaled(scaled.mean_grad, 1), plain.mean_grad)
+    assert math.isfinite(scaled.bias_pvalue) and math.isfinite(scaled.tail_kurtosis)
+
+
 def test_leave_one_out_variance_matches_brute_force():
     x = np.random.default_rng(0).normal(size=(7, 4))
     brute = [np.delete(x, m, axis=0).var(axis=0, ddof=1).sum() for m in range(7)]
