@@ -67,6 +67,10 @@ def independent_of_batch(options: Mapping[str, Any]) -> bool:
 def check_critic(owner: str, options: Mapping[str, Any], problem: Problem) -> None:
     if problem.value_basis is None:
         raise ConfigError(f"{owner}: env {problem.name} has no value model for a critic")
+    samples = options.get("critic_samples", CRITIC_OPTIONS["critic_samples"].default)
+    if "critic" in options and critic_kind(options["critic"]) != "fitted" and samples != CRITIC_OPTIONS[
+            "critic_samples"].default:
+        raise ConfigError(f"{owner}: option critic_samples applies only to critic=fitted")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ def _dpg_check(options: Mapping[str, Any], problem: Problem, batch_size: int) ->
     if problem.stochastic_policy or not isinstance(problem, LinearQuadratic):
         raise ConfigError(f"estimator dpg needs a deterministic policy with continuous actions (env lqr with "
                           f"policy=deterministic); env {problem.name} has a {_policy_kind(problem)} policy")
+    fit_only = [key for key in ("exploration", "critic_samples") if options[key] != DPG_OPTIONS[key].default]
+    if options["critic"] == "oracle" and fit_only:
+        raise ConfigError(f"estimator dpg: option {fit_only[0]} applies only to critic=fitted")
 
 
 def exploratory_samples(problem: LinearQuadratic, theta: torch.Tensor, exploration: float, reps: int, count: int,
@@ -113,14 +116,16 @@ def _dpg_prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tens
     })
 
 
+DPG_OPTIONS = {
+    "critic": Option(Choice(("oracle", "fitted")), "oracle",
+                     "Q̂_t: the exact Q_t, or fitted on independent exploratory trajectories"),
+    "exploration": Option(Float(0.0), 1.0, "σ_e of the fitted critic's behaviour u = −Kx + σ_e ε"),
+    "critic_samples": CRITIC_OPTIONS["critic_samples"],
+}
+
 ESTIMATORS.register("dpg", EstimatorSpec(
     estimate=dpg,
-    options={
-        "critic": Option(Choice(("oracle", "fitted")), "oracle",
-                         "Q̂_t: the exact Q_t, or fitted on independent exploratory trajectories"),
-        "exploration": Option(Float(0.0), 1.0, "σ_e of the fitted critic's behaviour u = −Kx + σ_e ε"),
-        "critic_samples": CRITIC_OPTIONS["critic_samples"],
-    },
+    options=DPG_OPTIONS,
     target="∇J",
     unbiased=lambda options, problem: options["critic"] == "oracle",
     check=_dpg_check,

@@ -139,8 +139,8 @@ def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: i
         # batch_mean and optimal_per_param give exactly 0, optimal gives 0 on one-step problems
         raise ConfigError(f"estimator reinforce: baseline={options['baseline']} needs batch_size ≥ 2 "
                           "(fitted to its own single trajectory it cancels the estimate)")
-    if options["critic"] != CRITIC_OPTIONS["critic"].default and options["baseline"] != "value":
-        raise ConfigError("estimator reinforce: option critic applies only to baseline=value")
+    if options["baseline"] != "value" and any(options[key] != option.default for key, option in CRITIC_OPTIONS.items()):
+        raise ConfigError("estimator reinforce: options critic and critic_samples apply only to baseline=value")
     if options["baseline"] == "value":
         if options["returns"] != "reward_to_go":
             raise ConfigError("estimator reinforce: baseline=value needs returns=reward_to_go "

@@ -204,8 +204,13 @@ def test_critic_option_applies_only_to_value_baselines():
     from envs.spec import ConfigError
 
     spec, options = resolve_estimator("reinforce", {"critic": "fitted"})
-    with pytest.raises(ConfigError, match="critic applies only to baseline=value"):
+    with pytest.raises(ConfigError, match="critic and critic_samples apply only to baseline=value"):
         spec.check(options, make_problem("garnet"), 4)
+    spec, options = resolve_estimator("gae", {"critic_samples": 50})
+    with pytest.raises(ConfigError, match="estimator gae: option critic_samples applies only to critic=fitted"):
+        spec.check(options, make_problem("garnet"), 4)
+    spec, options = resolve_estimator("gae", {"critic_samples": 50, "critic": "fitted"})
+    spec.check(options, make_problem("garnet"), 4)
     spec, options = resolve_estimator("reinforce", {"baseline": "value", "returns": "total"})
     with pytest.raises(ConfigError, match="baseline=value needs returns=reward_to_go"):
         spec.check(options, make_problem("garnet"), 4)

@@ -167,6 +167,8 @@ def test_refusals_are_one_clear_line():
     for estimator in ["reinforce", "grpo"]:
         with pytest.raises(ConfigError, match=f"estimator {estimator} needs a stochastic policy"):
             measure(deterministic, estimator, 4, 2, 0)
+    with pytest.raises(ConfigError, match="estimator dpg: option exploration applies only to critic=fitted"):
+        measure(deterministic, "dpg", 4, 2, 0, estimator_options={"exploration": 0.5})
     for method in [deterministic.entropy_objective, deterministic.fisher]:
         with pytest.raises(ConfigError, match="policy=deterministic has no .*: a deterministic policy has no log π"):
             method(deterministic.default_theta())
