@@ -135,17 +135,22 @@ def _natural_check(options: Mapping[str, Any], problem: Problem, batch_size: int
                           "target (F + δI)⁻¹∇J needs")
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+    cg_only = [key for key in ("cg_iters", "cg_tol") if options[key] != NATURAL_OPTIONS[key].default]
+    if options["solver"] == "direct" and cg_only:
+        raise ConfigError(f"estimator natural: option {cg_only[0]} applies only to solver=cg")
 
+
+NATURAL_OPTIONS = {
+    "baseline": Option(Choice(("none", "rloo")), "none", "b subtracted from the reward-to-go in ĝ"),
+    "damping": Option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal"),
+    "solver": Option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve"),
+    "cg_iters": Option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations"),
+    "cg_tol": Option(Float(0.0, 1.0, low_open=True), DEFAULT_CG_TOL, "CG stops at residual ≤ cg_tol·‖ĝ‖"),
+}
 
 ESTIMATORS.register("natural", EstimatorSpec(
     estimate=natural,
-    options={
-        "baseline": Option(Choice(("none", "rloo")), "none", "b subtracted from the reward-to-go in ĝ"),
-        "damping": Option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal"),
-        "solver": Option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve"),
-        "cg_iters": Option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations"),
-        "cg_tol": Option(Float(0.0, 1.0, low_open=True), DEFAULT_CG_TOL, "CG stops at residual ≤ cg_tol·‖ĝ‖"),
-    },
+    options=NATURAL_OPTIONS,
     target="(F + δI)⁻¹∇J, F the exact trajectory Fisher E[Σ_t ψ_t ψ_tᵀ]",
     unbiased=lambda options, problem: False,
     check=_natural_check,

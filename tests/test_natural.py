@@ -234,6 +234,8 @@ def test_declaration_target_and_refusals():
         spec.check({**options, "baseline": "rloo"}, lqr, 1)
     with pytest.raises(ConfigError, match="damping"):
         resolve_estimator("natural", {"damping": 0})
+    with pytest.raises(ConfigError, match="estimator natural: option cg_iters applies only to solver=cg"):
+        spec.check({**options, "solver": "direct", "cg_iters": 5}, lqr, 4)
     result = measure(lqr, "natural", 2, reps=3, seed=0, estimator_options={"damping": 0.5}, show_progress=False)
     assert result.target == "(F + 0.5·I)⁻¹∇J" and not result.declared_unbiased
 
