@@ -8,17 +8,17 @@ two pure functions in the style of gymnax:
     reset(params, B, generator, dtype) → (state, obs [B, O])
     step(params, state, action)        → (next_state, obs [B, O], reward [B], terminated [B])
 
-`state.physics` [B, D] is gymnasium's own `env.unwrapped.state` vector and `state.time` [B] counts the
-steps of the current episode, so `truncated(params, state)` is gymnasium's TimeLimit rule
-(elapsed ≥ max_episode_steps of the registered spec). Discrete actions are long [B]; continuous ones
-are [B, 1] like gymnasium's Box(shape=(1,)). Arithmetic follows gymnasium's expressions term by term,
-in the state's dtype (float64 by default), so a step agrees with gymnasium's float64 arithmetic to
-the last ulp of sin/cos (torch's and libm's differ by ≤ 1 ulp). Observations are not cast to float32
-as gymnasium does. Reset draws from the same uniform ranges as gymnasium's reset, from an explicit
-generator. Not reproduced, deliberately: Acrobot's reset rounding its draw to float32,
-MountainCarContinuous storing its state as float32 after each step (here it stays in dtype), and
-CartPole's reward 0 for steps taken after termination — stepping a lane past its end is undefined, as
-gymnasium warns: the caller resets it.
+`state.physics` [B, D] is gymnasium's own `env.unwrapped.state` vector and `state.time` [B] counts the steps
+of the current episode, so `truncated(params, state)` is gymnasium's TimeLimit rule (elapsed ≥
+max_episode_steps of the registered spec). `rollout` draws a `Batch` of whole episodes of a discrete-action
+environment under an `MLPCategorical` policy, every lane at once. Discrete actions are long [B]; continuous
+ones are [B, 1] like gymnasium's Box(shape=(1,)). Arithmetic follows gymnasium's expressions term by term,
+in the state's dtype (float64 by default), so a step agrees with gymnasium's float64 arithmetic to the last
+ulp of sin/cos (torch's and libm's differ by ≤ 1 ulp). Observations are not cast to float32 as gymnasium
+does. Reset draws from the same uniform ranges as gymnasium's reset, from an explicit generator. Not
+reproduced, deliberately: Acrobot's reset rounding its draw to float32, MountainCarContinuous storing its
+state as float32 after each step (here it stays in dtype), and CartPole's reward 0 for steps taken after
+termination — stepping a lane past its end is undefined, as gymnasium warns: the caller resets it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from envs.policies import MLPCategorical
+from envs.problem import Batch, discount_vector
+from envs.spec import ConfigError
+from envs.tabular import inverse_cdf_sample, normalised_cdf
 
 
 @dataclass(frozen=True)
@@ -398,3 +403,76 @@ CLASSIC_ENVS: dict[str, ClassicEnv] = {
         ClassicEnv("Pendulum-v1", PendulumParams(), pendulum_reset, pendulum_step, 3, action_bound=2.0),
     )
 }
+
+
+# ------------------------------------------------------------------------------------------------ rollout
+
+
+def rollout(
+    env_id: str,
+    policy: MLPCategorical,
+    theta: torch.Tensor,
+    reps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    horizon: int | None = None,
+    gamma: float = 1.0,
+) -> Batch:
+    """reps × batch_size episodes of a discrete-action environment under π_θ(·|s) = softmax(policy.logits(θ, s)),
+    all lanes stepped at once in float64, until every episode has ended or `horizon` steps were taken.
+
+    horizon defaults to the env's max_episode_steps (gymnasium's TimeLimit) and may not exceed it, so that
+    `truncated` (alive when the horizon ran out) never hides a TimeLimit cut in mid-horizon. Actions are
+    inverse-CDF draws on the softmax probabilities (`inverse_cdf_sample`, one uniform per lane and step, the
+    tabular problems' sampler; for two actions it is a = 1 iff u ≥ π(0|s)). A lane that has ended keeps its
+    last state (stepping past the end is undefined) and records obs, action and reward 0, mask 0, as the
+    tabular `sample` does. γ only sets `discount`; gymnasium's classic-control returns are undiscounted (γ = 1).
+
+    → Batch with obs [M, N, T, O], actions [M, N, T] long, final_obs [M, N, O], T ≤ horizon.
+    """
+    env = CLASSIC_ENVS[env_id]
+    params = env.params
+    if not env.num_actions:
+        raise ConfigError(f"rollout: {env_id} has continuous actions; MLPCategorical needs a discrete env")
+    if (policy.obs_dim, policy.num_actions) != (env.observation_dim, env.num_actions):
+        raise ConfigError(f"rollout: policy maps {policy.obs_dim} → {policy.num_actions} but {env_id} has "
+                          f"{env.observation_dim} observations and {env.num_actions} actions")
+    horizon = params.max_episode_steps if horizon is None else horizon
+    if not 0 < horizon <= params.max_episode_steps:
+        raise ConfigError(f"rollout: horizon {horizon} must be in 1..{params.max_episode_steps} for {env_id}")
+    count = reps * batch_size
+    theta = theta.detach().to(torch.float64)
+    state, obs = env.reset(params, count, generator, torch.float64)
+    alive = torch.ones(count, dtype=torch.bool)
+    terminated = torch.zeros(count, dtype=torch.bool)
+    final_obs = obs
+    observations, actions, rewards, masks = [], [], [], []
+    with torch.no_grad():
+        for _ in range(horizon):
+            action = inverse_cdf_sample(normalised_cdf(torch.softmax(policy.logits(theta, obs), dim=-1)), generator)
+            next_state, next_obs, reward, ends = env.step(params, state, action)
+            observations.append(torch.where(alive[:, None], obs, 0.0))
+            actions.append(torch.where(alive, action, 0))
+            rewards.append(torch.where(alive, reward, 0.0))
+            masks.append(alive)
+            ends = alive & ends
+            terminated |= ends
+            final_obs = torch.where(alive[:, None], next_obs, final_obs)
+            state = State(torch.where(alive[:, None], next_state.physics, state.physics), next_state.time)
+            obs = torch.where(alive[:, None], next_obs, obs)
+            alive = alive & ~ends
+            if not alive.any():
+                break
+    steps = len(observations)
+    shape = (reps, batch_size, steps)
+    return Batch(
+        obs=torch.stack(observations, 1).reshape(*shape, env.observation_dim),
+        actions=torch.stack(actions, 1).reshape(shape),
+        rewards=torch.stack(rewards, 1).reshape(shape),
+        mask=torch.stack(masks, 1).reshape(shape).to(torch.float64),
+        terminated=terminated.reshape(reps, batch_size),
+        truncated=alive.reshape(reps, batch_size),
+        discount=discount_vector(gamma, steps),
+        gamma=gamma,
+        final_obs=final_obs.reshape(reps, batch_size, env.observation_dim),
+    )

@@ -29,7 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.classic import CLASSIC_ENVS, ClassicEnv, State, truncated
+from envs.classic import CLASSIC_ENVS, ClassicEnv, State, rollout, truncated
+from envs.policies import MLPCategorical
+from envs.spec import ConfigError
 
 FLOAT32_ULP = 2.0**-23
 STATE_TOL = {"rtol": 1e-12, "atol": 1e-12}
@@ -258,3 +260,111 @@ def test_determinism_purity_and_float32(env_id):
     torch.testing.assert_close(rollout(3, torch.float32).double(), first, rtol=1e-4, atol=1e-4)
     state, obs = env.reset(params, 4, torch.Generator().manual_seed(3), dtype=torch.float32)
     assert state.physics.dtype == obs.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ rollout
+
+DISCRETE_ENVS = [env_id for env_id, env in CLASSIC_ENVS.items() if env.num_actions]
+
+
+def classic_policy(env_id: str, seed: int) -> tuple[MLPCategorical, torch.Tensor]:
+    """A 2-layer tanh MLP with PPO's initialisation, its output gain raised to 1 so actions are not uniform."""
+    env = CLASSIC_ENVS[env_id]
+    policy = MLPCategorical(env.observation_dim, (16, 16), env.num_actions)
+    theta = policy.init_theta(torch.Generator().manual_seed(seed))
+    weight, _ = policy.layers(theta)[-1]
+    weight.mul_(100.0)  # views of θ: scales the output layer's 0.01 gain to 1
+    return policy, theta
+
+
+@pytest.mark.parametrize("env_id", DISCRETE_ENVS)
+def test_rollout_batch_invariants(env_id):
+    """Shapes and dtypes; the mask is 1 then 0 (prefix-closed); obs, actions and rewards are 0 once it is 0;
+    an episode ends either terminated (its last alive step is terminal) or truncated (alive at the last of
+    T steps), never both; T stops early only when every lane has ended; γ^t discounts; same generator seed
+    → identical batch, another seed → another one."""
+    env = CLASSIC_ENVS[env_id]
+    policy, theta = classic_policy(env_id, 0)
+    reps, batch_size = 3, 64
+    batch = rollout(env_id, policy, theta, reps, batch_size, torch.Generator().manual_seed(5), gamma=0.99)
+    steps = batch.horizon
+    assert batch.obs.shape == (reps, batch_size, steps, env.observation_dim) and batch.obs.dtype == torch.float64
+    assert batch.actions.shape == batch.rewards.shape == batch.mask.shape == (reps, batch_size, steps)
+    assert batch.final_obs.shape == (reps, batch_size, env.observation_dim)
+    assert batch.terminated.shape == batch.truncated.shape == (reps, batch_size)
+    assert ((batch.actions >= 0) & (batch.actions < env.num_actions)).all()
+    mask = batch.mask
+    assert ((mask == 0) | (mask == 1)).all() and (mask[..., 0] == 1).all()
+    assert (mask[..., 1:] <= mask[..., :-1]).all()
+    dead = mask == 0
+    assert (batch.rewards[dead] == 0).all() and (batch.actions[dead] == 0).all() and (batch.obs[dead] == 0).all()
+    assert not (batch.terminated & batch.truncated).any()
+    assert (batch.terminated | batch.truncated).all()  # every episode ended within the rollout
+    lengths = mask.sum(-1)
+    assert (lengths[batch.truncated] == steps).all()
+    assert steps == env.params.max_episode_steps or batch.truncated.sum() == 0
+    assert lengths.max() == steps  # no step after every lane was dead
+    torch.testing.assert_close(batch.discount, 0.99 ** torch.arange(steps, dtype=torch.float64))
+    assert batch.gamma == 0.99
+    again = rollout(env_id, policy, theta, reps, batch_size, torch.Generator().manual_seed(5), gamma=0.99)
+    for field in ("obs", "actions", "rewards", "mask", "terminated", "truncated", "final_obs"):
+        assert torch.equal(getattr(batch, field), getattr(again, field)), field
+    other = rollout(env_id, policy, theta, reps, batch_size, torch.Generator().manual_seed(6))
+    assert not torch.equal(batch.obs[..., 0, :], other.obs[..., 0, :])
+
+
+def test_rollout_action_frequencies():
+    """Actions follow π_θ(·|s): Σ_t 1[a_t = a] − π_θ(a|s_t) over alive steps is a sum of mean-zero, bounded,
+    martingale differences; its z-score against √Σ_t π(1 − π) exceeds 4.9 with probability ≈ 1e-6 per action."""
+    env_id = "Acrobot-v1"  # three actions: exercises the general inverse CDF
+    policy, theta = classic_policy(env_id, 1)
+    batch = rollout(env_id, policy, theta, 1, 512, torch.Generator().manual_seed(7), horizon=100)
+    probs = torch.softmax(policy.logits(theta, batch.obs), -1)  # [M, N, T, A]
+    alive = batch.mask[..., None]
+    taken = torch.nn.functional.one_hot(batch.actions, CLASSIC_ENVS[env_id].num_actions) * alive
+    excess = (taken - probs * alive).sum((0, 1, 2))
+    spread = (probs * (1 - probs) * alive).sum((0, 1, 2)).sqrt()
+    assert (excess.abs() / spread < 4.9).all(), excess / spread
+    assert (probs.amax(-1) > 0.6).any()  # the policy is not near uniform, so a wrong action order would fail
+
+
+def test_rollout_against_gymnasium_cartpole():
+    """Each lane replayed in gymnasium's CartPole-v1 (TimeLimit included): its `unwrapped.state` set to the
+    lane's initial obs, then the rollout's actions one at a time. States after every alive step, rewards and
+    the terminated/truncated flags must agree (within STATE_TOL; measured bitwise equal). The horizon 30 <
+    500 makes some lanes truncated by the horizon: gymnasium's flags must then both be False."""
+    env_id = "CartPole-v1"
+    policy = MLPCategorical(4, (16, 16), 2)
+    theta = policy.init_theta(torch.Generator().manual_seed(2))  # near uniform: episodes of ~20 steps
+    batch = rollout(env_id, policy, theta, 2, 24, torch.Generator().manual_seed(8), horizon=30)
+    assert batch.terminated.any() and batch.truncated.any()
+    gym_env = gymnasium.make(env_id, disable_env_checker=True)
+    obs, actions = batch.obs.flatten(0, 1), batch.actions.flatten(0, 1)
+    rewards, mask = batch.rewards.flatten(0, 1), batch.mask.flatten(0, 1)
+    final_obs = batch.final_obs.flatten(0, 1)
+    terminated, truncated_lanes = batch.terminated.flatten(), batch.truncated.flatten()
+    for lane in range(obs.shape[0]):
+        gym_env.reset(seed=lane)
+        gym_env.unwrapped.state = obs[lane, 0].numpy().copy()
+        length = int(mask[lane].sum())
+        for t in range(length):
+            _, reward, gym_terminated, gym_truncated, _ = gym_env.step(int(actions[lane, t]))
+            after = torch.as_tensor(gym_state(gym_env))
+            expected_after = obs[lane, t + 1] if t + 1 < length else final_obs[lane]
+            torch.testing.assert_close(after, expected_after, **STATE_TOL)
+            assert reward == rewards[lane, t]
+            last = t == length - 1
+            assert gym_terminated == (last and bool(terminated[lane]))
+            assert not gym_truncated
+        assert bool(truncated_lanes[lane]) == (not terminated[lane])
+
+
+def test_rollout_rejects_bad_input():
+    policy, theta = classic_policy("CartPole-v1", 0)
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ConfigError, match="horizon"):
+        rollout("CartPole-v1", policy, theta, 1, 4, generator, horizon=501)
+    with pytest.raises(ConfigError, match="Acrobot-v1"):
+        rollout("Acrobot-v1", policy, theta, 1, 4, generator)
+    with pytest.raises(ConfigError, match="continuous"):
+        rollout("Pendulum-v1", policy, theta, 1, 4, generator)

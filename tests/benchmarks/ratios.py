@@ -1,8 +1,8 @@
 """Print each benchmark group's medians and the ratios between its roles from a pytest-benchmark JSON.
 
 Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate" or "vmap" for the
-autodiff methods) and, when they time different amounts of work, `extra_info["reps"]`: the ratios are
-then taken per replicate."""
+autodiff methods; "gym loop" or "batched" for rollouts) and, when they time different amounts of work,
+`extra_info["reps"]`: the ratios are then taken per replicate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sys
 from collections import defaultdict
 
 # (numerator, denominator) roles whose per-replicate median ratio is printed when a group has both
-RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate")]
+RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate"),
+          ("gym loop", "batched")]
 
 
 def main(path: str) -> int:
