@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from envs.policies import MLPCategorical
-from envs.problem import Batch, discount_vector
+from envs.problem import Batch, stack_steps
 from envs.spec import ConfigError
 from envs.tabular import inverse_cdf_sample, normalised_cdf
 
@@ -463,16 +463,4 @@ def rollout(
             alive = alive & ~ends
             if not alive.any():
                 break
-    steps = len(observations)
-    shape = (reps, batch_size, steps)
-    return Batch(
-        obs=torch.stack(observations, 1).reshape(*shape, env.observation_dim),
-        actions=torch.stack(actions, 1).reshape(shape),
-        rewards=torch.stack(rewards, 1).reshape(shape),
-        mask=torch.stack(masks, 1).reshape(shape).to(torch.float64),
-        terminated=terminated.reshape(reps, batch_size),
-        truncated=alive.reshape(reps, batch_size),
-        discount=discount_vector(gamma, steps),
-        gamma=gamma,
-        final_obs=final_obs.reshape(reps, batch_size, env.observation_dim),
-    )
+    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, alive, final_obs, gamma)

@@ -152,6 +152,27 @@ def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem
     return spec.build(**resolved)
 
 
+def stack_steps(reps: int, batch_size: int, obs: list[torch.Tensor], actions: list[torch.Tensor],
+                rewards: list[torch.Tensor], alive: list[torch.Tensor], terminated: torch.Tensor,
+                alive_at_end: torch.Tensor, final_obs: torch.Tensor, gamma: float) -> Batch:
+    """The Batch of a lane-by-lane sampler: per-step lists (one entry per step t < T) of [B, ...]
+    tensors over B = reps × batch_size lanes, zero where the lane's episode is over; terminated and
+    alive_at_end (= truncated) [B] bool; final_obs [B, ...]."""
+    steps, lanes = len(obs), (reps, batch_size)
+
+    def stacked(per_step: list[torch.Tensor]) -> torch.Tensor:  # → [M, N, T, ...]
+        out = torch.stack(per_step, 1)
+        return out.reshape(*lanes, steps, *out.shape[2:])
+
+    return Batch(
+        obs=stacked(obs), actions=stacked(actions), rewards=stacked(rewards),
+        mask=stacked(alive).to(torch.float64),
+        terminated=terminated.reshape(lanes), truncated=alive_at_end.reshape(lanes),
+        discount=discount_vector(gamma, steps), gamma=gamma,
+        final_obs=final_obs.reshape(*lanes, *final_obs.shape[1:]),
+    )
+
+
 def grouped(draw: torch.Tensor, group_size: int) -> torch.Tensor:
     """Each of `count / group_size` initial draws repeated for its group: [count/G, ...] → [count, ...]."""
     return draw.repeat_interleave(group_size, dim=0)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from envs.policies import SoftmaxTabular
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
+from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped, stack_steps
 from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
 from envs.values import TableBasis, ValueFunction
 
@@ -179,19 +179,8 @@ class TabularProblem(Problem):
             alive = alive & ~ends
             if not alive.any():
                 break
-        steps = len(states)
-        shape = (reps, batch_size, steps)
-        return Batch(
-            obs=torch.stack(states, -1).reshape(shape),
-            actions=torch.stack(actions, -1).reshape(shape),
-            rewards=torch.stack(rewards, -1).reshape(shape),
-            mask=torch.stack(masks, -1).reshape(shape).to(torch.float64),
-            terminated=terminated.reshape(reps, batch_size),
-            truncated=alive.reshape(reps, batch_size),
-            discount=discount_vector(self.gamma, steps),
-            gamma=self.gamma,
-            final_obs=final_state.reshape(reps, batch_size),
-        )
+        return stack_steps(reps, batch_size, states, actions, rewards, masks, terminated, alive, final_state,
+                           self.gamma)
 
     def occupancy(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact d_t(s, a) = P(s_t = s, a_t = a, episode alive at t) [H, S, A] by forward recursion."""
