@@ -22,6 +22,11 @@ report: $(STAMP)
 
 # `bench` saves every run under .benchmarks/<machine>/; `bench-compare` runs again and fails when a
 # benchmark's median is more than 25% slower than in the last saved run on this machine.
+# glibc would return the 0.6 GB of per-trajectory scores to the OS after each round and page-fault them
+# in again (measured: +25% end to end at B = 16384 without it); set before the process starts.
+bench bench-compare: export MALLOC_MMAP_MAX_ := 0
+bench bench-compare: export MALLOC_TRIM_THRESHOLD_ := 17179869184
+
 bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(BIN)/python -m pytest -q tests/benchmarks --benchmark-only --benchmark-autosave --benchmark-json=.benchmarks/last.json

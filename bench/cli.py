@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from bench.harness import Measurement, measure
+from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
 from envs import PROBLEMS, make_problem
+from envs.problem import GYM_PREFIX
 from envs.spec import ConfigError, Option, parse_key_values
 from estimators import ESTIMATORS
 
@@ -53,6 +55,8 @@ def cmd_list(_: argparse.Namespace) -> int:
     for name, spec in PROBLEMS.items():
         print(f"  {name}: {spec.doc}")
         print("\n".join(_describe_options(spec.options)))
+    print(f"  {GYM_PREFIX}<id>: any registered gymnasium id through SyncVectorEnv, MLP policy from its spaces, "
+          "sampled reference (e.g. gym:CartPole-v1); options as above plus num_envs = 8 (SyncVectorEnv width)")
     print("\nEstimators (--estimator NAME, options with --est-opt KEY=VALUE):")
     for name, spec in ESTIMATORS.items():
         print(f"  {name}: {spec.doc}; estimates {spec.target}; {spec.bias}")
@@ -68,11 +72,25 @@ def _fmt_ci(value, ci) -> str:
     return f"{value:.6g}  [{ci[0]:.6g}, {ci[1]:.6g}]"
 
 
+def _fmt_se(value, se) -> str:
+    return f"{value:.6g}" if not se else f"{value:.6g} ± {se:.2g}"
+
+
+def _describe_reference(record: dict) -> str:
+    if record["reference_kind"] == "exact":
+        return "exact"
+    cached = ", from the cache" if record["reference_cached"] else f", {record['reference_seconds']:.3g} s"
+    relative = record["relative_bias_resolution"]
+    return (f"sampled: {record['reference_estimator']}, {record['reference_samples']} trajectories{cached}; "
+            f"bias resolution {record['bias_resolution']:.3g}" + (f" = {relative:.3g} of the norm" if relative else ""))
+
+
 def render_table(record: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
     lines = [
         f"{record['env']} ({record['num_params']} parameters, γ={record['gamma']:g}, H={record['horizon']}), "
-        f"J(θ) = {record['objective']:.6g}, ‖{record['target']}‖ = {record['reference_norm']:.6g} ({record['reference_kind']})",
+        f"J(θ) = {_fmt_se(record['objective'], record['objective_se'])}, ‖{record['target']}‖ = "
+        f"{record['reference_norm']:.6g} ({_describe_reference(record)})",
         f"{record['estimator']} ({opts}): target {record['target']}, declared "
         + ("unbiased" if record["declared_unbiased"] else "biased"),
         f"N = {record['batch_size']} trajectories × M = {record['reps']} batches, seed {record['seed']}",
@@ -101,9 +119,11 @@ def render_table(record: dict) -> str:
 def cmd_measure(args: argparse.Namespace) -> int:
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
     theta = _load_theta(args.theta) if args.theta else None
+    reference = ReferenceConfig(args.reference, args.reference_samples, args.reference_batch_size,
+                                args.reference_seed, args.reference_cache, not args.no_reference_cache)
     result: Measurement = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
-        parse_key_values(args.est_opt, "--est-opt"),
+        parse_key_values(args.est_opt, "--est-opt"), reference_config=reference,
     )
     record = result.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
@@ -146,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, required=True, metavar="N", help="trajectories per batch (≥ 1)")
     m.add_argument("--reps", type=int, required=True, metavar="M", help="independent batches (≥ 2)")
     m.add_argument("--seed", type=int, required=True, metavar="S", help="root seed of all randomness")
+    m.add_argument("--reference", default="auto", choices=KINDS,
+                   help="reference gradient: auto (exact if the problem has it, else sampled), exact or sampled")
+    m.add_argument("--reference-samples", type=int, default=DEFAULT_SAMPLES, metavar="K·N",
+                   help=f"trajectories behind a sampled reference (default {DEFAULT_SAMPLES})")
+    m.add_argument("--reference-batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help=f"trajectories per reference batch (default {DEFAULT_BATCH_SIZE})")
+    m.add_argument("--reference-seed", type=int, default=0, metavar="S", help="seed of a sampled reference (default 0)")
+    m.add_argument("--reference-cache", metavar="DIR",
+                   help=f"cache folder of sampled references (default ${CACHE_ENV} or .cache/references)")
+    m.add_argument("--no-reference-cache", action="store_true", help="recompute the reference, store nothing")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     m.set_defaults(run=cmd_measure)
 

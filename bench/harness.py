@@ -7,16 +7,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from bench.metrics import GradientMetrics, gradient_metrics
-from envs.problem import Problem
+from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
+from envs.problem import Batch, Problem
 from envs.spec import ConfigError
-from estimators.registry import resolve_estimator
+from estimators.registry import EstimatorSpec, Prepared, resolve_estimator
 
 # Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
 # only on (N, H, P), so the numbers depend only on the configuration and the seed.
@@ -58,17 +59,19 @@ class Measurement:
     theta: np.ndarray  # [P]
     gamma: float
     horizon: int
-    objective: float
-    reference_kind: str
-    reference_grad: np.ndarray  # [P]
+    reference: Reference  # g̃ [P], exact or sampled, with its per-coordinate variance and J(θ)
     metrics: GradientMetrics
     seconds: float  # wall time to draw the batches and compute the estimates
     env_steps: int  # alive environment steps over all M × N trajectories
     estimates: np.ndarray = field(repr=False)  # [M, P]
 
+    @property
+    def reference_grad(self) -> np.ndarray:
+        return self.reference.grad
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready flat record (NaN and ±∞ become None)."""
-        m = self.metrics
+        m, ref = self.metrics, self.reference
         record: dict[str, Any] = {
             "env": self.env, "env_options": self.env_options,
             "estimator": self.estimator, "estimator_options": self.estimator_options,
@@ -76,9 +79,13 @@ class Measurement:
             "estimator_info": self.estimator_info,
             "batch_size": self.batch_size, "reps": self.reps, "seed": self.seed,
             "num_params": int(self.theta.size), "gamma": self.gamma, "horizon": self.horizon,
-            "theta": self.theta, "objective": self.objective,
-            "reference_kind": self.reference_kind, "reference_grad": self.reference_grad,
-            "reference_norm": m.reference_norm, "mean_grad": m.mean_grad,
+            "theta": self.theta, "objective": ref.objective, "objective_se": ref.objective_se,
+            "reference_kind": ref.kind, "reference_grad": ref.grad, "reference_se": np.sqrt(ref.variance),
+            "reference_samples": ref.samples, "reference_estimator": ref.estimator,
+            "reference_nonfinite": ref.nonfinite, "reference_seconds": ref.seconds, "reference_cached": ref.cached,
+            "reference_norm": m.reference_norm, "bias_resolution": m.bias_resolution,
+            "relative_bias_resolution": m.bias_resolution / m.reference_norm if m.reference_norm > 0 else math.nan,
+            "mean_grad": m.mean_grad,
             "reps_used": m.reps_used, "nonfinite": m.nonfinite,
         }
         for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
@@ -109,6 +116,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def draw_estimates(problem: Problem, spec: EstimatorSpec, options: Mapping[str, Any], theta: torch.Tensor,
+                   batch_size: int, reps: int, generator: torch.Generator, description: str, show_progress: bool = True,
+                   prepared: Prepared | None = None) -> Iterator[tuple[torch.Tensor, Batch, float]]:
+    """`reps` independent batches of `batch_size` trajectories drawn from π at `prepared.sample_theta` (θ when
+    None), in chunks of `chunk_reps`, each chunk turned into its estimates at θ → yields (estimates [M_chunk, P]
+    detached, the chunk's Batch, seconds spent on it). `prepared` defaults to the options as keyword arguments."""
+    prepared = prepared or Prepared(dict(options))
+    sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
+    chunk = chunk_reps(problem, batch_size, reps)
+    with progress_bar(reps, description, show_progress) as bar:
+        for start in range(0, reps, chunk):
+            count = min(chunk, reps - start)
+            began = time.perf_counter()
+            batch = problem.sample(sample_theta, count, batch_size, generator, spec.group_size(options))
+            estimate = spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach()
+            yield estimate, batch, time.perf_counter() - began
+            bar.update(count)
+
+
 def measure(
     problem: Problem,
     estimator: str,
@@ -118,41 +144,40 @@ def measure(
     theta: Any = None,
     estimator_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
+    reference_config: ReferenceConfig | None = None,
 ) -> Measurement:
     """Draw `reps` (M) independent batches of `batch_size` (N) trajectories from π_θ on `problem`,
     estimate one gradient per batch with the named estimator, and reduce the M estimates to
-    metrics against the exact value of the estimator's target (∇J unless it declares another).
-    Before the first batch the estimator's `prepare` runs once (critics, behaviour policy); its
-    time counts in `seconds`. All randomness comes from `seed`."""
+    metrics against the reference value of the estimator's target (∇J unless it declares another):
+    exact where the problem has it, else a sampled reference (`reference_config`, bench/reference.py)
+    whose noise the bias metrics account for. Before the first batch the estimator's `prepare` runs
+    once (critics, behaviour policy); its time counts in `seconds` (the reference's does not).
+    The batches' randomness comes from `seed`, the reference's from its own seed."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}: expected an integer ≥ 1")
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
         raise ConfigError(f"reps={reps!r}: expected an integer ≥ 2 (variance needs two estimates)")
     spec, options = resolve_estimator(estimator, estimator_options)
     spec.check(options, problem, batch_size)
-    theta = problem.default_theta() if theta is None else problem.check_theta(theta)
-
     target = spec.target_of(options)
-    reference = target.reference(problem, theta)
-    objective = float(problem.objective(theta).detach())
+    reference_config = reference_config or ReferenceConfig()
+    try:
+        check_reference(problem, target, reference_config.kind)
+    except ConfigError as err:
+        raise ConfigError(f"estimator {estimator}: {err}") from None
+    theta = problem.default_theta() if theta is None else problem.check_theta(theta)
+    reference = reference_for(problem, theta, target, reference_config, show_progress)
 
     began = time.perf_counter()
     prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))
     seconds = time.perf_counter() - began
-    sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
-    generator = make_generator(seed)
-    chunk = chunk_reps(problem, batch_size, reps)
     estimates, env_steps = [], 0
-    with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
-        for start in range(0, reps, chunk):
-            count = min(chunk, reps - start)
-            began = time.perf_counter()
-            batch = problem.sample(sample_theta, count, batch_size, generator, spec.group_size(options))
-            estimate = spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach()
-            seconds += time.perf_counter() - began
-            estimates.append(estimate)
-            env_steps += batch.env_steps
-            bar.update(count)
+    for estimate, batch, chunk_seconds in draw_estimates(problem, spec, options, theta, batch_size, reps,
+                                                         make_generator(seed), f"{problem.name}/{estimator} "
+                                                         f"N={batch_size}", show_progress, prepared):
+        estimates.append(estimate)
+        env_steps += batch.env_steps
+        seconds += chunk_seconds
     all_estimates = torch.cat(estimates).numpy()
 
     return Measurement(
@@ -161,8 +186,7 @@ def measure(
         target=target.label, declared_unbiased=spec.unbiased(options, problem),
         estimator_info=dict(prepared.info),
         batch_size=batch_size, reps=reps, seed=seed, theta=theta.numpy(),
-        gamma=problem.gamma, horizon=problem.horizon, objective=objective,
-        reference_kind="exact", reference_grad=reference.numpy(),
-        metrics=gradient_metrics(all_estimates, reference.numpy()),
+        gamma=problem.gamma, horizon=problem.horizon, reference=reference,
+        metrics=gradient_metrics(all_estimates, reference.grad, reference.variance, reference.dof),
         seconds=seconds, env_steps=env_steps, estimates=all_estimates,
     )

@@ -30,6 +30,18 @@ measurement whose CIs are too narrow and whose p-value is miscalibrated at this 
 95% variance CI of one-sample REINFORCE on the Gaussian bandit (κ̂ ≈ 70) covers 83% at M = 1000,
 and the bias test rejects 11–14% at the 5% level there. Raise N or M until the flag clears.
 
+Sampled references. When g* is itself an estimate g̃ = g_true + ε with ε independent of the g_m, unbiased,
+per-coordinate variances v_p (D = diag v, estimated with `reference_dof` degrees of freedom each; see
+bench/reference.py), E‖X̄‖² gains Σ_p v_p: bias_norm² = ‖X̄‖² − tr S / M − Σ v is unbiased for the bias
+against the true target, its interval adds 4 β̂ᵀDβ̂ + 2 Σ v² to the variance, and the test compares
+Q = ‖X̄‖² with C = Σ/M + D: Q / (tr S / M + Σ v) ≈ F(ν_C, d) with ν_C = (tr C)² / tr(C²),
+tr(C²) = tr(Σ²)/M² + 2 Σ_p Σ_pp v_p / M + Σ v², and d the Welch–Satterthwaite degrees of freedom of the
+denominator's two independent parts ((M−1)ν̂ for tr S, K−1 times the effective count (Σv)²/Σv² of the v_p).
+With v = 0 all of this is the exact-reference case. `bias_resolution` = √(c·χ²_{ν,0.95} − Σv), c = Σv²/Σv,
+ν = (Σv)²/Σv²: the bias norm at which ‖β‖² + Σv reaches the 95% quantile of ‖ε‖² (two-moment χ² fit),
+i.e. the smallest bias the reference can tell from its own error however large M is (0 when exact).
+cosine_mean and pairwise_cosine are not corrected: the noise of g̃ lowers cosine_mean slightly.
+
 A cosine with a zero vector is defined as 0 (the estimate carries no direction). Estimates with a
 non-finite coordinate are excluded from every metric and counted in `nonfinite`.
 """
@@ -65,6 +77,7 @@ class GradientMetrics:
     relative_bias_ci: Interval
     bias_pvalue: float
     bias_dof: float  # ν̂, the effective dimension used by the test
+    bias_resolution: float  # the smallest ‖bias‖ the reference can tell from its own error (0: exact)
     cosine_mean: float
     cosine_mean_ci: Interval
     pairwise_cosine: float
@@ -129,15 +142,38 @@ def trace_cov_squared(centered: np.ndarray) -> float:
     return value / (count * (count - 3))
 
 
-def bias_test(deviations: np.ndarray, tr_s: float, tr_s2_hat: float) -> tuple[float, float]:
-    """p-value of H0: E X = 0 and the effective dimension ν̂. deviations X [M, P]."""
+def bias_test(deviations: np.ndarray, tr_s: float, tr_s2_hat: float, diag_s: np.ndarray | None = None,
+              reference_variance: np.ndarray | None = None, reference_dof: int = 0) -> tuple[float, float]:
+    """p-value of H0: E X = 0 and the effective dimension ν̂ of the estimates. deviations X [M, P]; diag_s [P] the
+    diagonal of S; reference_variance v [P] (None or zeros: exact reference) with reference_dof degrees of freedom."""
     count, dim = deviations.shape
-    q = count * float((deviations.mean(0) ** 2).sum())
-    if tr_s <= 0:
-        return (1.0 if q == 0 else 0.0), math.nan
+    sq_dev = float((deviations.mean(0) ** 2).sum())  # ‖X̄‖²
     nu = (tr_s**2 / tr_s2_hat) if tr_s2_hat > 0 else float(dim)
     nu = min(max(nu, 1.0), float(dim))
-    return float(stats.f.sf(q / tr_s, nu, (count - 1) * nu)), nu
+    ref_total = 0.0 if reference_variance is None else float(reference_variance.sum())
+    noise = tr_s / count + ref_total  # tr Ĉ, the expected ‖X̄‖² under H0
+    if noise <= 0:
+        return (1.0 if sq_dev == 0 else 0.0), math.nan
+    if ref_total == 0:
+        return float(stats.f.sf(sq_dev / noise, nu, (count - 1) * nu)), nu
+    ref_squares = float((reference_variance**2).sum())
+    tr_c2 = max(tr_s2_hat, 0.0) / count**2 + 2 * float(diag_s @ reference_variance) / count + ref_squares
+    nu_c = min(max(noise**2 / tr_c2, 1.0), float(dim))
+    estimates_part, reference_part = tr_s / count, ref_total
+    den_dof = noise**2 / (estimates_part**2 / ((count - 1) * nu)
+                          + reference_part**2 / (max(reference_dof, 1) * ref_total**2 / ref_squares))
+    return float(stats.f.sf(sq_dev / noise, nu_c, den_dof)), nu
+
+
+def bias_resolution(reference_variance: np.ndarray | None, level: float = CONFIDENCE) -> float:
+    """√(c·χ²_{ν,level} − Σv) of the module docstring; 0 for an exact reference."""
+    if reference_variance is None:
+        return 0.0
+    total, squares = float(reference_variance.sum()), float((reference_variance**2).sum())
+    if total <= 0:
+        return 0.0
+    scale, dof = squares / total, total**2 / squares
+    return math.sqrt(max(scale * float(stats.chi2.ppf(level, dof)) - total, 0.0))
 
 
 def _cosines_to(estimates: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -172,27 +208,33 @@ def pairwise_cosine(estimates: np.ndarray) -> tuple[float, Interval]:
 SAFE_EXPONENT = 200
 
 
-def gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMetrics:
-    """All metrics of the module docstring. estimates [M, P], reference g* [P]; float64."""
+def gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_variance: np.ndarray | None = None,
+                     reference_dof: int = 0) -> GradientMetrics:
+    """All metrics of the module docstring. estimates [M, P], reference g* [P]; float64. A sampled reference
+    comes with its per-coordinate variances v [P] and their degrees of freedom (K − 1)."""
+    if reference_variance is not None:
+        reference_variance = np.asarray(reference_variance, dtype=np.float64)
     estimates = np.asarray(estimates, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     finite_values = np.concatenate([estimates[np.isfinite(estimates).all(axis=1)].ravel(), reference.ravel()])
     largest = float(np.abs(finite_values).max()) if finite_values.size else 0.0
     exponent = math.frexp(largest)[1] if largest > 0 else 0
     if abs(exponent) <= SAFE_EXPONENT:
-        return _gradient_metrics(estimates, reference)
+        return _gradient_metrics(estimates, reference, reference_variance, reference_dof)
     scale = math.ldexp(1.0, exponent)
-    m = _gradient_metrics(estimates / scale, reference / scale)
+    scaled_variance = None if reference_variance is None else reference_variance / scale / scale  # scale² overflows
+    m = _gradient_metrics(estimates / scale, reference / scale, scaled_variance, reference_dof)
     linear, quadratic = (lambda x: x * scale), (lambda x: x * scale * scale)
     return replace(
         m, mean_grad=m.mean_grad * scale, reference_norm=linear(m.reference_norm),
         variance_trace=quadratic(m.variance_trace), variance_trace_ci=tuple(map(quadratic, m.variance_trace_ci)),
         bias_norm=linear(m.bias_norm), bias_norm_ci=tuple(map(linear, m.bias_norm_ci)),
-        mse=quadratic(m.mse), mse_ci=tuple(map(quadratic, m.mse_ci)),
+        bias_resolution=linear(m.bias_resolution), mse=quadratic(m.mse), mse_ci=tuple(map(quadratic, m.mse_ci)),
     )
 
 
-def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientMetrics:
+def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_variance: np.ndarray | None,
+                      reference_dof: int) -> GradientMetrics:
     finite = np.isfinite(estimates).all(axis=1)
     estimates = estimates[finite]
     count, dim = estimates.shape
@@ -202,7 +244,8 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientM
     if count < 2:
         mean_grad = estimates.mean(0) if count else np.full(dim, nan)
         return GradientMetrics(count, int((~finite).sum()), mean_grad, ref_norm, nan, _NAN_CI, nan, _NAN_CI,
-                               nan, _NAN_CI, nan, nan, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan)
+                               nan, _NAN_CI, nan, nan, bias_resolution(reference_variance), nan, _NAN_CI, nan,
+                               _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan)
 
     mean_grad = estimates.mean(0)
     deviations = estimates - reference  # X [M, P]
@@ -217,12 +260,16 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientM
         var_ci = _NAN_CI
 
     mean_dev = deviations.mean(0)
-    bias_sq = float(mean_dev @ mean_dev) - tr_s / count  # unbiased for ‖β‖²
+    ref_var = np.zeros(dim) if reference_variance is None else reference_variance
+    bias_sq = float(mean_dev @ mean_dev) - tr_s / count - float(ref_var.sum())  # unbiased for ‖β‖²
     quad = float(((centered @ mean_dev) ** 2).sum()) / (count - 1)  # β̂ᵀ S β̂
-    bias_sq_sd = math.sqrt(max(4 * quad / count + 2 * max(tr_s2_hat, 0.0) / (count * (count - 1)), 0.0))
+    bias_sq_var = (4 * quad / count + 2 * max(tr_s2_hat, 0.0) / (count * (count - 1))
+                   + 4 * float(mean_dev**2 @ ref_var) + 2 * float(ref_var @ ref_var))
+    bias_sq_sd = math.sqrt(max(bias_sq_var, 0.0))
     bias_norm = math.sqrt(max(bias_sq, 0.0))
     bias_ci = (math.sqrt(max(bias_sq - _Z * bias_sq_sd, 0.0)), math.sqrt(max(bias_sq + _Z * bias_sq_sd, 0.0)))
-    pvalue, dof = bias_test(deviations, tr_s, tr_s2_hat)
+    diag_s = (centered**2).sum(0) / (count - 1)
+    pvalue, dof = bias_test(deviations, tr_s, tr_s2_hat, diag_s, reference_variance, reference_dof)
 
     if ref_norm > 0:
         relative_bias = bias_norm / ref_norm
@@ -244,7 +291,7 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray) -> GradientM
         reps_used=count, nonfinite=int((~finite).sum()), mean_grad=mean_grad, reference_norm=ref_norm,
         variance_trace=tr_s, variance_trace_ci=var_ci,
         bias_norm=bias_norm, bias_norm_ci=bias_ci, relative_bias=relative_bias, relative_bias_ci=relative_ci,
-        bias_pvalue=pvalue, bias_dof=dof,
+        bias_pvalue=pvalue, bias_dof=dof, bias_resolution=bias_resolution(reference_variance),
         cosine_mean=cos_mean, cosine_mean_ci=cos_ci, pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
         snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci, tail_kurtosis=tail_kurtosis,
     )

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from bench.harness import measure, progress_bar
-from envs import PROBLEMS, make_problem
+from bench.reference import ReferenceConfig, check_reference, reference_for
+from envs import make_problem
+from envs.problem import problem_spec
 from envs.spec import ConfigError, resolve_options
 from estimators import ESTIMATORS, resolve_estimator
 
@@ -80,12 +82,14 @@ class SweepConfig:
     repetitions: int  # independent measurements per cell (rliable's runs)
     seed: int  # root seed
     report: ReportConfig = field(default_factory=ReportConfig)
+    reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields (samples, batch_size, seed) if not default
 
 
-_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report"}
+_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference"}
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
 _ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
+_REFERENCE_KEYS = {"samples", "batch_size", "seed"}
 
 
 class _Where:
@@ -127,16 +131,21 @@ def _check_options(where: _Where, key: str, owner: str, specs, fixed: Mapping, s
     return tuple((k, resolved[k]) for k in fixed), axes
 
 
-def _registered_entry(where: _Where, key: str, table: Any, allowed: set[str], name_field: str, registry):
-    """One [[problems]] or [[estimators]] table: known keys, a registered name, parsed options and axes."""
+def _registered_entry(where: _Where, key: str, table: Any, allowed: set[str], name_field: str, kind: str, lookup):
+    """One [[problems]] or [[estimators]] table: known keys, a registered name (`lookup` raises ConfigError
+    listing the valid ones), parsed options and axes."""
     if not isinstance(table, Mapping):
         raise where.error(key, "expected a table")
     where.keys(table, allowed, key + ".")
     name = table.get(name_field)
-    if name not in registry.names():
-        raise where.error(f"{key}.{name_field}", f"unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
-    options, axes = _check_options(where, key, f"{registry.kind} {name}", registry.get(name).options,
-                                   table.get("options", {}), table.get("sweep", {}))
+    if not isinstance(name, str):
+        raise where.error(f"{key}.{name_field}", f"expected the name of a registered {kind}, got {name!r}")
+    try:
+        spec = lookup(name)
+    except ConfigError as err:
+        raise where.error(f"{key}.{name_field}", str(err)) from None
+    options, axes = _check_options(where, key, f"{kind} {name}", spec.options, table.get("options", {}),
+                                   table.get("sweep", {}))
     return name, options, axes
 
 
@@ -181,7 +190,7 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     problems = []
     for i, table in enumerate(raw.get("problems") or []):
         key = f"problems[{i}]"
-        env, options, axes = _registered_entry(where, key, table, _PROBLEM_KEYS, "env", PROBLEMS)
+        env, options, axes = _registered_entry(where, key, table, _PROBLEM_KEYS, "env", "env", problem_spec)
         theta = parse_theta_choice(where, f"{key}.theta", table.get("theta", "default"))
         label = table.get("label", "")
         if not isinstance(label, str):
@@ -195,7 +204,8 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     estimators = []
     for i, table in enumerate(raw.get("estimators") or []):
         key = f"estimators[{i}]"
-        estimator, options, axes = _registered_entry(where, key, table, _ESTIMATOR_KEYS, "name", ESTIMATORS)
+        estimator, options, axes = _registered_entry(where, key, table, _ESTIMATOR_KEYS, "name", "estimator",
+                                                         ESTIMATORS.get)
         only = table.get("problems", [])
         if not isinstance(only, list) or any(p not in problem_names for p in only):
             raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
@@ -224,13 +234,26 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     config = SweepConfig(
         name=name, problems=tuple(problems), estimators=tuple(estimators), batch_sizes=tuple(batch_sizes),
         reps=where.int_at_least(raw, "reps", 2), repetitions=where.int_at_least(raw, "repetitions", 1, 1),
-        seed=where.int_at_least(raw, "seed", 0, 0), report=report,
+        seed=where.int_at_least(raw, "seed", 0, 0), report=report, reference=_reference_settings(where, raw),
     )
     variants = {cell.variant for cell in expand(config)[0]}
     for label in [reference, *(x for p in pairs for x in p)]:
         if label not in variants:
             raise where.error("report", f"variant {label!r} is not in the sweep; variants: {', '.join(sorted(variants))}")
     return config
+
+
+def _reference_settings(where: _Where, raw: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The [reference] table (sampled references of problems without an exact gradient), validated."""
+    table = raw.get("reference", {})
+    if not isinstance(table, Mapping):
+        raise where.error("reference", "expected a table")
+    where.keys(table, _REFERENCE_KEYS, "reference.")
+    try:
+        ReferenceConfig(**table)
+    except (ConfigError, TypeError) as err:
+        raise where.error("reference", str(err)) from None
+    return tuple(sorted(table.items()))
 
 
 # ------------------------------------------------------------------------------------------ cells
@@ -251,6 +274,7 @@ class Cell:
     reps: int
     repetition: int
     seed: int  # derived; shared by every variant of (problem, θ, N, repetition)
+    reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields, when not the defaults
 
     @property
     def cell_id(self) -> str:
@@ -291,7 +315,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
     (e.g. rloo at N = 1), which is skipped and reported, never silently dropped."""
     cells, skipped = [], []
     for pconf in config.problems:
-        pspec = PROBLEMS.get(pconf.env)
+        pspec = problem_spec(pconf.env)
         for env_options in _combinations(pconf.options, pconf.sweep):
             resolved_env = resolve_options(f"env {pconf.env}", pspec.options, env_options)
             label = pconf.label or _label(pconf.env, resolved_env, {k: o.default for k, o in pspec.options.items()})
@@ -307,6 +331,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
                     for batch_size in econf.batch_sizes or config.batch_sizes:
                         try:
                             spec.check(resolved, problem, batch_size)
+                            check_reference(problem, spec.target_of(resolved))
                         except ConfigError as err:
                             skipped.append(f"{label} / {variant} / N={batch_size}: {err}")
                             continue
@@ -316,7 +341,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
                             cells.append(Cell(
                                 config.name, label, pconf.env, tuple(sorted(resolved_env.items())), pconf.theta,
                                 econf.name, variant, tuple(sorted(resolved.items())), batch_size, config.reps,
-                                repetition, seed,
+                                repetition, seed, config.reference,
                             ))
     return cells, skipped
 
@@ -346,7 +371,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     with _single_thread():
         problem = make_problem(cell.env, dict(cell.env_options))
         result = measure(problem, cell.estimator, cell.batch_size, cell.reps, cell.seed,
-                         theta_for(problem, cell.theta), dict(cell.estimator_options), show_progress=False)
+                         theta_for(problem, cell.theta), dict(cell.estimator_options), show_progress=False,
+                         reference_config=ReferenceConfig(**dict(cell.reference)))
     record = result.to_dict()
     row: dict[str, Any] = {
         "cell_id": cell.cell_id, "sweep": cell.sweep, "problem": cell.problem, "env": cell.env,
@@ -356,12 +382,12 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         "estimator_info": json.dumps(record["estimator_info"], sort_keys=True),
         "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
     }
-    for key in ("num_params", "horizon", "reference_kind", "target", "declared_unbiased", "reps_used", "nonfinite",
-                "heavy_tailed", "env_steps"):
+    for key in ("num_params", "horizon", "reference_kind", "reference_samples", "target", "declared_unbiased",
+                "reps_used", "nonfinite", "heavy_tailed", "env_steps"):
         row[key] = record[key]
     # Every float column stays float64 in every file (NaN, never null), so the dataset has one schema.
-    for key in ("gamma", "objective", "reference_norm", "bias_pvalue", "bias_dof", "tail_kurtosis", "seconds",
-                "seconds_per_estimate", "env_steps_per_estimate"):
+    for key in ("gamma", "objective", "objective_se", "reference_norm", "bias_resolution", "bias_pvalue", "bias_dof",
+                "tail_kurtosis", "seconds", "seconds_per_estimate", "env_steps_per_estimate"):
         row[key] = _float(record[key])
     for name in METRICS_WITH_CI:
         row[name] = _float(record[name])
@@ -446,6 +472,23 @@ def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterato
             cluster.close()
 
 
+def prepare_references(cells: list[Cell]) -> None:
+    """Compute each sampled reference the cells need once, here, into the cache (with one torch thread, as the
+    cells run), so that parallel workers read it instead of each computing it. Workers on other machines see
+    it only through a shared cache folder ($PGVAR_CACHE_DIR); otherwise they compute and cache their own."""
+    needed: dict[str, tuple[Cell, Any]] = {}
+    for cell in cells:
+        if not make_problem(cell.env, dict(cell.env_options)).has_exact_gradient:
+            spec, options = resolve_estimator(cell.estimator, dict(cell.estimator_options))
+            target = spec.target_of(options)
+            needed.setdefault(_digest([cell.env, cell.env_options, cell.theta, repr(target), cell.reference]),
+                              (cell, target))
+    with _single_thread():
+        for cell, target in needed.values():
+            problem = make_problem(cell.env, dict(cell.env_options))
+            reference_for(problem, theta_for(problem, cell.theta), target, ReferenceConfig(**dict(cell.reference)))
+
+
 @dataclass(frozen=True)
 class SweepSummary:
     cells: int
@@ -469,6 +512,7 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
     store.prepare({"config": asdict(config), "cells": len(cells)}, fresh=fresh)
     done = store.finished()
     todo = [c for c in cells if c.cell_id not in done]
+    prepare_references(todo)
     if executor == "inprocess" or not todo:
         stream = _run_inprocess(todo)
     elif executor == "processes":

@@ -10,8 +10,8 @@ two pure functions in the style of gymnax:
 
 `state.physics` [B, D] is gymnasium's own `env.unwrapped.state` vector and `state.time` [B] counts the steps
 of the current episode, so `truncated(params, state)` is gymnasium's TimeLimit rule (elapsed ≥
-max_episode_steps of the registered spec). `rollout` draws a `Batch` of whole episodes of a discrete-action
-environment under an `MLPCategorical` policy, every lane at once. Discrete actions are long [B]; continuous
+max_episode_steps of the registered spec). `rollout` draws a `Batch` of whole episodes under an `MLPCategorical`
+(discrete actions) or `MLPGaussian` (continuous) policy, every lane at once. Discrete actions are long [B]; continuous
 ones are [B, 1] like gymnasium's Box(shape=(1,)). Arithmetic follows gymnasium's expressions term by term,
 in the state's dtype (float64 by default), so a step agrees with gymnasium's float64 arithmetic to the last
 ulp of sin/cos (torch's and libm's differ by ≤ 1 ulp). Observations are not cast to float32 as gymnasium
@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 
-from envs.policies import MLPCategorical
-from envs.problem import Batch, stack_steps
+from envs.policies import MLPCategorical, MLPGaussian
+from envs.problem import Batch, grouped, stack_steps
 from envs.spec import ConfigError
-from envs.tabular import inverse_cdf_sample, normalised_cdf
 
 
 @dataclass(frozen=True)
@@ -410,57 +409,76 @@ CLASSIC_ENVS: dict[str, ClassicEnv] = {
 
 def rollout(
     env_id: str,
-    policy: MLPCategorical,
+    policy: MLPCategorical | MLPGaussian,
     theta: torch.Tensor,
     reps: int,
     batch_size: int,
     generator: torch.Generator,
     horizon: int | None = None,
     gamma: float = 1.0,
+    group_size: int = 1,
 ) -> Batch:
-    """reps × batch_size episodes of a discrete-action environment under π_θ(·|s) = softmax(policy.logits(θ, s)),
-    all lanes stepped at once in float64, until every episode has ended or `horizon` steps were taken.
+    """reps × batch_size episodes under π_θ (`policy.sample`), all lanes stepped at once in float64, until
+    every episode has ended or `horizon` steps were taken. Consecutive groups of `group_size` lanes start
+    from one initial state (GRPO's groups; 1: i.i.d.).
 
     horizon defaults to the env's max_episode_steps (gymnasium's TimeLimit) and may not exceed it, so that
-    `truncated` (alive when the horizon ran out) never hides a TimeLimit cut in mid-horizon. Actions are
-    inverse-CDF draws on the softmax probabilities (`inverse_cdf_sample`, one uniform per lane and step, the
-    tabular problems' sampler; for two actions it is a = 1 iff u ≥ π(0|s)). A lane that has ended keeps its
-    last state (stepping past the end is undefined) and records obs, action and reward 0, mask 0, as the
-    tabular `sample` does. γ only sets `discount`; gymnasium's classic-control returns are undiscounted (γ = 1).
+    `truncated` (alive when the horizon ran out) never hides a TimeLimit cut in mid-horizon. A discrete env
+    takes an `MLPCategorical` (inverse-CDF draws, one uniform per live lane and step), a continuous one an
+    `MLPGaussian` whose unclipped draw is recorded (the env clips it, as gymnasium's step does). A lane that
+    has ended is no longer stepped (stepping past the end is undefined) and records obs, action and reward
+    0, mask 0, as the tabular `sample` does. γ only sets `discount`; gymnasium's returns are undiscounted.
 
-    → Batch with obs [M, N, T, O], actions [M, N, T] long, final_obs [M, N, O], T ≤ horizon.
+    → Batch with obs [M, N, T, O], actions [M, N, T] long or [M, N, T, 1], final_obs [M, N, O], T ≤ horizon.
     """
     env = CLASSIC_ENVS[env_id]
     params = env.params
-    if not env.num_actions:
-        raise ConfigError(f"rollout: {env_id} has continuous actions; MLPCategorical needs a discrete env")
-    if (policy.obs_dim, policy.num_actions) != (env.observation_dim, env.num_actions):
-        raise ConfigError(f"rollout: policy maps {policy.obs_dim} → {policy.num_actions} but {env_id} has "
-                          f"{env.observation_dim} observations and {env.num_actions} actions")
+    check_policy(env, policy)
     horizon = params.max_episode_steps if horizon is None else horizon
     if not 0 < horizon <= params.max_episode_steps:
         raise ConfigError(f"rollout: horizon {horizon} must be in 1..{params.max_episode_steps} for {env_id}")
     count = reps * batch_size
     theta = theta.detach().to(torch.float64)
-    state, obs = env.reset(params, count, generator, torch.float64)
-    alive = torch.ones(count, dtype=torch.bool)
+    state, obs = env.reset(params, count // group_size, generator, torch.float64)
+    state, obs = State(grouped(state.physics, group_size), grouped(state.time, group_size)), grouped(obs, group_size)
+    # Only the live lanes are carried from step to step, `lanes` [b] their indices: the policy, its draws and
+    # the physics cost nothing for ended episodes (at CartPole's near-uniform initial policy the mean episode
+    # is ~1/4 of the longest). Each step's records are scattered into zeroed [B] tensors for stack_steps.
+    lanes = torch.arange(count)
     terminated = torch.zeros(count, dtype=torch.bool)
-    final_obs = obs
+    final_obs = torch.zeros_like(obs)
     observations, actions, rewards, masks = [], [], [], []
     with torch.no_grad():
         for _ in range(horizon):
-            action = inverse_cdf_sample(normalised_cdf(torch.softmax(policy.logits(theta, obs), dim=-1)), generator)
-            next_state, next_obs, reward, ends = env.step(params, state, action)
-            observations.append(torch.where(alive[:, None], obs, 0.0))
-            actions.append(torch.where(alive, action, 0))
-            rewards.append(torch.where(alive, reward, 0.0))
-            masks.append(alive)
-            ends = alive & ends
-            terminated |= ends
-            final_obs = torch.where(alive[:, None], next_obs, final_obs)
-            state = State(torch.where(alive[:, None], next_state.physics, state.physics), next_state.time)
-            obs = torch.where(alive[:, None], next_obs, obs)
-            alive = alive & ~ends
-            if not alive.any():
+            action = policy.sample(theta, obs, generator)
+            state, next_obs, reward, ends = env.step(params, state, action)
+            observations.append(obs.new_zeros(count, *obs.shape[1:]).index_copy_(0, lanes, obs))
+            actions.append(action.new_zeros(count, *action.shape[1:]).index_copy_(0, lanes, action))
+            rewards.append(reward.new_zeros(count).index_copy_(0, lanes, reward))
+            masks.append(torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True))
+            if bool(ends.any()):
+                ended, running = ends.nonzero()[:, 0], (~ends).nonzero()[:, 0]  # positions among the live lanes
+                terminated[lanes[ended]] = True
+                final_obs[lanes[ended]] = next_obs[ended]
+                lanes, next_obs = lanes[running], next_obs[running]
+                state = State(state.physics[running], state.time[running])
+            obs = next_obs
+            if not lanes.numel():
                 break
-    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, alive, final_obs, gamma)
+    final_obs[lanes] = obs
+    truncated_lanes = torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True)
+    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, truncated_lanes,
+                       final_obs, gamma)
+
+
+def check_policy(env: ClassicEnv, policy: MLPCategorical | MLPGaussian) -> None:
+    """ConfigError unless the policy's input and action space are the environment's."""
+    if env.num_actions:
+        expected, got = (MLPCategorical, env.observation_dim, env.num_actions), (type(policy), policy.obs_dim,
+                                                                                  getattr(policy, "num_actions", 0))
+    else:
+        expected, got = (MLPGaussian, env.observation_dim, 1), (type(policy), policy.obs_dim,
+                                                                 getattr(policy, "action_dim", 0))
+    if expected != got:
+        raise ConfigError(f"rollout: {env.id} needs a {expected[0].__name__} with {expected[1]} inputs and "
+                          f"{expected[2]} outputs; got a {got[0].__name__} {got[1]} → {got[2]}")

@@ -143,11 +143,25 @@ class ProblemSpec:
 
 
 PROBLEMS: Registry[ProblemSpec] = Registry("env")
+GYM_PREFIX = "gym:"  # `gym:<id>` names any registered gymnasium environment (envs.gym_vector)
+
+
+def problem_spec(name: str) -> ProblemSpec:
+    """The registry entry of `name`, or for `gym:<id>` the spec envs.gym_vector builds for that id;
+    unknown names raise ConfigError listing the valid ones."""
+    if name.startswith(GYM_PREFIX):
+        from envs.gym_vector import gym_problem_spec  # deferred: envs.gym_vector imports this module
+
+        return gym_problem_spec(name.removeprefix(GYM_PREFIX))
+    try:
+        return PROBLEMS.get(name)
+    except ConfigError as err:
+        raise ConfigError(f"{err}, or {GYM_PREFIX}<id> for a registered gymnasium id (e.g. gym:CartPole-v1)") from None
 
 
 def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:
-    """Build a registered problem; unknown names and bad option values raise ConfigError."""
-    spec = PROBLEMS.get(name)
+    """Build a registered problem or `gym:<id>`; unknown names and bad option values raise ConfigError."""
+    spec = problem_spec(name)
     resolved = resolve_options(f"env {name}", spec.options, options)
     return spec.build(**resolved)
 

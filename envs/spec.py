@@ -115,14 +115,34 @@ class FloatList(Parser):
         return f"at least {self.min_len} comma-separated numbers in [{_fmt(self.low)}, {_fmt(self.high)}]"
 
     def __call__(self, raw: Any) -> tuple[float, ...]:
-        items = raw.split(",") if isinstance(raw, str) else raw
-        try:
-            values = tuple(Float(self.low, self.high)(item) for item in items)
-        except (TypeError, ValueError):
-            raise ValueError(self.allowed) from None
-        if len(values) < self.min_len:
-            raise ValueError(self.allowed)
-        return values
+        return _parse_list(raw, Float(self.low, self.high), self.min_len, self.allowed)
+
+
+@dataclass(frozen=True)
+class IntList(Parser):
+    """Comma-separated integers ≥ low, e.g. `64,64` (layer widths)."""
+
+    low: int = 1
+    min_len: int = 1
+
+    @property
+    def allowed(self) -> str:
+        return f"at least {self.min_len} comma-separated integers ≥ {self.low}"
+
+    def __call__(self, raw: Any) -> tuple[int, ...]:
+        return _parse_list(raw, Int(self.low), self.min_len, self.allowed)
+
+
+def _parse_list(raw: Any, item: Parser, min_len: int, allowed: str) -> tuple[Any, ...]:
+    """A comma-separated string or a sequence, each entry parsed by `item` → tuple, or ValueError(allowed)."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    try:
+        values = tuple(item(entry) for entry in items)
+    except (TypeError, ValueError):
+        raise ValueError(allowed) from None
+    if len(values) < min_len:
+        raise ValueError(allowed)
+    return values
 
 
 def _fmt(x: float) -> str:
@@ -209,6 +229,6 @@ class Registry(Generic[T]):
 
 
 __all__ = [
-    "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "Option", "Parser",
+    "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "IntList", "Option", "Parser",
     "Registry", "parse_key_values", "resolve_options",
 ]

@@ -12,6 +12,7 @@ from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser
 from envs.values import ValueFunction
 from estimators.autodiff import (
     AUTODIFF_OPTION,
+    resolve_method,
     weighted_entropy_gradient_per_replicate,
     weighted_score_per_replicate,
     weighted_score_per_trajectory,
@@ -59,7 +60,7 @@ def reinforce(
     discount_score: bool = True,
     entropy_coef: float = 0.0,
     critic: ValueFunction | SameBatchCritic | None = None,
-    autodiff: str = "vmap",
+    autodiff: str = "auto",
 ) -> torch.Tensor:
     """REINFORCE / likelihood-ratio gradient of J(θ) = E[Σ_{t<H} γ^t r_{t+1}] (Williams 1992;
     lecture notes 000 §2–5, 003), or of J_α = J + α E[Σ_t γ^t H(π(·|s_t))] when entropy_coef α > 0.
@@ -79,7 +80,8 @@ def reinforce(
     `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), value (b_{i,t} =
     V̂_t(s_{i,t}) from `critic`, see `critics`: unbiased whenever the critic does not depend on
     the batch — a state-dependent baseline, lecture notes 001, 004).
-    autodiff: how every ∇_θ above is computed — vmap (per-batch `torch.func` gradients), surrogate (one
+    autodiff: how every ∇_θ above is computed — auto (packed for the MLP policies, else vmap), packed
+    (hand-written backprop over alive steps, `mlp_backprop`), vmap (per-batch `torch.func` gradients), surrogate (one
     backward of the pseudo-loss per batch, or per trajectory for the optimal baselines; lecture notes
     000 §7, 002) or naive (one backward per step, N×T per batch); the same estimate to rounding
     (see the `autodiff` module).
@@ -132,6 +134,7 @@ def _reinforce_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
 
 def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
     require_stochastic_policy("reinforce", problem)
+    resolve_method(options["autodiff"], problem.policy)  # packed with a policy it does not cover: refused now
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
     if options["baseline"] in BATCH_DEPENDENT_BIASED and batch_size < 2:

@@ -23,6 +23,10 @@ PROBLEM_CASES = [(name, {}) for name in PROBLEMS.names()] + [
     ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2}),
     ("lqr", {"policy": "deterministic"}),  # no log π: the deterministic policy gradient's problem
 ]
+# Those with an exact gradient: the statistical tests hold estimators to it. The others (classic control) are
+# measured against sampled references, whose calibration is tested on these (tests/test_reference.py).
+EXACT_CASES = [c for c in PROBLEM_CASES if make_problem(*c).has_exact_gradient]
+SAMPLED_CASES = [c for c in PROBLEM_CASES if c not in EXACT_CASES]
 
 
 def case_id(case) -> str:
@@ -32,6 +36,12 @@ def case_id(case) -> str:
 
 @pytest.fixture(params=PROBLEM_CASES, ids=[case_id(c) for c in PROBLEM_CASES])
 def problem(request) -> Problem:
+    name, options = request.param
+    return make_problem(name, options)
+
+
+@pytest.fixture(params=EXACT_CASES, ids=[case_id(c) for c in EXACT_CASES])
+def exact_problem(request) -> Problem:
     name, options = request.param
     return make_problem(name, options)
 

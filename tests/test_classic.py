@@ -272,7 +272,7 @@ def classic_policy(env_id: str, seed: int) -> tuple[MLPCategorical, torch.Tensor
     env = CLASSIC_ENVS[env_id]
     policy = MLPCategorical(env.observation_dim, (16, 16), env.num_actions)
     theta = policy.init_theta(torch.Generator().manual_seed(seed))
-    weight, _ = policy.layers(theta)[-1]
+    weight, _ = policy.net.layers(theta)[-1]
     weight.mul_(100.0)  # views of θ: scales the output layer's 0.01 gain to 1
     return policy, theta
 
@@ -366,5 +366,5 @@ def test_rollout_rejects_bad_input():
         rollout("CartPole-v1", policy, theta, 1, 4, generator, horizon=501)
     with pytest.raises(ConfigError, match="Acrobot-v1"):
         rollout("Acrobot-v1", policy, theta, 1, 4, generator)
-    with pytest.raises(ConfigError, match="continuous"):
+    with pytest.raises(ConfigError, match="Pendulum-v1 needs a MLPGaussian with 3 inputs and 1 outputs"):
         rollout("Pendulum-v1", policy, theta, 1, 4, generator)

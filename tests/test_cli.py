@@ -35,8 +35,29 @@ def test_measure_json_has_the_documented_fields_and_is_deterministic():
     assert a["reference_kind"] == "exact" and a["declared_unbiased"] is True
     assert len(a["theta"]) == len(a["reference_grad"]) == len(a["mean_grad"]) == 64
     assert a["env_steps"] > 0 and a["nonfinite"] == 0
-    a.pop("seconds"), b.pop("seconds"), a.pop("seconds_per_estimate"), b.pop("seconds_per_estimate")
+    for timing in ("seconds", "seconds_per_estimate", "reference_seconds"):
+        a.pop(timing), b.pop(timing)
     assert a == b
+
+
+def test_measure_on_a_simulated_problem_reports_its_sampled_reference(tmp_path):
+    """The issue's example at a small scale: a sampled reference with its sample count and bias resolution,
+    computed once and then read from the cache (same numbers)."""
+    argv = ["measure", "--env", "cartpole", "--estimator", "reinforce", "--est-opt", "baseline=rloo",
+            "--env-opt", "horizon=50", "--env-opt", "hidden=8,8", "--batch-size", "8", "--reps", "20", "--seed", "0",
+            "--reference-samples", "2048", "--reference-batch-size", "32", "--reference-cache", str(tmp_path), "--json"]
+    first, second = pgvar(*argv), pgvar(*argv)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["reference_kind"] == "sampled" and a["reference_samples"] == 2048
+    assert a["reference_cached"] is False and b["reference_cached"] is True and len(list(tmp_path.iterdir())) == 1
+    assert a["bias_resolution"] > 0 and len(a["reference_se"]) == a["num_params"] == 8 * 4 + 8 + 8 * 8 + 8 + 2 * 8 + 2
+    assert a["objective_se"] > 0 and 1 <= a["objective"] <= 50
+    for key in ("reference_grad", "reference_se", "objective", "bias_norm", "bias_pvalue", "mean_grad"):
+        assert a[key] == b[key], key
+    table = pgvar(*argv[:-1])
+    assert table.returncode == 0 and "sampled: reinforce(returns=reward_to_go, baseline=rloo) N=32, 2048 trajectories, " \
+        "from the cache; bias resolution" in table.stdout, table.stdout
 
 
 def test_measure_table_and_theta_file(tmp_path):
@@ -78,6 +99,10 @@ BASE = {"--env": "frozenlake", "--estimator": "reinforce", "--batch-size": "4", 
     ({}, ["--theta", "WRONG"], "theta has 10 values (shape [10]); frozenlake expects 64"),
     ({}, ["--theta", "/no/such.npy"], "--theta /no/such.npy: no such file"),
     ({"--seed": None}, [], "the following arguments are required: --seed"),
+    ({}, ["--reference", "exact2"], "argument --reference: invalid choice: 'exact2'"),
+    ({}, ["--reference-samples", "10", "--reference", "sampled"], "reference samples=10: expected an integer ≥ 2 ×"),
+    ({"--env": "cartpole"}, ["--reference", "exact"], "env cartpole has no exact gradient: use a sampled reference"),
+    ({"--env": "cartpole", "--estimator": "natural"}, [], "estimator natural: env cartpole has no exact Fisher matrix"),
 ])
 def test_bad_input_is_one_clear_line(override, extra, message, tmp_path, capsys):
     np.save(tmp_path / "wrong.npy", np.zeros(10))
@@ -92,13 +117,14 @@ def test_bad_input_is_one_clear_line(override, extra, message, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS.names())
-def test_measure_runs_or_refuses_in_one_line_for_every_estimator_and_problem(estimator, capsys):
+def test_measure_runs_or_refuses_in_one_line_for_every_estimator_and_problem(estimator, capsys, tmp_path):
     """`pgvar measure` with each estimator's defaults on each problem's defaults either measures or,
     where the combination does not apply, exits 2 with one line naming the estimator."""
+    small_reference = ["--reference-samples", "256", "--reference-batch-size", "8", "--reference-cache", str(tmp_path)]
     for env in PROBLEMS.names():
         short = ["--env-opt", "horizon=5"] if env in HORIZON_OPTION else []
         code = main(["measure", "--env", env, "--estimator", estimator, "--batch-size", "4", "--reps", "3",
-                     "--seed", "0", *short])
+                     "--seed", "0", *short, *small_reference])
         captured = capsys.readouterr()
         if code == 2:
             lines = captured.err.strip().splitlines()

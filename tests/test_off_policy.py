@@ -26,12 +26,12 @@ from envs.tabular import TabularProblem
 from estimators import off_policy, resolve_estimator
 from estimators.off_policy import advantages, is_trajectory, log_ratios, select_behaviour
 from estimators.returns import reward_to_go_loop
-from tests.conftest import PROBLEM_CASES, case_id, random_theta
+from tests.conftest import EXACT_CASES, case_id, random_theta
 
 ALPHA = 1e-4
 OFF_POLICY = ("is-trajectory", "is-per-decision", "is-first-order", "ppo-clip")
 GARNET = ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2})
-STOCHASTIC_CASES = [c for c in PROBLEM_CASES if make_problem(*c).stochastic_policy]
+STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy]
 
 
 # ---------------------------------------------------------------------------------------------- loop twins

@@ -105,6 +105,8 @@ batch_sizes = [4, 8]
     (('pairs = [["reinforce baseline=rloo", "reinforce"]]', 'pairs = [["reinforce baseline=optimal", "reinforce"]]'),
      "report: variant 'reinforce baseline=optimal' is not in the sweep"),
     (('name = "small"', 'name = "a/b"'), "name: expected a non-empty name"),
+    (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 2 ×"),
+    (("[report]", "[reference]\nsample = 10\n[report]"), "reference.sample: unknown key; allowed: batch_size, samples"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, edit, message):
     old, new = edit
@@ -130,6 +132,50 @@ def test_executors_give_identical_rows(tmp_path):
     assert len(a) == 24
     pd.testing.assert_frame_equal(a, b)
     pd.testing.assert_frame_equal(a, c)
+
+
+SAMPLED = """
+name = "sampled"
+reps = 10
+seed = 0
+batch_sizes = [4]
+
+[[problems]]
+env = "cartpole"
+options = { horizon = 10, hidden = [4] }
+
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["none", "rloo"]
+
+[[estimators]]
+name = "natural"
+
+[reference]
+samples = 256
+batch_size = 16
+"""
+
+
+def test_sweep_on_a_problem_without_exact_gradient_shares_one_sampled_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("PGVAR_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config(write(tmp_path, SAMPLED))
+    cells, skipped = expand(config)
+    assert len(cells) == 2 and len(skipped) == 1 and "no exact Fisher matrix" in skipped[0]
+    run_sweep(config, tmp_path / "a", executor="processes", workers=2)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # computed once, before the workers started
+    table = rows(tmp_path / "a" / "sampled")
+    assert (table.reference_kind == "sampled").all() and (table.reference_samples == 256).all()
+    assert table.reference_norm.nunique() == 1 and (table.bias_resolution > 0).all()
+    assert (table.objective_se > 0).all() and table.objective.nunique() == 1
+
+
+def test_sweeps_accept_gym_ids_and_name_bad_ones(tmp_path):
+    text = SAMPLED.replace('env = "cartpole"', 'env = "gym:CartPole-v1"')
+    cells, _ = expand(load_config(write(tmp_path, text)))
+    assert {cell.env for cell in cells} == {"gym:CartPole-v1"} and len(cells) == 2
+    with pytest.raises(ConfigError, match="problems\\[0\\].env: .*CartPole-v99"):
+        load_config(write(tmp_path, SAMPLED.replace('env = "cartpole"', 'env = "gym:CartPole-v99"')))
 
 
 def test_rerun_reuses_and_fresh_restarts(tmp_path):

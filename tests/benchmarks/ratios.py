@@ -1,8 +1,9 @@
 """Print each benchmark group's medians and the ratios between its roles from a pytest-benchmark JSON.
 
-Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate" or "vmap" for the
-autodiff methods; "gym loop" or "batched" for rollouts) and, when they time different amounts of work,
-`extra_info["reps"]`: the ratios are then taken per replicate."""
+Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate", "vmap" or "packed" for
+the autodiff methods; "gym loop", "batched B=…" or "batched vmap B=…" for rollouts) and, when they time
+different amounts of work, `extra_info["reps"]`: the ratios are then taken per replicate (per env step for
+the rollouts, whose `extra_info["env_steps_per_second"]` is printed too)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections import defaultdict
 
 # (numerator, denominator) roles whose per-replicate median ratio is printed when a group has both
 RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate"),
-          ("gym loop", "batched")]
+          ("vmap", "packed"), ("gym loop", "batched B=4096"), ("gym loop", "batched B=16384"),
+          ("gym loop", "batched vmap B=4096"), ("batched vmap B=4096", "batched B=4096")]
 
 
 def main(path: str) -> int:
@@ -28,8 +30,9 @@ def main(path: str) -> int:
             info = b.get("extra_info", {})
             median, reps = b["stats"]["median"], info.get("reps", 1)
             per_rep[info.get("role", b["name"])] = median / reps
+            rate = f", {info['env_steps_per_second']:.4g} env steps/s" if "env_steps_per_second" in info else ""
             print(f"  {b['name']:<34} median {median:.4g} s over {b['stats']['rounds']} rounds, "
-                  f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate ({info.get('role', '')})")
+                  f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate{rate} ({info.get('role', '')})")
         for slow, fast in RATIOS:
             if slow in per_rep and fast in per_rep:
                 print(f"  {slow} / {fast}, per replicate: {per_rep[slow] / per_rep[fast]:.3g}×")

@@ -1,10 +1,10 @@
-"""The three autodiff methods side by side on an MLP policy (lecture notes 002's setting: N = 100
+"""The four autodiff methods side by side on an MLP policy (lecture notes 002's setting: N = 100
 trajectories of T = 200 steps, so the naive loop makes 20 000 backward passes).
 
 Policy: MLPCategorical obs_dim 4 → (64, 64) tanh → 2 actions (4 610 parameters), θ from `init_theta`.
 Batch: one replicate (M = 1) of N(0, 1) observations, uniform actions and N(0, 1) weights, every step
 alive. Each benchmark times `weighted_score_per_replicate(…, method)`, one gradient estimate.
-Rounds: vmap and surrogate 20 rounds of 1 iteration; naive 3 rounds of 1 (seconds each).
+Rounds: packed, vmap and surrogate 20 rounds of 1 iteration; naive 3 rounds of 1 (seconds each).
 `make bench` prints the medians and ratios (tests/benchmarks/ratios.py).
 """
 
@@ -19,7 +19,7 @@ from tests.test_autodiff import synthetic_mlp_batch
 
 REPS, BATCH_SIZE, HORIZON = 1, 100, 200
 GROUP = "autodiff MLP(64,64) N=100 T=200"
-ROUNDS = {"vmap": 20, "surrogate": 20, "naive": 3}
+ROUNDS = {"packed": 20, "vmap": 20, "surrogate": 20, "naive": 3}
 
 
 @pytest.fixture(scope="module")

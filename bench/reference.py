@@ -1,0 +1,260 @@
+"""The reference gradient a measurement is held to: exact where the problem has it, otherwise a
+high-sample estimate whose own error is known.
+
+Sampled reference (problems without an exact gradient, or `kind="sampled"` on any problem): K independent
+batches of `batch_size` trajectories at θ, each turned into one estimate g_k of the target by a declared
+unbiased estimator (REFERENCE_ESTIMATOR: REINFORCE with reward-to-go and the leave-one-out baseline, plus the
+entropy bonus when the target has one). Streaming: each chunk of batches is reduced to its count, mean and
+per-coordinate sum of squared deviations and merged into running sums (Chan, Golub & LeVeque 1979), so memory
+does not grow with the sample count. The result is
+
+    g̃ = (1/K) Σ_k g_k,   v_p = s_p² / K  (s_p² the sample variance of coordinate p over the K batches),
+
+an unbiased estimate of the target with per-coordinate variance v_p (standard error √v_p), and the mean
+discounted return Ĵ with its standard error. The damped natural gradient (F + δI)⁻¹∇J is a ratio of
+expectations with no unbiased estimator: it has no sampled reference.
+
+References are cached on disk by a content hash of (problem, options, θ, reference estimator, sample count,
+batch size, seed, code version): a second measurement at the same θ reuses the first's reference. Its draws
+come from sub-stream REFERENCE_STREAM of its own seed, so they are independent of every measurement's batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from envs.problem import Problem
+from envs.spec import ConfigError
+
+REFERENCE_STREAM = 2  # sub-stream of the reference seed (batches: 0 of the measurement seed, prepare: 1)
+REFERENCE_ESTIMATOR = "reinforce"
+DEFAULT_SAMPLES = 2**17  # trajectories
+DEFAULT_BATCH_SIZE = 64  # trajectories per reference batch (RLOO's leave-one-out mean over 63 others)
+KINDS = ("auto", "exact", "sampled")
+CODE_ROOT = Path(__file__).resolve().parents[1]
+CACHE_ENV = "PGVAR_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """How the reference is obtained. kind: auto (exact when the problem has it, else sampled) | exact |
+    sampled. samples, batch_size, seed: of a sampled reference. cache_dir: None = $PGVAR_CACHE_DIR or
+    <project>/.cache/references; cache=False recomputes and stores nothing."""
+
+    kind: str = "auto"
+    samples: int = DEFAULT_SAMPLES
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seed: int = 0
+    cache_dir: str | None = None
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"reference kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise ConfigError(f"reference batch_size={self.batch_size!r}: expected an integer ≥ 2 (leave-one-out "
+                              "baseline)")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2 * self.batch_size:
+            raise ConfigError(f"reference samples={self.samples!r}: expected an integer ≥ 2 × reference batch size "
+                              f"= {2 * self.batch_size} (a standard error needs two batches)")
+
+    @property
+    def batches(self) -> int:
+        """K, the reference batches: samples rounded down to a multiple of batch_size."""
+        return self.samples // self.batch_size
+
+    def directory(self) -> Path:
+        return Path(self.cache_dir or os.environ.get(CACHE_ENV) or CODE_ROOT / ".cache" / "references")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference gradient g̃ [P] with per-coordinate variance v [P] (zeros when exact)."""
+
+    kind: str  # "exact" | "sampled"
+    grad: np.ndarray  # [P]
+    variance: np.ndarray  # [P] v_p = Var(g̃_p): the squared standard errors
+    objective: float  # J(θ), exact or the mean discounted return
+    objective_se: float
+    samples: int  # trajectories behind a sampled reference (0: exact)
+    batches: int  # K (0: exact)
+    estimator: str  # how it was computed, e.g. "reinforce(returns=reward_to_go, baseline=rloo) N=64"
+    nonfinite: int  # reference batches with a non-finite estimate, excluded (counted, never hidden)
+    env_steps: int  # alive environment steps behind it
+    seconds: float  # wall time to compute it (of the original computation when loaded from the cache)
+    cached: bool  # loaded from the disk cache
+
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom of each v_p (K − 1); 0 when exact."""
+        return max(self.batches - 1, 0)
+
+
+def exact_reference(problem: Problem, theta: torch.Tensor, target) -> Reference:
+    began = time.perf_counter()
+    grad = target.reference(problem, theta).numpy()
+    objective = float(problem.objective(theta).detach())
+    return Reference("exact", grad, np.zeros_like(grad), objective, 0.0, 0, 0, "exact", 0, 0,
+                     time.perf_counter() - began, False)
+
+
+def reference_for(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
+                  show_progress: bool = True) -> Reference:
+    """The reference of `target` (estimators.registry.Target) at θ [P] under `config`."""
+    check_reference(problem, target, config.kind)
+    if config.kind == "exact" or (config.kind == "auto" and problem.has_exact_gradient):
+        return exact_reference(problem, theta, target)
+    return sampled_reference(problem, theta, target, config, show_progress)
+
+
+def check_reference(problem: Problem, target, kind: str = "auto") -> None:
+    """ConfigError unless `target` has a reference of this kind on `problem` (exact, or a sampled estimate)."""
+    if kind == "exact" and not problem.has_exact_gradient:
+        raise ConfigError(f"env {problem.name} has no exact gradient: use a sampled reference")
+    if kind == "sampled" or not problem.has_exact_gradient:
+        reference_options(target)
+
+
+def reference_options(target) -> dict:
+    """The options of REFERENCE_ESTIMATOR that estimate `target` without bias."""
+    if target.damping is not None:
+        raise ConfigError(f"the target {target.label} (damped natural gradient) is a ratio of expectations with no "
+                          "unbiased estimator, so it has no sampled reference; measure it on a problem with an exact "
+                          "Fisher matrix")
+    options = {"returns": "reward_to_go", "baseline": "rloo"}
+    if target.entropy_coef:
+        options["entropy_coef"] = target.entropy_coef
+    return options
+
+
+def code_version() -> str:
+    """sha256 of the source that computes a reference (envs/, estimators/, bench/harness.py and this file) and
+    of the torch, gymnasium and mujoco versions (gym:<id> dynamics are theirs): any change invalidates cached
+    references."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for package in ("torch", "gymnasium", "mujoco"):
+        try:
+            versions.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            versions.append(f"{package} absent")
+    digest = hashlib.sha256(" ".join(versions).encode())
+    files = sorted([*CODE_ROOT.glob("envs/*.py"), *CODE_ROOT.glob("estimators/*.py"),
+                    CODE_ROOT / "bench" / "harness.py", CODE_ROOT / "bench" / "reference.py"])
+    for file in files:
+        digest.update(file.relative_to(CODE_ROOT).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(problem: Problem, theta: torch.Tensor, options: dict, config: ReferenceConfig) -> str:
+    content = {
+        "problem": problem.name, "problem_options": {k: repr(v) for k, v in problem.options.items()},
+        "theta": hashlib.sha256(theta.to(torch.float64).contiguous().numpy().tobytes()).hexdigest(),
+        "estimator": REFERENCE_ESTIMATOR, "estimator_options": options,
+        "samples": config.samples, "batch_size": config.batch_size, "seed": config.seed,
+        "code": code_version(), "threads": torch.get_num_threads(),  # BLAS reductions may depend on it
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class RunningMoments:
+    """Count, mean and per-coordinate sum of squared deviations of rows, merged chunk by chunk (the pairwise
+    update of Chan, Golub & LeVeque 1979: exact, and free of the cancellation of Σx² − (Σx)²/n)."""
+
+    def __init__(self, dim: int):
+        self.count, self.mean, self.squares = 0, np.zeros(dim), np.zeros(dim)
+
+    def add(self, rows: np.ndarray) -> None:
+        """rows [n, P] float64."""
+        n = rows.shape[0]
+        if n == 0:
+            return
+        chunk_mean = rows.mean(0)
+        chunk_squares = ((rows - chunk_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = chunk_mean - self.mean
+        self.squares += chunk_squares + delta**2 * (self.count * n / total)
+        self.mean += delta * (n / total)
+        self.count = total
+
+    @property
+    def variance_of_mean(self) -> np.ndarray:
+        """s² / n per coordinate [P] (nan below two rows)."""
+        if self.count < 2:
+            return np.full_like(self.mean, np.nan)
+        return self.squares / (self.count - 1) / self.count
+
+
+def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
+                      show_progress: bool = True) -> Reference:
+    """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present."""
+    from bench.harness import PREPARE_STREAM, draw_estimates, make_generator
+    from estimators.registry import resolve_estimator
+
+    options = reference_options(target)
+    spec, resolved = resolve_estimator(REFERENCE_ESTIMATOR, options)
+    spec.check(resolved, problem, config.batch_size)
+    described = (f"{REFERENCE_ESTIMATOR}({', '.join(f'{k}={v}' for k, v in options.items())}) "
+                 f"N={config.batch_size}")
+    path = config.directory() / f"{cache_key(problem, theta, options, config)}.npz"
+    if config.cache and path.is_file():
+        return _load(path, described)
+
+    began = time.perf_counter()
+    gradient, returns = RunningMoments(problem.num_params), RunningMoments(1)
+    nonfinite = env_steps = 0
+    prepared = spec.prepare(resolved, problem, theta, make_generator(config.seed, REFERENCE_STREAM, PREPARE_STREAM))
+    chunks: Iterator = draw_estimates(problem, spec, resolved, theta, config.batch_size, config.batches,
+                                      make_generator(config.seed, REFERENCE_STREAM),
+                                      f"reference {problem.name} ({config.batches * config.batch_size} trajectories)",
+                                      show_progress, prepared)
+    for estimates, batch, _ in chunks:
+        rows = estimates.numpy()
+        finite = np.isfinite(rows).all(axis=1)
+        nonfinite += int((~finite).sum())
+        gradient.add(rows[finite])
+        env_steps += batch.env_steps
+        returns.add(((batch.rewards * batch.discount).sum(-1)).reshape(-1, 1).numpy())
+    if gradient.count < 2:
+        raise ConfigError(f"reference for {problem.name}: {nonfinite} of {config.batches} reference batches gave "
+                          "non-finite estimates; no reference")
+    reference = Reference(
+        "sampled", gradient.mean.copy(), gradient.variance_of_mean, float(returns.mean[0]),
+        float(math.sqrt(returns.variance_of_mean[0])), config.batches * config.batch_size, gradient.count, described,
+        nonfinite, env_steps, time.perf_counter() - began, False,
+    )
+    if config.cache:
+        _store(path, reference)
+    return reference
+
+
+def _store(path: Path, reference: Reference) -> None:
+    """Write atomically (a temporary file renamed into place), so concurrent sweep workers never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"objective": reference.objective, "objective_se": reference.objective_se, "samples": reference.samples,
+            "batches": reference.batches, "nonfinite": reference.nonfinite, "env_steps": reference.env_steps,
+            "seconds": reference.seconds}
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as handle:
+        np.savez(handle, grad=reference.grad, variance=reference.variance, meta=json.dumps(meta))
+    os.replace(handle.name, path)
+
+
+def _load(path: Path, described: str) -> Reference:
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+        return Reference("sampled", stored["grad"], stored["variance"], meta["objective"], meta["objective_se"],
+                         meta["samples"], meta["batches"], described, meta["nonfinite"], meta["env_steps"],
+                         meta["seconds"], True)
