@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from bench.metrics import GradientMetrics, gradient_metrics
-from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
+from bench.reference import Reference, ReferenceConfig, reference_for
 from envs.problem import Batch, Problem
 from envs.spec import ConfigError
 from estimators.registry import EstimatorSpec, Prepared, resolve_estimator
@@ -160,13 +160,11 @@ def measure(
     spec, options = resolve_estimator(estimator, estimator_options)
     spec.check(options, problem, batch_size)
     target = spec.target_of(options)
-    reference_config = reference_config or ReferenceConfig()
-    try:
-        check_reference(problem, target, reference_config.kind)
-    except ConfigError as err:
-        raise ConfigError(f"estimator {estimator}: {err}") from None
     theta = problem.default_theta() if theta is None else problem.check_theta(theta)
-    reference = reference_for(problem, theta, target, reference_config, show_progress)
+    try:
+        reference = reference_for(problem, theta, target, reference_config or ReferenceConfig(), show_progress)
+    except ConfigError as err:  # no reference of this target here: say whose target it is
+        raise ConfigError(f"estimator {estimator}: {err}") from None
 
     began = time.perf_counter()
     prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))

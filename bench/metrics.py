@@ -159,9 +159,8 @@ def bias_test(deviations: np.ndarray, tr_s: float, tr_s2_hat: float, diag_s: np.
     ref_squares = float((reference_variance**2).sum())
     tr_c2 = max(tr_s2_hat, 0.0) / count**2 + 2 * float(diag_s @ reference_variance) / count + ref_squares
     nu_c = min(max(noise**2 / tr_c2, 1.0), float(dim))
-    estimates_part, reference_part = tr_s / count, ref_total
-    den_dof = noise**2 / (estimates_part**2 / ((count - 1) * nu)
-                          + reference_part**2 / (max(reference_dof, 1) * ref_total**2 / ref_squares))
+    # Welch–Satterthwaite: tr S / M has (M − 1)ν̂ degrees of freedom, Σv has (K − 1)·(Σv)²/Σv²
+    den_dof = noise**2 / ((tr_s / count) ** 2 / ((count - 1) * nu) + ref_squares / max(reference_dof, 1))
     return float(stats.f.sf(sq_dev / noise, nu_c, den_dof)), nu
 
 

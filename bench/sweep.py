@@ -477,8 +477,12 @@ def prepare_references(cells: list[Cell]) -> None:
     cells run), so that parallel workers read it instead of each computing it. Workers on other machines see
     it only through a shared cache folder ($PGVAR_CACHE_DIR); otherwise they compute and cache their own."""
     needed: dict[str, tuple[Cell, Any]] = {}
+    exact: dict[tuple, bool] = {}
     for cell in cells:
-        if not make_problem(cell.env, dict(cell.env_options)).has_exact_gradient:
+        problem_key = (cell.env, cell.env_options)
+        if problem_key not in exact:
+            exact[problem_key] = make_problem(cell.env, dict(cell.env_options)).has_exact_gradient
+        if not exact[problem_key]:
             spec, options = resolve_estimator(cell.estimator, dict(cell.estimator_options))
             target = spec.target_of(options)
             needed.setdefault(_digest([cell.env, cell.env_options, cell.theta, repr(target), cell.reference]),

@@ -473,12 +473,7 @@ def rollout(
 
 def check_policy(env: ClassicEnv, policy: MLPCategorical | MLPGaussian) -> None:
     """ConfigError unless the policy's input and action space are the environment's."""
-    if env.num_actions:
-        expected, got = (MLPCategorical, env.observation_dim, env.num_actions), (type(policy), policy.obs_dim,
-                                                                                  getattr(policy, "num_actions", 0))
-    else:
-        expected, got = (MLPGaussian, env.observation_dim, 1), (type(policy), policy.obs_dim,
-                                                                 getattr(policy, "action_dim", 0))
-    if expected != got:
-        raise ConfigError(f"rollout: {env.id} needs a {expected[0].__name__} with {expected[1]} inputs and "
-                          f"{expected[2]} outputs; got a {got[0].__name__} {got[1]} → {got[2]}")
+    kind, outputs = (MLPCategorical, env.num_actions) if env.num_actions else (MLPGaussian, 1)
+    if (type(policy), policy.obs_dim, policy.net.out_dim) != (kind, env.observation_dim, outputs):
+        raise ConfigError(f"rollout: {env.id} needs a {kind.__name__} with {env.observation_dim} inputs and "
+                          f"{outputs} outputs; got a {type(policy).__name__} {policy.obs_dim} → {policy.net.out_dim}")

@@ -16,45 +16,59 @@ from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec
 from envs.spec import Choice, Float, Int, IntList, Option
 
 
-class ControlProblem(Problem):
-    """A `CLASSIC_ENVS` environment, an MLP policy (categorical for discrete actions, diagonal Gaussian
-    for continuous ones) and J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H ≤ max_episode_steps."""
+class MLPProblem(Problem):
+    """A simulator under an MLP policy: no exact objective (measured against a sampled reference), θ by
+    default the seeded PPO-style initialisation. Subclasses set the problem's fields through `_set_up`."""
 
     has_exact_gradient = False
+    mlp_policy: MLPCategorical | MLPGaussian
 
-    def __init__(self, name: str, env_id: str, hidden: tuple[int, ...], activation: str, horizon: int,
-                 gamma: float, theta_seed: int):
-        self.name, self.env_id = name, env_id
-        self.env: ClassicEnv = CLASSIC_ENVS[env_id]
-        self.horizon = horizon
+    def _set_up(self, name: str, obs_dim: int, inputs: str, discrete_actions: int, action_dim: int,
+                hidden: tuple[int, ...], activation: str, horizon: int, gamma: float, theta_seed: int,
+                **more_options) -> None:
+        """Options, horizon, γ and the policy: a softmax over `discrete_actions` actions if non-zero, else a
+        diagonal Gaussian over `action_dim`; `inputs` names the network's input in the θ layout."""
+        self.name, self.horizon, self.gamma, self.theta_seed = name, horizon, gamma, theta_seed
         self.options = {"hidden": hidden, "activation": activation, "horizon": horizon, "gamma": gamma,
-                        "theta_seed": theta_seed}
-        self.gamma, self.theta_seed = gamma, theta_seed
-        if self.env.num_actions:
-            self.policy = MLPCategorical(self.env.observation_dim, hidden, self.env.num_actions, activation)
-            head = f"softmax over {self.env.num_actions} actions"
+                        "theta_seed": theta_seed, **more_options}
+        if discrete_actions:
+            self.mlp_policy = MLPCategorical(obs_dim, hidden, discrete_actions, activation)
+            head = f"softmax over {discrete_actions} actions"
         else:
-            self.policy = MLPGaussian(self.env.observation_dim, hidden, 1, activation)
+            self.mlp_policy = MLPGaussian(obs_dim, hidden, action_dim, activation)
             head = "Gaussian mean, then log σ"
-        self.theta_shape = (self.policy.num_params,)
-        widths = " → ".join(map(str, (self.env.observation_dim, *hidden, self.policy.net.out_dim)))
-        self.theta_layout = (f"MLP {widths} ({activation}; {head}): per layer W [out, in] row-major then b "
-                             "[out], torch.nn.Sequential order" + ("" if self.env.num_actions else ", then log σ"))
+        self.theta_shape = (self.mlp_policy.num_params,)
+        widths = " → ".join(map(str, (inputs, *hidden, self.mlp_policy.net.out_dim)))
+        self.theta_layout = (f"MLP {widths} ({activation}; {head}): per layer W [out, in] row-major then b [out], "
+                             "torch.nn.Sequential order" + ("" if discrete_actions else ", then log σ"))
 
     def default_theta(self) -> torch.Tensor:
         """The PPO-style initialisation drawn from `theta_seed` (orthogonal weights, near-uniform policy)."""
-        return self.policy.init_theta(torch.Generator().manual_seed(self.theta_seed))
-
-    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
-               group_size: int = 1) -> Batch:
-        return rollout(self.env_id, self.policy, theta, reps, batch_size, generator, self.horizon, self.gamma,
-                       group_size)
+        return self.mlp_policy.init_theta(torch.Generator().manual_seed(self.theta_seed))
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         raise self.unsupported("exact objective J(θ) (it is estimated with the sampled reference)")
 
     def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         raise self.unsupported("exact gradient (measurements use a sampled reference)")
+
+
+class ControlProblem(MLPProblem):
+    """A `CLASSIC_ENVS` environment, an MLP policy (categorical for discrete actions, diagonal Gaussian
+    for continuous ones) and J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H ≤ max_episode_steps."""
+
+    def __init__(self, name: str, env_id: str, hidden: tuple[int, ...], activation: str, horizon: int,
+                 gamma: float, theta_seed: int):
+        self.env_id = env_id
+        self.env: ClassicEnv = CLASSIC_ENVS[env_id]
+        dim = self.env.observation_dim
+        self._set_up(name, dim, str(dim), self.env.num_actions, 1, hidden, activation, horizon, gamma, theta_seed)
+        self.policy = self.mlp_policy
+
+    def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
+               group_size: int = 1) -> Batch:
+        return rollout(self.env_id, self.policy, theta, reps, batch_size, generator, self.horizon, self.gamma,
+                       group_size)
 
 
 def mlp_problem_options(horizon: Option) -> dict[str, Option]:

@@ -48,9 +48,9 @@ import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from envs.control import mlp_problem_options
+from envs.control import MLPProblem, mlp_problem_options
 from envs.policies import MLPCategorical, MLPGaussian
-from envs.problem import GYM_PREFIX, Batch, Problem, ProblemSpec, stack_steps
+from envs.problem import GYM_PREFIX, Batch, ProblemSpec, stack_steps
 from envs.spec import ConfigError, Int, Option
 
 SEED_BOUND = 2**62  # reset seeds are drawn uniformly from [0, SEED_BOUND)
@@ -129,44 +129,21 @@ def episode_seeds(count: int, group_size: int, generator: torch.Generator) -> tu
     return reset.tolist(), torch.randint(SEED_BOUND, (count,), generator=generator).tolist()
 
 
-class GymProblem(Problem):
+class GymProblem(MLPProblem):
     """A gymnasium id stepped through `SyncVectorEnv(num_envs)`, an MLP policy chosen from its spaces, and
     J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H (see the module docstring)."""
 
-    has_exact_gradient = False
-
     def __init__(self, info: GymEnvInfo, hidden: tuple[int, ...], activation: str, horizon: int, gamma: float,
                  theta_seed: int, num_envs: int):
-        self.info, self.env_id = info, info.env_id
-        self.name = GYM_PREFIX + info.env_id
-        self.horizon, self.gamma, self.theta_seed, self.num_envs = horizon, gamma, theta_seed, num_envs
-        self.options = {"hidden": hidden, "activation": activation, "horizon": horizon, "gamma": gamma,
-                        "theta_seed": theta_seed, "num_envs": num_envs}
+        self.info, self.env_id, self.num_envs = info, info.env_id, num_envs
         obs_space, action_space = info.observation_space, info.action_space
         one_hot = isinstance(obs_space, spaces.Discrete)
         obs_dim = int(obs_space.n) if one_hot else math.prod(obs_space.shape)
-        if isinstance(action_space, spaces.Discrete):
-            self.mlp_policy = MLPCategorical(obs_dim, hidden, int(action_space.n), activation)
-            head = f"softmax over {action_space.n} actions"
-        else:
-            self.mlp_policy = MLPGaussian(obs_dim, hidden, action_space.shape[0], activation)
-            head = "Gaussian mean, then log σ"
+        discrete_actions = int(action_space.n) if isinstance(action_space, spaces.Discrete) else 0
+        self._set_up(GYM_PREFIX + info.env_id, obs_dim, f"one-hot of {obs_dim} states" if one_hot else str(obs_dim),
+                     discrete_actions, 0 if discrete_actions else action_space.shape[0], hidden, activation, horizon,
+                     gamma, theta_seed, num_envs=num_envs)
         self.policy = OneHotObservation(self.mlp_policy) if one_hot else self.mlp_policy
-        self.theta_shape = (self.mlp_policy.num_params,)
-        inputs = f"one-hot of {obs_dim} states" if one_hot else str(obs_dim)
-        widths = " → ".join(map(str, (inputs, *hidden, self.mlp_policy.net.out_dim)))
-        self.theta_layout = (f"MLP {widths} ({activation}; {head}): per layer W [out, in] row-major then b [out], "
-                             "torch.nn.Sequential order" + ("" if head.startswith("softmax") else ", then log σ"))
-
-    def default_theta(self) -> torch.Tensor:
-        """The PPO-style initialisation drawn from `theta_seed` (orthogonal weights, near-uniform policy)."""
-        return self.mlp_policy.init_theta(torch.Generator().manual_seed(self.theta_seed))
-
-    def objective(self, theta: torch.Tensor) -> torch.Tensor:
-        raise self.unsupported("exact objective J(θ) (it is estimated with the sampled reference)")
-
-    def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
-        raise self.unsupported("exact gradient (measurements use a sampled reference)")
 
     def make_env(self) -> gym.Env:
         return make_gym_env(self.env_id)
