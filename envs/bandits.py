@@ -13,8 +13,9 @@ import torch
 
 from envs.policies import ScalarGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
-from envs.spec import Float, FloatList, Int, Option
-from envs.tabular import TabularMDP, TabularProblem
+from envs.spec import ConfigError, Float, FloatList, Int, Option
+from envs.memory import check_bytes
+from envs.tabular import TabularMDP, TabularProblem, table_bytes
 from envs.values import TableBasis, ValueFunction
 
 
@@ -48,6 +49,9 @@ class GaussianBandit(Problem):
 
     def default_theta(self) -> torch.Tensor:
         return torch.zeros(2, dtype=torch.float64)
+
+    def parameter_name(self, index: int) -> str:
+        return ("μ", "s")[index]
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         return -((theta[0] - self.target) ** 2 + torch.exp(2 * theta[1]))
@@ -109,6 +113,11 @@ PROBLEMS.register("softmax-bandit", ProblemSpec(
 ))
 
 
+# θ has one logit per (context, arm) and every measurement holds M × N_chunk per-trajectory gradients of that
+# size: beyond 10⁶ even M = 2 batches of a few trajectories take gigabytes.
+MAX_CONTEXT_LOGITS = 1_000_000
+
+
 class ContextualBandit(TabularProblem):
     """C contexts drawn uniformly, K arms, reward ~ Bernoulli(p[c, k]), π(k|c) = softmax(θ[c, :]) —
     softmax-linear in one-hot context features. Closed forms:
@@ -119,12 +128,22 @@ class ContextualBandit(TabularProblem):
     theta_layout = "softmax logits θ[context, arm]"
 
     def __init__(self, contexts: int, arms: int, reward_seed: int):
+        if contexts * arms > MAX_CONTEXT_LOGITS:
+            raise ConfigError(f"env contextual-bandit: contexts × arms = {contexts} × {arms} = {contexts * arms} logits, "
+                              f"more than the {MAX_CONTEXT_LOGITS} allowed; lower contexts or arms")
+        check_bytes(table_bytes(contexts, arms, 2, 1), f"env contextual-bandit with contexts × arms = {contexts} × "
+                    f"{arms} = {contexts * arms} logits", "contexts or arms")
         rng = np.random.default_rng(reward_seed)
         # context c's success probabilities are scaled by (c + 1)/C: small and large reward scales
         probs = rng.uniform(size=(contexts, arms)) * (np.arange(1, contexts + 1)[:, None] / contexts)
-        table = {c: {k: [(float(p), c, 1.0, True), (1.0 - float(p), c, 0.0, True)] for k, p in enumerate(row)}
-                 for c, row in enumerate(probs)}
-        mdp = TabularMDP.from_outcomes(np.full(contexts, 1.0 / contexts), table)
+        # the outcome tables of P[c][k] = [(p, c, 1, terminal), (1 − p, c, 0, terminal)], built as arrays
+        mdp = TabularMDP(
+            torch.full((contexts,), 1.0 / contexts, dtype=torch.float64),
+            torch.as_tensor(np.stack([probs, 1.0 - probs], -1)),
+            torch.arange(contexts)[:, None, None].expand(contexts, arms, 2).contiguous(),
+            torch.tensor([1.0, 0.0], dtype=torch.float64).expand(contexts, arms, 2).contiguous(),
+            torch.ones(contexts, arms, 2, dtype=torch.bool),
+        )
         options = {"contexts": contexts, "arms": arms, "reward_seed": reward_seed}
         super().__init__("contextual-bandit", mdp, 1.0, 1, options)
         self.success = torch.as_tensor(probs)  # p [C, K]
@@ -145,5 +164,6 @@ PROBLEMS.register("contextual-bandit", ProblemSpec(
         "arms": Option(Int(2, 1_000), 3, "number of arms K"),
         "reward_seed": Option(Int(0), 0, "seed of the success probabilities p[c, k]"),
     },
-    "one step, C uniform contexts × K Bernoulli arms, softmax policy per context, θ = [C, K] logits (zeros)",
+    "one step, C uniform contexts × K Bernoulli arms, softmax policy per context, θ = [C, K] logits (zeros); "
+    f"C × K ≤ {MAX_CONTEXT_LOGITS}",
 ))

@@ -11,9 +11,15 @@ from __future__ import annotations
 import torch
 
 from envs.classic import CLASSIC_ENVS, ClassicEnv, rollout
-from envs.policies import ACTIVATIONS, MLPCategorical, MLPGaussian
+from envs.memory import MEMORY_FRACTION, check_bytes
+from envs.policies import ACTIVATIONS, MLP, MLPCategorical, MLPGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec
-from envs.spec import Choice, Float, Int, IntList, Option
+from envs.spec import Choice, ConfigError, Float, Int, IntList, Option
+
+
+# Bytes per parameter of an MLP problem before any batch: θ, its orthogonal initialisation (a QR of each
+# weight matrix; measured 38 B per parameter at hidden = 2000,2000) and the [P] gradients and moments.
+PARAM_BYTES = 48
 
 
 class MLPProblem(Problem):
@@ -29,6 +35,13 @@ class MLPProblem(Problem):
         """Options, horizon, γ and the policy: a softmax over `discrete_actions` actions if non-zero, else a
         diagonal Gaussian over `action_dim`; `inputs` names the network's input in the θ layout."""
         self.name, self.horizon, self.gamma, self.theta_seed = name, horizon, gamma, theta_seed
+        outputs = discrete_actions or action_dim
+        params = MLP(obs_dim, hidden, outputs).num_params + (0 if discrete_actions else action_dim)
+        self.memory_bytes = PARAM_BYTES * params
+        check_bytes(self.memory_bytes, f"env {name} with hidden={','.join(map(str, hidden))} ({params:.3g} "
+                    "parameters: θ, its initialisation and gradients)", "the hidden layer widths")
+        self.step_values = obs_dim + (1 if discrete_actions else action_dim) + 2 + outputs
+        self.lane_bytes = 24.0 * (sum(hidden) + outputs)  # the policy's forward pass at one sampler step
         self.options = {"hidden": hidden, "activation": activation, "horizon": horizon, "gamma": gamma,
                         "theta_seed": theta_seed, **more_options}
         if discrete_actions:
@@ -45,6 +58,21 @@ class MLPProblem(Problem):
     def default_theta(self) -> torch.Tensor:
         """The PPO-style initialisation drawn from `theta_seed` (orthogonal weights, near-uniform policy)."""
         return self.mlp_policy.init_theta(torch.Generator().manual_seed(self.theta_seed))
+
+    def check_policy_outputs(self, theta: torch.Tensor) -> None:
+        """The network's outputs (and σ = e^ℓ for the Gaussian) at a few standard-normal inputs must be finite
+        and σ > 0: else every sampled action, log π and reference estimate is NaN."""
+        obs = torch.randn(8, self.mlp_policy.obs_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            outputs = [self.mlp_policy.net(theta, obs).reshape(-1)]
+            if isinstance(self.mlp_policy, MLPGaussian):
+                std = torch.exp(self.mlp_policy.log_std(theta))
+                outputs.append(torch.where(std > 0, std, torch.nan))
+        if not torch.isfinite(torch.cat(outputs)).all():
+            largest = int(theta.abs().argmax())
+            raise ConfigError(f"theta for {self.name} makes the policy's outputs non-finite (the largest entry is "
+                              f"{self.parameter_name(largest)} = {theta[largest].item():g}; {self.theta_layout}); "
+                              "choose a θ of moderate size")
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         raise self.unsupported("exact objective J(θ) (it is estimated with the sampled reference)")
@@ -94,7 +122,8 @@ def _register(name: str, env_id: str, what: str) -> None:
         build,
         mlp_problem_options(Option(Int(1, steps), steps, f"horizon H (≤ the TimeLimit, {steps})")),
         f"gymnasium {env_id} ({what}), batched in torch; MLP policy ({policy}); no exact gradient: "
-        "sampled reference",
+        f"sampled reference; refused when θ and its gradients, ≈ {PARAM_BYTES}·P bytes, exceed "
+        f"{MEMORY_FRACTION:.0%} of the available memory",
     ))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from envs.memory import MEMORY_FRACTION, check_bytes
 from envs.policies import LinearDeterministic, LinearGaussian
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
 from envs.spec import Choice, ConfigError, Float, Int, Option
@@ -64,6 +65,14 @@ class QuadraticActionValues:
         return 2 * (self.matrices[steps][..., self.state_dim:, :] @ self._pair(obs, actions))[..., 0]
 
 
+def lqr_bytes(state_dim: int, action_dim: int, horizon: int) -> float:
+    """Rough peak bytes of LQR's exact computations: autograd through the covariance recursion keeps ~5
+    [dx + du]² float64 matrices per step (measured: 300 MB at dx = du = 100, H = 200), and the Fisher
+    matrix is [P, P]."""
+    params = state_dim * action_dim + 1
+    return 8.0 * (5 * horizon * (state_dim + action_dim) ** 2 + 3 * params**2)
+
+
 class LinearQuadratic(Problem):
     name = "lqr"
 
@@ -72,6 +81,11 @@ class LinearQuadratic(Problem):
         self.options = dict(state_dim=state_dim, action_dim=action_dim, horizon=horizon, gamma=gamma, noise=noise,
                             system_seed=system_seed, policy=policy)
         self.horizon, self.gamma, self.noise = horizon, gamma, noise
+        self.memory_bytes = lqr_bytes(state_dim, action_dim, horizon)
+        check_bytes(self.memory_bytes, f"env lqr with state_dim {state_dim}, action_dim {action_dim} and horizon "
+                    f"{horizon} (its exact objective, gradient and Fisher matrix)", "state_dim, action_dim or horizon")
+        self.step_values = state_dim + action_dim + 2
+        self.lane_bytes = 32.0 * (state_dim + action_dim)  # a step's products and noise draws
         rng = np.random.default_rng(system_seed)
         a = rng.normal(size=(state_dim, state_dim))
         a *= 0.95 / max(abs(np.linalg.eigvals(a)).max(), 1e-12)
@@ -91,6 +105,10 @@ class LinearQuadratic(Problem):
 
     def default_theta(self) -> torch.Tensor:
         return torch.zeros(self.num_params, dtype=torch.float64)  # K = 0 (and σ = 1)
+
+    def parameter_name(self, index: int) -> str:
+        gain_size = self.policy.action_dim * self.policy.state_dim
+        return f"K[{index // self.policy.state_dim}, {index % self.policy.state_dim}]" if index < gain_size else "log σ"
 
     def state_covariances(self, theta: torch.Tensor) -> torch.Tensor:
         """E[x_t x_tᵀ] = Σ_t for t < H by the closed-loop recursion (differentiable). → [H, dx, dx]"""
@@ -217,5 +235,6 @@ PROBLEMS.register("lqr", ProblemSpec(
                          "gaussian u = −Kx + σε, θ = [K, log σ]; deterministic u = −Kx, θ = K"),
     },
     "finite-horizon LQR, linear policy: gaussian u = −Kx + σε, θ = [K, log σ] (default K = 0, σ = 1), "
-    "or deterministic u = −Kx, θ = K (default K = 0)",
+    "or deterministic u = −Kx, θ = K (default K = 0); refused when its exact computations, "
+    f"≈ 8·(5·H·(state_dim + action_dim)² + 3·P²) bytes, exceed {MEMORY_FRACTION:.0%} of the available memory",
 ))

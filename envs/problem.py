@@ -5,6 +5,7 @@ Shapes: M replicate batches, N trajectories per batch, T time steps, P parameter
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
@@ -121,16 +122,71 @@ class Problem(ABC):
         raise self.unsupported("exact Fisher matrix")
 
     def check_theta(self, theta: Any) -> torch.Tensor:
-        """θ as a flat float64 tensor, or a ConfigError naming the expected shape."""
-        arr = torch.as_tensor(np.asarray(theta, dtype=np.float64))
-        if arr.numel() != self.num_params:
-            raise ConfigError(
-                f"theta has {arr.numel()} values (shape {list(arr.shape)}); {self.name} expects "
-                f"{self.num_params}: {self.theta_layout}, shape {list(self.theta_shape)} flattened row-major"
-            )
-        if not torch.isfinite(arr).all():
-            raise ConfigError(f"theta for {self.name} contains non-finite values")
-        return arr.reshape(-1).clone()
+        """θ as a flat float64 tensor from real numbers (floating or integer) of the documented `theta_shape` or
+        flat [P], all finite; anything else is a ConfigError naming the expected shape. Booleans, strings,
+        records and complex numbers are refused rather than converted: each would lose or invent values."""
+        if isinstance(theta, torch.Tensor):
+            arr = theta.detach().cpu()
+            real = not (arr.is_complex() or arr.dtype == torch.bool)
+        else:
+            try:
+                arr = np.asarray(theta)
+            except ValueError as err:  # a ragged nesting of lists
+                raise ConfigError(f"theta for {self.name} is not an array of numbers ({err})") from None
+            real = arr.dtype.kind in "fiu"
+        if not real:
+            raise ConfigError(f"theta for {self.name} has dtype {arr.dtype}; expected real floating or integer numbers")
+        shape = tuple(arr.shape)
+        expected = f"{self.num_params}: {self.theta_layout}, shape {list(self.theta_shape)} flattened row-major"
+        if math.prod(shape) != self.num_params:
+            raise ConfigError(f"theta has {math.prod(shape)} values (shape {list(shape)}); {self.name} expects {expected}")
+        if shape not in (tuple(self.theta_shape), (self.num_params,)):
+            raise ConfigError(f"theta has shape {list(shape)}; {self.name} expects shape {list(self.theta_shape)} "
+                              f"or flat [{self.num_params}] ({self.theta_layout}), not another arrangement of its "
+                              "values")
+        flat = (arr.to(torch.float64) if isinstance(arr, torch.Tensor)
+                else torch.from_numpy(arr.astype(np.float64))).reshape(-1).clone()
+        if not torch.isfinite(flat).all():
+            bad = int((~torch.isfinite(flat)).nonzero()[0, 0])
+            raise ConfigError(f"theta for {self.name} contains non-finite values ({self.parameter_name(bad)} = "
+                              f"{flat[bad].item()})")
+        return flat
+
+    def parameter_name(self, index: int) -> str:
+        """The name of coordinate `index` of the flat θ in the documented layout, e.g. θ[3, 1] for [S, A]."""
+        if len(self.theta_shape) < 2:
+            return f"θ[{index}]"
+        return "θ[" + ", ".join(map(str, np.unravel_index(index, self.theta_shape))) + "]"
+
+    def check_objective(self, theta: torch.Tensor, objective: float, gradient: np.ndarray) -> None:
+        """ConfigError unless J(θ) and ∇J(θ) [P] are finite, naming the coordinates of θ to blame: those
+        where ∇J is not finite, else the largest in magnitude (an overflow of e^{2s} on the Gaussian bandit)."""
+        finite = np.isfinite(gradient)
+        if math.isfinite(objective) and finite.all():
+            return
+        blamed = np.flatnonzero(~finite) if not finite.all() else np.argsort(-np.abs(theta.numpy()))
+        named = ", ".join(f"{self.parameter_name(int(i))} = {theta[int(i)].item():g}" for i in blamed[:3])
+        more = f" and {len(blamed) - 3} more" if len(blamed) > 3 and not finite.all() else ""
+        raise ConfigError(f"theta for {self.name} makes the objective non-finite (J(θ) = {objective:g}, ∇J non-finite "
+                          f"in {int((~finite).sum())} of {len(gradient)} coordinates) at {named}{more} "
+                          f"({self.theta_layout}); choose a θ where J is finite")
+
+    def check_policy_outputs(self, theta: torch.Tensor) -> None:
+        """ConfigError if the policy at θ [P] computes non-finite outputs, for a problem whose objective is
+        not computed exactly (the exact ones are checked by `check_objective`); by default nothing to check."""
+
+    # Memory the problem's data structures, exact objective and gradient take, estimated from the options
+    # before they are built (envs/memory.py): the builders refuse what would not fit.
+    memory_bytes: float = 0.0
+    step_values: int = 4  # 8-byte values per trajectory step in a chunk: obs, action, reward, mask (and the
+    # per-step outputs of the policy that a gradient keeps)
+    lane_bytes: float = 0.0  # temporaries of one sampler step, per trajectory
+
+    def sample_bytes(self, trajectories: int) -> float:
+        """Rough upper bound on the bytes a chunk of `trajectories` (M_chunk × N) holds while it is sampled and
+        its gradients computed: every trajectory alive for H steps, its per-step records held twice (the step
+        lists and the stacked Batch, or the values and their gradients)."""
+        return trajectories * (16.0 * self.horizon * self.step_values + self.lane_bytes)
 
 
 @dataclass(frozen=True)

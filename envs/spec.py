@@ -9,6 +9,7 @@ the CLI prints its message and exits non-zero without a traceback.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Generic, Mapping, TypeVar
 
@@ -189,6 +190,18 @@ def resolve_options(
     return resolved
 
 
+MAX_SEED = 2**63 - 1  # the largest int64: seeds are stored in int64 columns
+
+
+def check_seed(value: Any, name: str) -> int:
+    """`value` as a seed: an integer in [0, MAX_SEED] (numpy's SeedSequence takes no negative entropy), or a
+    ConfigError naming `name`; None (fresh OS entropy) is refused, since a measurement must be reproducible."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name}={value!r}: expected an integer in [0, 2^63 − 1] (a fixed seed makes the run "
+                          "reproducible)")
+    return int(value)
+
+
 def parse_key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
     """`["a=1", "b=x"]` → `{"a": "1", "b": "x"}`; a pair without '=' is a ConfigError."""
     out: dict[str, str] = {}
@@ -229,6 +242,6 @@ class Registry(Generic[T]):
 
 
 __all__ = [
-    "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "IntList", "Option", "Parser",
-    "Registry", "parse_key_values", "resolve_options",
+    "MAX_SEED", "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "IntList", "Option", "Parser",
+    "Registry", "check_seed", "parse_key_values", "resolve_options",
 ]

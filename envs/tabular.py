@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.memory import MEMORY_FRACTION, check_bytes
 from envs.policies import SoftmaxTabular
 from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped, stack_steps
 from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
@@ -85,6 +86,20 @@ def normalised_cdf(prob: torch.Tensor) -> torch.Tensor:
     return cdf.masked_fill(pad, torch.inf)
 
 
+# Peak bytes of a finite MDP, measured (peak RSS) on garnet, taxi and the contextual bandit: building the
+# outcome table (gymnasium's P-style nested lists and tuples, then the padded arrays and CDFs) takes ~240 per
+# entry (s, a, k); the exact objective's backward recursion keeps, for autograd, ~25 per entry and ~30 per
+# (s, a) at every step (taxi at H = 10⁵: 16 GB).
+TABLE_BYTES = 300
+RECURSION_BYTES = 32
+
+
+def table_bytes(states: int, actions: int, outcomes: int, horizon: int) -> float:
+    """Rough peak bytes of a finite MDP of states × actions × outcomes entries: its tables and the exact
+    objective and gradient by the backward recursion over `horizon` steps."""
+    return float(states * actions) * (outcomes * (TABLE_BYTES + RECURSION_BYTES * horizon) + RECURSION_BYTES * horizon)
+
+
 class TabularProblem(Problem):
     """A finite MDP under a softmax-tabular policy, θ = [S, A] logits flattened row-major."""
 
@@ -99,6 +114,9 @@ class TabularProblem(Problem):
         self.gym_id, self.gym_kwargs = gym_id, dict(gym_kwargs or {})  # the gymnasium env the tables came from
         self.policy = SoftmaxTabular(mdp.num_states, mdp.num_actions)
         self.theta_shape = (mdp.num_states, mdp.num_actions)
+        outcomes = mdp.prob.shape[2]
+        self.memory_bytes = table_bytes(mdp.num_states, mdp.num_actions, outcomes, horizon)
+        self.lane_bytes = 24.0 * (mdp.num_actions + outcomes)  # a step's gathered CDF rows and comparisons
         self._outcome_cdf = normalised_cdf(mdp.prob)  # [S, A, K]
         self._initial_cdf = normalised_cdf(mdp.initial[None])  # [1, S]
 
@@ -211,6 +229,8 @@ def _gym_tables(env_id: str, **kwargs: Any) -> tuple[TabularMDP, int]:
 
 def _gym_problem(name: str, env_id: str, gamma: float, horizon: int, options: Mapping[str, Any], **kwargs):
     mdp, limit = _gym_tables(env_id, **kwargs)
+    check_bytes(table_bytes(mdp.num_states, mdp.num_actions, mdp.prob.shape[2], horizon or limit),
+                f"env {name} with horizon {horizon or limit} (its exact objective and gradient)", "horizon")
     return TabularProblem(name, mdp, gamma, horizon or limit, options, env_id, kwargs)
 
 
@@ -270,6 +290,11 @@ def garnet_mdp(states: int, actions: int, branching: int, mdp_seed: int) -> Tabu
 
 def build_garnet(states: int, actions: int, branching: int, mdp_seed: int, gamma: float, horizon: int):
     opts = dict(states=states, actions=actions, branching=branching, mdp_seed=mdp_seed, gamma=gamma, horizon=horizon)
+    if branching <= states:  # else garnet_mdp says why
+        check_bytes(table_bytes(states, actions, branching, horizon or DEFAULT_HORIZON),
+                    f"env garnet with states × actions × branching = {states} × {actions} × {branching} = "
+                    f"{states * actions * branching:.3g} transitions and horizon {horizon or DEFAULT_HORIZON} (its "
+                    "tables, exact objective and gradient)", "states, actions, branching or horizon")
     mdp = garnet_mdp(states, actions, branching, mdp_seed)
     return TabularProblem("garnet", mdp, gamma, horizon or DEFAULT_HORIZON, opts)
 
@@ -300,5 +325,7 @@ PROBLEMS.register("garnet", ProblemSpec(
         "mdp_seed": Option(Int(0), 0, "seed of the random MDP itself"),
         "gamma": GAMMA, "horizon": HORIZON,
     },
-    "random Garnet MDP, softmax-tabular policy (horizon 0 means 100)",
+    "random Garnet MDP, softmax-tabular policy (horizon 0 means 100); refused when its tables and exact gradient, "
+    f"≈ states·actions·(branching·({TABLE_BYTES} + {RECURSION_BYTES}·H) + {RECURSION_BYTES}·H) bytes, exceed "
+    f"{MEMORY_FRACTION:.0%} of the available memory",
 ))

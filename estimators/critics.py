@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from envs.memory import check_bytes
 from envs.problem import Batch, Problem
 from envs.spec import ConfigError, Float, Int, Option, Parser
 from envs.values import QuadraticBasis, TableBasis, ValueFunction
@@ -71,6 +72,17 @@ def check_critic(owner: str, options: Mapping[str, Any], problem: Problem) -> No
     if "critic" in options and critic_kind(options["critic"]) != "fitted" and samples != CRITIC_OPTIONS[
             "critic_samples"].default:
         raise ConfigError(f"{owner}: option critic_samples applies only to critic=fitted")
+    if "critic" in options and critic_kind(options["critic"]) == "fitted":
+        basis = problem.value_basis
+        check_bytes(critic_bytes(problem, samples, basis.num_features if isinstance(basis, QuadraticBasis) else 0),
+                    f"{owner} with critic=fitted on {samples} trajectories", "critic_samples or the problem's size")
+
+
+def critic_bytes(problem: Problem, trajectories: int, features: int) -> float:
+    """Rough peak bytes of fitting a critic on one batch of `trajectories` trajectories drawn at once: the
+    batch, and for a least-squares basis its `features` F per step with their products and the [H, F, F]
+    normal equations."""
+    return problem.sample_bytes(trajectories) + 16.0 * problem.horizon * features * (trajectories + features)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,12 @@ from typing import Any, Mapping
 import torch
 
 from envs.lqr import LinearQuadratic, QuadraticActionValues
+from envs.memory import check_bytes
 from envs.policies import LinearDeterministic
 from envs.problem import Batch, Problem
 from envs.spec import Choice, ConfigError, Float, Option
 from envs.values import QuadraticBasis
-from estimators.critics import CRITIC_OPTIONS, fit_values
+from estimators.critics import CRITIC_OPTIONS, critic_bytes, fit_values
 from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared
 
 
@@ -75,6 +76,11 @@ def _dpg_check(options: Mapping[str, Any], problem: Problem, batch_size: int) ->
     fit_only = [key for key in ("exploration", "critic_samples") if options[key] != DPG_OPTIONS[key].default]
     if options["critic"] == "oracle" and fit_only:
         raise ConfigError(f"estimator dpg: option {fit_only[0]} applies only to critic=fitted")
+    if options["critic"] == "fitted":
+        pairs = QuadraticBasis(sum(problem.control.shape))  # the basis on z = [x, u]
+        check_bytes(critic_bytes(problem, options["critic_samples"], pairs.num_features),
+                    f"estimator dpg with critic=fitted on {options['critic_samples']} trajectories",
+                    "critic_samples, state_dim or action_dim")
 
 
 def exploratory_samples(problem: LinearQuadratic, theta: torch.Tensor, exploration: float, reps: int, count: int,

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.func import jacrev, jvp, vmap
 
+from envs.memory import check_bytes
 from envs.problem import Batch, Policy, Problem
 from envs.spec import Choice, ConfigError, Float, Int, Option
 from estimators.autodiff import weighted_score_per_replicate
@@ -135,6 +136,9 @@ def _natural_check(options: Mapping[str, Any], problem: Problem, batch_size: int
                           "target (F + δI)⁻¹∇J needs")
     if options["baseline"] == "rloo" and batch_size < 2:
         raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+    # its target solves with the exact [P, P] Fisher matrix (and a damped copy), the direct solver with F̂
+    check_bytes(8.0 * 3 * problem.num_params**2, f"estimator natural on env {problem.name} ({problem.num_params} "
+                "parameters: [P, P] Fisher matrices)", "the problem's size")
     cg_only = [key for key in ("cg_iters", "cg_tol") if options[key] != NATURAL_OPTIONS[key].default]
     if options["solver"] == "direct" and cg_only:
         raise ConfigError(f"estimator natural: option {cg_only[0]} applies only to solver=cg")

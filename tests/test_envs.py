@@ -220,3 +220,108 @@ def test_bad_problem_input_is_a_config_error():
     problem = make_problem("frozenlake")
     with pytest.raises(ConfigError, match=r"expects 64: .*shape \[16, 4\]"):
         problem.check_theta(np.zeros(10))
+
+
+# ---------------------------------------------------------------------------------------- hostile input
+
+@pytest.mark.parametrize("theta,message", [
+    (np.array(["0.5"] * 64), "dtype <U3; expected real floating or integer numbers"),  # numeric strings too
+    (np.zeros(64, dtype=complex), "dtype complex128"),  # its imaginary part would be dropped
+    (torch.zeros(64, dtype=torch.complex64), "dtype torch.complex64"),
+    (np.zeros(64, dtype=bool), "dtype bool"),
+    (torch.zeros(64, dtype=torch.bool), "dtype torch.bool"),
+    (np.zeros(64, dtype=[("a", "f8")]), "dtype [('a', '<f8')]"),
+    (np.array([None] * 64), "dtype object"),
+    ([[0.0] * 4, [0.0] * 3], "not an array of numbers"),
+    (np.zeros((4, 16)), "shape [4, 16]; frozenlake expects shape [16, 4] or flat [64]"),
+    (np.zeros((2, 32)), "shape [2, 32]"),
+    (np.zeros((64, 1)), "shape [64, 1]"),
+    (np.r_[np.zeros(63), np.nan], "non-finite values (θ[15, 3] = nan)"),
+])
+def test_check_theta_refuses_what_it_would_have_to_guess(theta, message):
+    """Only real numbers in the documented shape or flat: every other reading loses or invents values."""
+    with pytest.raises(ConfigError, match="^[^\n]*$") as err:
+        make_problem("frozenlake").check_theta(theta)
+    assert message in str(err.value)
+
+
+def test_check_theta_takes_the_documented_shape_flat_and_integers():
+    problem = make_problem("frozenlake")
+    values = np.arange(64).reshape(16, 4)
+    for theta in (values, values.reshape(-1), values.astype(np.float32), torch.as_tensor(values), values.tolist()):
+        flat = problem.check_theta(theta)
+        assert flat.dtype == torch.float64 and torch.equal(flat, torch.arange(64, dtype=torch.float64))
+
+
+def test_a_theta_whose_objective_overflows_is_named():
+    """σ = e^800 overflows: J = −∞ and ∂J/∂s = −∞; the error names s, not a formatting TypeError later."""
+    problem = make_problem("gaussian-bandit")
+    theta = problem.check_theta([0.0, 800.0])
+    with pytest.raises(ConfigError, match=r"theta for gaussian-bandit makes the objective non-finite .* at s = 800 "):
+        problem.check_objective(theta, float(problem.objective(theta)), problem.exact_gradient(theta).numpy())
+    problem.check_objective(theta, -1.0, np.zeros(2))  # finite: nothing to say
+
+
+def test_a_theta_whose_policy_outputs_overflow_is_named():
+    problem = make_problem("pendulum")
+    theta = problem.default_theta()
+    problem.check_policy_outputs(theta)
+    theta[-1] = 800.0  # log σ: σ overflows
+    with pytest.raises(ConfigError, match=rf"pendulum makes the policy's outputs non-finite .*θ\[{theta.numel() - 1}\] = 800"):
+        problem.check_policy_outputs(theta)
+
+
+# Each at or inside its declared option bounds, each once ending in an allocator traceback, a MemoryError or the
+# kernel's kill; now refused from the options alone, before anything is allocated.
+LIMIT = "over the memory limit 8 GB (50% of the 16 GB available); lower "
+TOO_BIG = [
+    ("garnet", {"states": 10_000, "actions": 1_000, "branching": 10_000},
+     ["env garnet with states × actions × branching = 10000 × 1000 × 10000 = 1e+11 transitions", LIMIT]),
+    ("contextual-bandit", {"contexts": 10_000, "arms": 1_000},
+     ["contexts × arms = 10000 × 1000 = 10000000 logits, more than the 1000000 allowed; lower contexts or arms"]),
+    ("lqr", {"state_dim": 100, "action_dim": 100, "horizon": 10_000},
+     ["env lqr with state_dim 100, action_dim 100 and horizon 10000", LIMIT + "state_dim, action_dim or horizon"]),
+    ("cartpole", {"hidden": "100000,100000"},
+     ["env cartpole with hidden=100000,100000 (1e+10 parameters", LIMIT + "the hidden layer widths"]),
+    ("taxi", {"horizon": 100_000}, ["env taxi with horizon 100000", LIMIT + "horizon"]),
+]
+
+
+@pytest.mark.parametrize("name,options,fragments", TOO_BIG, ids=[case[0] for case in TOO_BIG])
+def test_problems_too_big_for_memory_are_refused_before_allocating(name, options, fragments, monkeypatch):
+    import resource
+
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: 16e9)  # the same answer on any machine
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError, match="^[^\n]*$") as err:
+        make_problem(name, options)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing large was tried
+
+
+def test_the_size_check_is_against_the_memory_available(monkeypatch):
+    """The same options are built or refused by the memory there is, estimated from the options."""
+    from envs.tabular import table_bytes
+
+    options = {"states": 50, "actions": 4, "branching": 5, "horizon": 10}
+    need = table_bytes(50, 4, 5, 10)
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: 2.1 * need)
+    assert make_problem("garnet", options).memory_bytes == need
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: 1.9 * need)
+    with pytest.raises(ConfigError, match="lower states, actions, branching or horizon"):
+        make_problem("garnet", options)
+
+
+def test_contextual_bandit_tables_are_those_of_its_outcome_list():
+    """The arrays built directly equal gymnasium-style P[c][k] = [(p, c, 1, True), (1 − p, c, 0, True)]."""
+    from envs.tabular import TabularMDP
+
+    problem = make_problem("contextual-bandit", {"contexts": 5, "arms": 3, "reward_seed": 2})
+    probs = problem.success.numpy()
+    table = {c: {k: [(float(p), c, 1.0, True), (1.0 - float(p), c, 0.0, True)] for k, p in enumerate(row)}
+             for c, row in enumerate(probs)}
+    expected = TabularMDP.from_outcomes(np.full(5, 1.0 / 5), table)
+    for field in ("initial", "prob", "next_state", "reward", "terminal"):
+        got, want = getattr(problem.mdp, field), getattr(expected, field)
+        assert got.dtype == want.dtype and torch.equal(got, want), field
