@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from bench.harness import Measurement, measure
 from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
 from envs import PROBLEMS, make_problem
+from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
 from envs.problem import GYM_PREFIX
 from envs.spec import ConfigError, Option, parse_key_values
 from estimators import ESTIMATORS
@@ -25,20 +29,25 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _load_theta(path: str) -> np.ndarray:
+def _load_theta(path: str):
+    """The array or tensor in a .npy or .pt file (`Problem.check_theta` checks its dtype, shape and values)."""
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"--theta {path}: no such file")
+        raise ConfigError(f"--theta {path}: " + ("not a regular file" if file.exists() else "no such file"))
+    if file.suffix not in (".npy", ".pt"):
+        raise ConfigError(f"--theta {path}: expected a .npy or .pt file")
     try:
-        if file.suffix == ".npy":
-            return np.load(file, allow_pickle=False)
-        if file.suffix == ".pt":
-            import torch
-
-            return torch.load(file, weights_only=True).detach().cpu().numpy()
+        loaded = np.load(file, allow_pickle=False) if file.suffix == ".npy" else torch.load(file, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is one user-facing error
+        if file.suffix == ".npy" and isinstance(err, ValueError):  # np.load took it for a pickle and refused it
+            raise ConfigError(f"--theta {path}: not an .npy array of numbers (pickles are not loaded)") from None
         raise ConfigError(f"--theta {path}: cannot read it ({type(err).__name__}: {err})") from None
-    raise ConfigError(f"--theta {path}: expected a .npy or .pt file")
+    if isinstance(loaded, np.lib.npyio.NpzFile):  # np.load reads the contents, whatever the suffix says
+        loaded.close()
+        raise ConfigError(f"--theta {path}: an .npz archive, not one array; save θ with numpy.save")
+    if file.suffix == ".pt" and not isinstance(loaded, torch.Tensor):
+        raise ConfigError(f"--theta {path}: holds a {type(loaded).__name__}, not one tensor; save θ with torch.save")
+    return loaded
 
 
 def _describe_options(options: dict[str, Option]) -> list[str]:
@@ -61,36 +70,44 @@ def cmd_list(_: argparse.Namespace) -> int:
     for name, spec in ESTIMATORS.items():
         print(f"  {name}: {spec.doc}; estimates {spec.target}; {spec.bias}")
         print("\n".join(_describe_options(spec.options)))
+    print(f"\nSizes: a problem, estimator or measurement whose estimated peak memory exceeds {MEMORY_FRACTION:.0%} of "
+          f"the available memory ({format_bytes(memory_limit())} now) is refused before anything is allocated")
     return 0
+
+
+def _num(value, spec: str = ".6g") -> str:
+    """A number of a record, where NaN and ±∞ became None: "n/a" then."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _fmt_ci(value, ci) -> str:
     if value is None:
         return "n/a"
-    if ci is None or ci[0] is None:
+    if ci is None or ci[0] is None or ci[1] is None:
         return f"{value:.6g}"
     return f"{value:.6g}  [{ci[0]:.6g}, {ci[1]:.6g}]"
 
 
 def _fmt_se(value, se) -> str:
-    return f"{value:.6g}" if not se else f"{value:.6g} ± {se:.2g}"
+    return _num(value) if not se else f"{_num(value)} ± {se:.2g}"
 
 
 def _describe_reference(record: dict) -> str:
     if record["reference_kind"] == "exact":
         return "exact"
-    cached = ", from the cache" if record["reference_cached"] else f", {record['reference_seconds']:.3g} s"
+    cached = ", from the cache" if record["reference_cached"] else f", {_num(record['reference_seconds'], '.3g')} s"
     relative = record["relative_bias_resolution"]
     return (f"sampled: {record['reference_estimator']}, {record['reference_samples']} trajectories{cached}; "
-            f"bias resolution {record['bias_resolution']:.3g}" + (f" = {relative:.3g} of the norm" if relative else ""))
+            f"bias resolution {_num(record['bias_resolution'], '.3g')}"
+            + (f" = {relative:.3g} of the norm" if relative else ""))
 
 
 def render_table(record: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
     lines = [
-        f"{record['env']} ({record['num_params']} parameters, γ={record['gamma']:g}, H={record['horizon']}), "
+        f"{record['env']} ({record['num_params']} parameters, γ={_num(record['gamma'], 'g')}, H={record['horizon']}), "
         f"J(θ) = {_fmt_se(record['objective'], record['objective_se'])}, ‖{record['target']}‖ = "
-        f"{record['reference_norm']:.6g} ({_describe_reference(record)})",
+        f"{_num(record['reference_norm'])} ({_describe_reference(record)})",
         f"{record['estimator']} ({opts}): target {record['target']}, declared "
         + ("unbiased" if record["declared_unbiased"] else "biased"),
         f"N = {record['batch_size']} trajectories × M = {record['reps']} batches, seed {record['seed']}",
@@ -110,8 +127,8 @@ def render_table(record: dict) -> str:
             "CIs are too narrow and the p-value optimistic at this M; raise --reps or --batch-size"
         )
     lines.append(
-        f"{'cost':<18} {record['seconds']:.3g} s, {record['env_steps']} env steps "
-        f"({record['env_steps_per_estimate']:.4g} steps per estimate)"
+        f"{'cost':<18} {_num(record['seconds'], '.3g')} s, {record['env_steps']} env steps "
+        f"({_num(record['env_steps_per_estimate'], '.4g')} steps per estimate)"
     )
     return "\n".join(lines)
 
@@ -121,6 +138,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     theta = _load_theta(args.theta) if args.theta else None
     reference = ReferenceConfig(args.reference, args.reference_samples, args.reference_batch_size,
                                 args.reference_seed, args.reference_cache, not args.no_reference_cache)
+    if args.reference_cache:  # a bad folder is the user's mistake even where the reference turns out exact
+        reference.check_cache()
     result: Measurement = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
         parse_key_values(args.est_opt, "--est-opt"), reference_config=reference,
@@ -153,11 +172,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgvar", description="Measure bias and variance of policy-gradient estimators.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"pgvar {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("list", help="problems and estimators with their options").set_defaults(run=cmd_list)
 
-    m = sub.add_parser("measure", help="M batches of N trajectories → metrics with 95% CIs")
+    m = sub.add_parser("measure", help="M batches of N trajectories → metrics with 95%% CIs")
     m.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
     m.add_argument("--estimator", required=True, help="estimator name (see `pgvar list`)")
     m.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
@@ -196,19 +216,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _version() -> str:
     try:
-        args = build_parser().parse_args(argv)
+        return version("pgvar")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+ALLOCATOR_MESSAGES = ("not enough memory", "DefaultCPUAllocator", "out of memory")
+DEBUG_ENV = "PGVAR_DEBUG"  # =1: let unexpected errors end in their traceback
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare `pgvar`: what there is to run
+            parser.print_help()
+            raise ConfigError("a command is required (the commands are listed above)")
         return args.run(args)
     except ConfigError as err:
-        print(f"pgvar: error: {err}", file=sys.stderr)
+        print(f"pgvar: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pgvar: interrupted", file=sys.stderr)
-        return 130
+    except SystemExit as exit_:  # --help, --version: argparse exits 0 after printing
+        return exit_.code if isinstance(exit_.code, int) else 0
     except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print("pgvar: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, MemoryError, RuntimeError) as err:
+        # The last resort for what no specific check caught (each known case has its own message first):
+        # input the OS refuses, values numpy or torch refuse, allocations the machine cannot hold.
+        allocator = isinstance(err, MemoryError) or any(text in str(err) for text in ALLOCATOR_MESSAGES)
+        if os.environ.get(DEBUG_ENV) == "1" or (isinstance(err, RuntimeError) and not allocator):
+            raise
+        what = "out of memory" if allocator else type(err).__name__
+        print(f"pgvar: error: {what}: {_one_line(err)} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

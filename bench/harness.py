@@ -14,9 +14,10 @@ import torch
 from tqdm import tqdm
 
 from bench.metrics import GradientMetrics, gradient_metrics
-from bench.reference import Reference, ReferenceConfig, reference_for
+from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
 from envs.problem import Batch, Problem
-from envs.spec import ConfigError
+from envs.memory import check_bytes, format_bytes, memory_limit
+from envs.spec import ConfigError, check_seed
 from estimators.registry import EstimatorSpec, Prepared, resolve_estimator
 
 # Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
@@ -42,6 +43,56 @@ def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
     by_steps = STEPS_PER_CHUNK // (batch_size * problem.horizon)
     by_params = PARAMS_PER_CHUNK // (batch_size * problem.num_params)
     return max(1, min(reps, by_steps, by_params))
+
+
+# Rough multiplicities behind `check_memory`: per-trajectory gradient entries [M_chunk, N, P] are held with
+# their weighted copies and baselines; the metrics hold the [M, P] estimates in a few forms at once (the
+# chunks and their concatenation, finite rows, deviations, centered rows, leave-one-out sums, unit rows)
+# and the smaller Gram matrix [min(M, P)]² twice.
+GRADIENT_COPIES = 3
+ESTIMATE_COPIES = 8
+
+
+def chunk_bytes(problem: Problem, batch_size: int, reps: int) -> tuple[int, float]:
+    """(M_chunk, rough peak bytes of one chunk of `chunk_reps` batches: its sampled trajectories and their
+    per-trajectory gradients)."""
+    chunk = chunk_reps(problem, batch_size, reps)
+    trajectories = chunk * batch_size
+    return chunk, problem.sample_bytes(trajectories) + 8.0 * GRADIENT_COPIES * trajectories * problem.num_params
+
+
+def check_memory(problem: Problem, batch_size: int, reps: int, group_size: int = 1) -> float:
+    """The rough peak bytes of `measure(problem, …, batch_size, reps)` (one chunk of batches, the [M, P]
+    estimates and their metrics, the problem's exact objective), estimated from the sizes alone without
+    allocating; ConfigError in one line (estimate, limit, the knob to lower) when it exceeds
+    envs.memory.memory_limit(). A single batch of N trajectories is the smallest chunk there is, so a
+    batch too large for memory is refused whatever M. group_size: trajectories sharing an initial state
+    (GRPO), a divisor of batch_size."""
+    if batch_size % group_size:
+        raise ConfigError(f"group_size={group_size} must divide batch_size={batch_size}")
+    chunk, per_chunk = chunk_bytes(problem, batch_size, reps)
+    params = problem.num_params
+    estimates = 8.0 * (ESTIMATE_COPIES * reps * params + 2 * min(reps, params) ** 2)
+    total, limit = per_chunk + estimates + problem.memory_bytes, memory_limit()
+    if chunk_bytes(problem, batch_size, 1)[1] > limit:
+        lower = "--batch-size (one batch of N trajectories is the smallest chunk)"
+    elif estimates > limit:
+        lower = "--reps"
+    else:
+        lower = "--reps or --batch-size"
+    check_bytes(total, f"measure on {problem.name} with N = {batch_size}, M = {reps} (H = {problem.horizon}, "
+                f"P = {params}: a chunk of {chunk} × {batch_size} trajectories {format_bytes(per_chunk)}, the M "
+                f"estimates {format_bytes(estimates)})", lower)
+    return total
+
+
+def check_reference_memory(problem: Problem, batch_size: int, batches: int) -> None:
+    """ConfigError when one chunk of a sampled reference's `batches` batches of `batch_size` trajectories would
+    not fit in memory (its estimates stream into running moments: only a chunk is held)."""
+    chunk, per_chunk = chunk_bytes(problem, batch_size, batches)
+    check_bytes(per_chunk + problem.memory_bytes, f"the sampled reference on {problem.name} with batches of "
+                f"{batch_size} trajectories (a chunk of {chunk} × {batch_size}, H = {problem.horizon}, "
+                f"P = {problem.num_params})", "--reference-batch-size")
 
 
 @dataclass(frozen=True)
@@ -157,14 +208,19 @@ def measure(
         raise ConfigError(f"batch_size={batch_size!r}: expected an integer ≥ 1")
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
         raise ConfigError(f"reps={reps!r}: expected an integer ≥ 2 (variance needs two estimates)")
+    seed = check_seed(seed, "seed")
     spec, options = resolve_estimator(estimator, estimator_options)
     spec.check(options, problem, batch_size)
+    check_memory(problem, batch_size, reps, spec.group_size(options))
     target = spec.target_of(options)
     theta = problem.default_theta() if theta is None else problem.check_theta(theta)
+    problem.check_policy_outputs(theta)
+    reference_config = reference_config or ReferenceConfig()
     try:
-        reference = reference_for(problem, theta, target, reference_config or ReferenceConfig(), show_progress)
+        check_reference(problem, target, reference_config.kind)
     except ConfigError as err:  # no reference of this target here: say whose target it is
         raise ConfigError(f"estimator {estimator}: {err}") from None
+    reference = reference_for(problem, theta, target, reference_config, show_progress)
 
     began = time.perf_counter()
     prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))

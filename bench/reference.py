@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from envs.problem import Problem
-from envs.spec import ConfigError
+from envs.spec import ConfigError, check_seed
 
 REFERENCE_STREAM = 2  # sub-stream of the reference seed (batches: 0 of the measurement seed, prepare: 1)
 REFERENCE_ESTIMATOR = "reinforce"
@@ -68,6 +69,9 @@ class ReferenceConfig:
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2 * self.batch_size:
             raise ConfigError(f"reference samples={self.samples!r}: expected an integer ≥ 2 × reference batch size "
                               f"= {2 * self.batch_size} (a standard error needs two batches)")
+        object.__setattr__(self, "seed", check_seed(self.seed, "reference seed"))
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ConfigError(f"reference cache_dir={self.cache_dir!r}: expected a folder path")
 
     @property
     def batches(self) -> int:
@@ -76,6 +80,30 @@ class ReferenceConfig:
 
     def directory(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_ENV) or CODE_ROOT / ".cache" / "references")
+
+    def check_cache(self) -> None:
+        """ConfigError unless the cache folder is one this process can create and write, checked before a
+        reference is computed (which can take minutes). Writability is tried, not read off permission bits
+        (which root, /proc or a read-only mount make misleading): a temporary file is created and removed in
+        the folder or, while it does not exist yet, in its nearest existing ancestor, so nothing is left
+        behind. Nothing to check with caching off."""
+        if not self.cache:
+            return
+        folder = self.directory()
+        source = ("--reference-cache" if self.cache_dir else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV)
+                  else "the default reference cache")
+        existing = folder  # where mkdir would start (a dangling symlink stops it)
+        while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            what = "is" if existing == folder else f"lies under {existing}, which is"
+            raise ConfigError(f"{source} {folder}: {what} not a folder; pass a folder (or --no-reference-cache)")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            raise ConfigError(f"{source} {folder}: cannot write in {existing} ({err.strerror or type(err).__name__}); "
+                              "pass a writable folder (or --no-reference-cache)") from None
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,7 @@ def exact_reference(problem: Problem, theta: torch.Tensor, target) -> Reference:
     began = time.perf_counter()
     grad = target.reference(problem, theta).numpy()
     objective = float(problem.objective(theta).detach())
+    problem.check_objective(theta, objective, grad)
     return Reference("exact", grad, np.zeros_like(grad), objective, 0.0, 0, 0, "exact", 0, 0,
                      time.perf_counter() - began, False)
 
@@ -201,7 +230,7 @@ class RunningMoments:
 def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
                       show_progress: bool = True) -> Reference:
     """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present."""
-    from bench.harness import PREPARE_STREAM, draw_estimates, make_generator
+    from bench.harness import PREPARE_STREAM, check_reference_memory, draw_estimates, make_generator
     from estimators.registry import resolve_estimator
 
     options = reference_options(target)
@@ -210,8 +239,10 @@ def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: Ref
     described = (f"{REFERENCE_ESTIMATOR}({', '.join(f'{k}={v}' for k, v in options.items())}) "
                  f"N={config.batch_size}")
     path = config.directory() / f"{cache_key(problem, theta, options, config)}.npz"
-    if config.cache and path.is_file():
-        return _load(path, described)
+    if config.cache and path.is_file() and (cached := _load(path, described)) is not None:
+        return cached
+    config.check_cache()
+    check_reference_memory(problem, config.batch_size, config.batches)
 
     began = time.perf_counter()
     gradient, returns = RunningMoments(problem.num_params), RunningMoments(1)
@@ -252,9 +283,14 @@ def _store(path: Path, reference: Reference) -> None:
     os.replace(handle.name, path)
 
 
-def _load(path: Path, described: str) -> Reference:
-    with np.load(path, allow_pickle=False) as stored:
-        meta = json.loads(str(stored["meta"]))
-        return Reference("sampled", stored["grad"], stored["variance"], meta["objective"], meta["objective_se"],
-                         meta["samples"], meta["batches"], described, meta["nonfinite"], meta["env_steps"],
-                         meta["seconds"], True)
+def _load(path: Path, described: str) -> Reference | None:
+    """The cached reference, or None when the file cannot be read whole (cut off, or not one of ours):
+    then it is recomputed and replaced."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            return Reference("sampled", stored["grad"], stored["variance"], meta["objective"], meta["objective_se"],
+                             meta["samples"], meta["batches"], described, meta["nonfinite"], meta["env_steps"],
+                             meta["seconds"], True)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None

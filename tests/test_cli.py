@@ -131,3 +131,204 @@ def test_measure_runs_or_refuses_in_one_line_for_every_estimator_and_problem(est
             assert len(lines) == 1 and estimator in lines[0] and captured.out == "", (env, captured.err)
         else:
             assert code == 0 and "variance_trace" in captured.out, (env, captured.err)
+
+
+# ------------------------------------------------------------------------------------ hostile input (issue 14)
+
+def one_error_line(capsys) -> str:
+    """The single `pgvar: error:` line on stderr (nothing on stdout, no traceback)."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgvar: error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == "", captured
+    return lines[0]
+
+
+def write_theta_files(folder) -> None:
+    """θ files a hostile user might pass, each for frozenlake (64 values) unless named otherwise."""
+    import torch
+
+    np.save(folder / "strings.npy", np.array(["a"] * 64))
+    np.save(folder / "numeric-strings.npy", np.array(["0.5"] * 64))
+    np.save(folder / "record.npy", np.zeros(64, dtype=[("a", "f8")]))
+    np.save(folder / "complex.npy", np.full(64, 1 + 2j))
+    np.save(folder / "bool.npy", np.ones(64, dtype=bool))
+    np.save(folder / "transposed.npy", np.zeros((4, 16)))  # 64 values, not the documented [16, 4]
+    np.save(folder / "inf.npy", np.full(64, np.inf))
+    np.save(folder / "overflow.npy", np.array([0.0, 800.0]))  # gaussian-bandit: σ = e^800
+    with open(folder / "disguised.npy", "wb") as handle:  # an .npz under an .npy name
+        np.savez(handle, theta=np.zeros(64))
+    (folder / "text.npy").write_text("not an array\n")
+    torch.save({"theta": torch.zeros(64)}, folder / "dict.pt")
+    torch.save(torch.zeros(64, dtype=torch.complex64), folder / "complex.pt")
+    (folder / "a-file").write_text("x")
+
+
+FROZENLAKE = ["measure", "--env", "frozenlake", "--estimator", "reinforce", "--batch-size", "4", "--reps", "10",
+              "--seed", "0"]
+CARTPOLE = ["measure", "--env", "cartpole", "--estimator", "reinforce", "--batch-size", "4", "--reps", "10",
+            "--seed", "0", "--reference-samples", "256", "--reference-batch-size", "8"]
+SIZE_LIMIT = "over the memory limit 8 GB (50% of the 16 GB available); lower "
+HOSTILE = [
+    (FROZENLAKE[:-1] + ["-1"], "seed=-1: expected an integer in [0, 2^63 − 1]"),
+    (FROZENLAKE + ["--reference-seed", "-1"], "reference seed=-1: expected an integer in [0, 2^63 − 1]"),
+    (FROZENLAKE + ["--reference-batch-size", "1"], "reference batch_size=1: expected an integer ≥ 2"),
+    (FROZENLAKE + ["--reference-samples", "-5"], "reference samples=-5: expected an integer ≥ 2 ×"),
+    (FROZENLAKE + ["--reference-cache", "TMP/a-file"], "--reference-cache TMP/a-file: is not a folder"),
+    (FROZENLAKE + ["--reference-cache", "TMP/a-file/below"], "lies under TMP/a-file, which is not a folder"),
+    (CARTPOLE + ["--reference-cache", "/proc/pgvar-cache"], "--reference-cache /proc/pgvar-cache: cannot write in /proc"),
+    (FROZENLAKE + ["--theta", "TMP/strings.npy"], "theta for frozenlake has dtype <U1; expected real floating"),
+    (FROZENLAKE + ["--theta", "TMP/numeric-strings.npy"], "theta for frozenlake has dtype <U3"),
+    (FROZENLAKE + ["--theta", "TMP/record.npy"], "theta for frozenlake has dtype [('a', '<f8')]"),
+    (FROZENLAKE + ["--theta", "TMP/complex.npy"], "theta for frozenlake has dtype complex128"),
+    (FROZENLAKE + ["--theta", "TMP/complex.pt"], "theta for frozenlake has dtype torch.complex64"),
+    (FROZENLAKE + ["--theta", "TMP/bool.npy"], "theta for frozenlake has dtype bool"),
+    (FROZENLAKE + ["--theta", "TMP/transposed.npy"], "theta has shape [4, 16]; frozenlake expects shape [16, 4] or flat"),
+    (FROZENLAKE + ["--theta", "TMP/inf.npy"], "theta for frozenlake contains non-finite values (θ[0, 0] = inf)"),
+    (FROZENLAKE + ["--theta", "TMP/disguised.npy"], "--theta TMP/disguised.npy: an .npz archive, not one array"),
+    (FROZENLAKE + ["--theta", "TMP/text.npy"], "--theta TMP/text.npy: not an .npy array of numbers"),
+    (FROZENLAKE + ["--theta", "TMP/dict.pt"], "--theta TMP/dict.pt: holds a dict, not one tensor"),
+    (FROZENLAKE + ["--theta", "TMP"], "--theta TMP: not a regular file"),
+    (["measure", "--env", "gaussian-bandit"] + FROZENLAKE[3:] + ["--theta", "TMP/overflow.npy"],
+     "theta for gaussian-bandit makes the objective non-finite (J(θ) = -inf, ∇J non-finite in 1 of 2 coordinates) "
+     "at s = 800"),
+    # sizes: each refused from the sizes alone, before anything is allocated
+    (FROZENLAKE[:5] + ["--batch-size", str(10**12), "--reps", "10", "--seed", "0"],
+     SIZE_LIMIT + "--batch-size (one batch of N trajectories is the smallest chunk)"),
+    (FROZENLAKE[:7] + ["--reps", str(10**12), "--seed", "0"], SIZE_LIMIT + "--reps"),
+    (CARTPOLE + ["--reference-batch-size", str(10**12), "--reference-samples", str(10**13), "--no-reference-cache"],
+     SIZE_LIMIT + "--reference-batch-size"),
+    (CARTPOLE + ["--env-opt", "hidden=100000,100000"], "env cartpole with hidden=100000,100000"),
+    (FROZENLAKE + ["--env", "garnet", "--env-opt", "states=10000", "--env-opt", "actions=1000", "--env-opt",
+                   "branching=10000"], "env garnet with states × actions × branching = 10000 × 1000 × 10000"),
+    (FROZENLAKE + ["--env", "contextual-bandit", "--env-opt", "contexts=10000", "--env-opt", "arms=1000"],
+     "contexts × arms = 10000 × 1000 = 10000000 logits, more than the 1000000 allowed"),
+    (FROZENLAKE + ["--env", "lqr", "--env-opt", "state_dim=100", "--env-opt", "action_dim=100", "--env-opt",
+                   "horizon=10000"], "env lqr with state_dim 100, action_dim 100 and horizon 10000"),
+    (FROZENLAKE + ["--est-opt", "baseline=value", "--est-opt", "critic=fitted", "--est-opt", "critic_samples=10000000"],
+     "estimator reinforce with critic=fitted on 10000000 trajectories"),
+    (FROZENLAKE + ["--env", "taxi", "--estimator", "natural", "--env-opt", "horizon=5"],
+     "estimator natural on env taxi"),
+]
+
+
+@pytest.mark.parametrize("argv,message", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_measure_input_is_one_specific_line(argv, message, tmp_path, capsys, monkeypatch):
+    """Exit 2, one line naming what was wrong, no traceback; the size cases without allocating (the memory a
+    machine has is pinned to 16 GB, so that the numbers in the messages are the same everywhere)."""
+    import resource
+
+    write_theta_files(tmp_path)
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: 16e9)
+    monkeypatch.setenv("PGVAR_CACHE_DIR", str(tmp_path / "cache"))
+    if "natural" in argv:  # the taxi Fisher matrix (3000²) fits 16 GB; a small machine does not
+        monkeypatch.setattr("envs.memory.available_bytes", lambda: 0.4e9)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main([x.replace("TMP", str(tmp_path)) for x in argv]) == 2
+    assert message.replace("TMP", str(tmp_path)) in one_error_line(capsys)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # kB
+
+
+def test_python_api_refuses_seeds_it_cannot_reproduce():
+    from bench.harness import measure
+    from bench.reference import ReferenceConfig
+    from envs import make_problem
+    from envs.spec import ConfigError
+
+    problem = make_problem("softmax-bandit")
+    for seed in (None, -1, 2**63, 1.5, "0", True):
+        with pytest.raises(ConfigError, match=r"seed=.*: expected an integer in \[0, 2\^63 − 1\]"):
+            measure(problem, "reinforce", 2, 2, seed)
+        with pytest.raises(ConfigError, match=r"reference seed=.*: expected an integer"):
+            ReferenceConfig(seed=seed)
+    assert measure(problem, "reinforce", 2, 2, np.int64(3), show_progress=False).seed == 3
+
+
+def test_check_memory_estimates_without_allocating_and_names_the_knob(monkeypatch):
+    from bench.harness import check_memory
+    from envs import make_problem
+    from envs.spec import ConfigError
+
+    problem = make_problem("frozenlake")
+    small = check_memory(problem, 16, 1000)
+    assert 0 < small < 1e9
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: small)  # the limit is half of it
+    with pytest.raises(ConfigError, match=r"measure on frozenlake with N = 16, M = 1000 .* needs ≈ .*, over the "
+                                          r"memory limit .*; lower --reps or --batch-size$"):
+        check_memory(problem, 16, 1000)
+    monkeypatch.setattr("envs.memory.available_bytes", lambda: 16e9)
+    with pytest.raises(ConfigError, match="lower --batch-size"):
+        check_memory(problem, 10**12, 2)
+    with pytest.raises(ConfigError, match="lower --reps$"):
+        check_memory(problem, 1, 10**12)
+    with pytest.raises(ConfigError, match="group_size=3 must divide batch_size=16"):
+        check_memory(problem, 16, 10, group_size=3)
+
+
+def test_the_table_renders_a_record_whose_numbers_are_none():
+    """NaN and ±∞ become None in to_dict; the table says n/a instead of raising a TypeError."""
+    from bench.cli import render_table
+    from bench.harness import measure
+    from bench.reference import ReferenceConfig
+    from envs import make_problem
+
+    record = measure(make_problem("cartpole", {"horizon": 5, "hidden": "4"}), "reinforce", 2, 3, 0, show_progress=False,
+                     reference_config=ReferenceConfig(samples=32, batch_size=8, cache=False)).to_dict()
+    for key, value in record.items():
+        if isinstance(value, float):
+            record[key] = None
+        elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+            record[key] = [None, None]
+    table = render_table(record)
+    assert "n/a" in table and "bias resolution n/a" in table
+
+
+def test_help_version_and_bare_pgvar_exit_without_a_traceback(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pgvar {version('pgvar')}"
+    for argv in (["--help"], ["measure", "--help"], ["sweep", "--help"], ["report", "--help"], ["list", "--help"]):
+        assert main(argv) == 0
+        assert "usage: pgvar" in capsys.readouterr().out
+    assert main([]) == 2  # bare: the commands on stdout, one error line on stderr
+    captured = capsys.readouterr()
+    assert all(command in captured.out for command in ("list", "measure", "sweep", "report"))
+    assert captured.err.strip() == "pgvar: error: a command is required (the commands are listed above)"
+
+
+def test_help_through_the_installed_command():
+    """The `%` of a help string once crashed argparse's formatting, only when the help was printed."""
+    out = pgvar("--help")
+    assert out.returncode == 0 and "measure" in out.stdout and out.stderr == "", out.stderr
+    out = pgvar("measure", "--help")
+    assert out.returncode == 0 and "95% CIs" not in out.stderr and "--reference-cache" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("error,shown", [
+    (OSError(28, "No space left on device"), "pgvar: error: OSError: [Errno 28] No space left on device"),
+    (ValueError("bad\nvalue"), "pgvar: error: ValueError: bad value"),
+    (MemoryError(), "pgvar: error: out of memory: MemoryError"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried to "
+                  "allocate 8000000000000 bytes."), "pgvar: error: out of memory: [enforce fail"),
+])
+def test_the_last_resort_guard_is_one_line_unless_debugging(error, shown, capsys, monkeypatch):
+    def fail(_):
+        raise error
+
+    monkeypatch.setattr("bench.cli.cmd_list", fail)
+    assert main(["list"]) == 2
+    assert one_error_line(capsys).startswith(shown)
+    monkeypatch.setenv("PGVAR_DEBUG", "1")
+    with pytest.raises(type(error)):
+        main(["list"])
+
+
+def test_an_internal_runtime_error_keeps_its_traceback(monkeypatch):
+    """Only allocator failures among RuntimeErrors are the user's to fix; any other is a bug to see."""
+    def fail(_):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr("bench.cli.cmd_list", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["list"])
