@@ -146,6 +146,10 @@ class Measurement:
         record["bias_dof"] = m.bias_dof
         record["tail_kurtosis"] = m.tail_kurtosis
         record["heavy_tailed"] = m.heavy_tailed
+        record["nonfinite_fraction"] = m.nonfinite_fraction
+        record["degenerate"] = m.degenerate
+        record["trustworthy"] = m.trustworthy
+        record["untrustworthy_reasons"] = m.untrustworthy_reasons
         record["seconds"] = self.seconds
         record["env_steps"] = self.env_steps
         record["seconds_per_estimate"] = self.seconds / self.reps

@@ -44,6 +44,29 @@ cosine_mean and pairwise_cosine are not corrected: the noise of g̃ lowers cosin
 
 A cosine with a zero vector is defined as 0 (the estimate carries no direction). Estimates with a
 non-finite coordinate are excluded from every metric and counted in `nonfinite`.
+
+When not to trust a measurement at all (`trustworthy`, `untrustworthy_reasons`). Three flags, each
+a measurement whose numbers describe the computed values but not the estimator:
+- `heavy_tailed` (above): the CIs are too narrow and the p-value optimistic.
+- `excess_nonfinite`: `nonfinite_fraction` = nonfinite / M > NONFINITE_LIMIT (5%). The metrics are
+  those of the finite remainder, a truncated sample: where weights overflow it is the part with the
+  small weights, so its variance understates the estimator's by an unknown factor. Values and CIs
+  are kept (they are exact statements about the remainder); the flag says not to read them as the
+  estimator's. 5% is a stated convention, not a test: a few overflowing batches are reported (and
+  counted) without discarding the measurement; beyond that the excluded part, whose size is unknown, is
+  too large a share to call the remainder the estimator's distribution.
+- `degenerate`: the reference is nonzero and the finite estimates collapsed, either every one of
+  them is negligible against it, ‖g_m‖ ≤ COLLAPSE_RATIO·‖g*‖ for all m (importance weights that
+  underflowed: estimates exactly 0, or 1e-16 … 1e-37 of ‖g*‖), or all are identical (zero spread)
+  and differ from g* (an output that no longer depends on the sample). Such a sample has no spread, or only the
+  spread of rounding, so nothing about the estimator's distribution can be inferred from it:
+  `bias_pvalue` is NaN (by construction it would be 0, a certain "detection" of a bias that may be
+  an artefact of float64, and every CI collapses to a false precision), and every CI is NaN. The
+  point values (variance, bias norm, MSE…) are kept: they describe the numbers computed, e.g. a
+  relative bias of 1 for all-zero estimates. A deterministic estimator whose output equals g*
+  is not degenerate; one that always returns the same wrong vector is (its variance of 0 and its
+  bias are exact, but they cannot be told from a collapse; the flag lets a reader judge).
+`trustworthy` = none of the three.
 """
 
 from __future__ import annotations
@@ -58,6 +81,13 @@ CONFIDENCE = 0.95
 _Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
 
 HEAVY_TAIL_KURTOSIS = 4.0  # Gaussian estimates give at most 3
+NONFINITE_LIMIT = 0.05  # above this non-finite fraction the finite remainder is not the measurement
+# "Negligible against the reference": the square root of float64's resolution 2^-52, far below any
+# estimate an estimator of this suite legitimately returns (relative bias ≥ 1 − 1.5e-8) and far above
+# the 1e-16 … 1e-37 relative sizes of estimates whose importance weights underflowed (measured with
+# is-trajectory at N = 8, M = 100, seed 0: garnet at H = 100 and distance:50 gives ~1e-37; lqr at H = 100
+# and distance:1 gives at most 2.8e-16, just above 2^-52 itself, which would therefore be too tight).
+COLLAPSE_RATIO = 2.0**-26
 
 Interval = tuple[float, float]
 _NAN_CI: Interval = (math.nan, math.nan)
@@ -87,11 +117,93 @@ class GradientMetrics:
     mse: float
     mse_ci: Interval
     tail_kurtosis: float
+    degenerate: bool = False  # the finite estimates collapsed (module docstring): no CI, no p-value
 
     @property
     def heavy_tailed(self) -> bool:
         """True when the normal approximations behind the CIs and the p-value are not to be trusted."""
         return not self.tail_kurtosis <= HEAVY_TAIL_KURTOSIS
+
+    @property
+    def nonfinite_fraction(self) -> float:
+        """nonfinite / M: the share of estimates left out of every metric."""
+        total = self.reps_used + self.nonfinite
+        return self.nonfinite / total if total else math.nan
+
+    @property
+    def excess_nonfinite(self) -> bool:
+        """True when more than NONFINITE_LIMIT of the estimates are non-finite."""
+        return self.nonfinite_fraction > NONFINITE_LIMIT
+
+    @property
+    def untrustworthy_reasons(self) -> list[str]:
+        """Why the metrics do not describe the estimator (empty: trustworthy)."""
+        return untrustworthy_reasons(self.heavy_tailed, self.nonfinite_fraction, self.degenerate, self.tail_kurtosis)
+
+    @property
+    def trustworthy(self) -> bool:
+        """Not heavy-tailed, non-finite estimates within NONFINITE_LIMIT, not degenerate."""
+        return not self.untrustworthy_reasons
+
+
+def untrustworthy_reasons(heavy_tailed: bool, nonfinite_fraction: float, degenerate: bool,
+                          tail_kurtosis: float = math.nan) -> list[str]:
+    """The reasons not to trust a measurement, one short phrase each, from its three flags (the CLI and
+    `Measurement.to_dict` show them; the report, which aggregates repetitions, counts the flags instead:
+    flag_counts_text)."""
+    reasons = []
+    if heavy_tailed:
+        kurtosis = f"{tail_kurtosis:.3g}" if math.isfinite(tail_kurtosis) else "undefined"
+        reasons.append(f"heavy-tailed (tail kurtosis {kurtosis}, limit {HEAVY_TAIL_KURTOSIS:g})")
+    if nonfinite_fraction > NONFINITE_LIMIT:
+        reasons.append(f"{nonfinite_fraction:.0%} of the estimates non-finite (limit {NONFINITE_LIMIT:.0%})")
+    if degenerate:
+        reasons.append("degenerate: the estimates collapsed (all negligible against the reference, or all identical)")
+    return reasons
+
+
+def trust_flags(rows):
+    """Stored rows (a pandas DataFrame, one measurement each) → the same rows with boolean `heavy_tailed`,
+    `nonfinite_fraction`, `excess_nonfinite`, `degenerate` and `trustworthy`: the stored-row twin of
+    GradientMetrics' properties, recomputed from the flags so that results written before these columns
+    existed still load. There
+    `nonfinite_fraction` = nonfinite / reps (M) (exact: it is the definition), `degenerate` unknown is
+    taken as False (so such rows are judged, as before, by `heavy_tailed` and the non-finite count), and
+    a column missing altogether counts as no flag."""
+    import pandas as pd  # here only: the measurement path (harness, workers) needs no pandas
+
+    derived = (rows["nonfinite"] / rows["reps"] if {"nonfinite", "reps"} <= set(rows.columns)
+               else pd.Series(math.nan, index=rows.index))
+    fraction = (rows["nonfinite_fraction"].astype(float).fillna(derived) if "nonfinite_fraction" in rows
+                else derived).astype(float)
+
+    def flag(column: str) -> pd.Series:
+        return (rows[column].astype("boolean").fillna(False).astype(bool) if column in rows
+                else pd.Series(False, index=rows.index))
+
+    heavy, excess, degenerate = flag("heavy_tailed"), fraction > NONFINITE_LIMIT, flag("degenerate")
+    return rows.assign(heavy_tailed=heavy, nonfinite_fraction=fraction, excess_nonfinite=excess,
+                       degenerate=degenerate, trustworthy=~(heavy | excess | degenerate))
+
+
+def flag_counts_text(heavy_tailed: int, excess_nonfinite: int, degenerate: int, repetitions: int) -> str:
+    """Repetitions of one point with each flag, as text: "heavy-tailed 1/3, degenerate 3/3" ("" if none)."""
+    labels = (("heavy-tailed", heavy_tailed), (f"non-finite > {NONFINITE_LIMIT:.0%}", excess_nonfinite),
+              ("degenerate", degenerate))
+    return ", ".join(f"{label} {int(k)}/{int(repetitions)}" for label, k in labels if k)
+
+
+def collapsed(estimates: np.ndarray, reference: np.ndarray) -> bool:
+    """The `degenerate` test of the module docstring on finite estimates [M, P] and g* [P]: g* ≠ 0 and
+    either every ‖g_m‖ ≤ COLLAPSE_RATIO·‖g*‖, or M ≥ 2 identical rows farther than that from g*."""
+    ref_norm = float(np.linalg.norm(reference))
+    if estimates.shape[0] == 0 or not ref_norm > 0:
+        return False
+    floor = COLLAPSE_RATIO * ref_norm
+    if float(np.linalg.norm(estimates, axis=1).max()) <= floor:
+        return True
+    identical = estimates.shape[0] >= 2 and bool((estimates == estimates[0]).all())
+    return identical and float(np.linalg.norm(estimates[0] - reference)) > floor
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, Interval]:
@@ -240,11 +352,12 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
     ref_sq = float(reference @ reference)
     ref_norm = math.sqrt(ref_sq)
     nan = math.nan
+    degenerate = collapsed(estimates, reference)
     if count < 2:
         mean_grad = estimates.mean(0) if count else np.full(dim, nan)
         return GradientMetrics(count, int((~finite).sum()), mean_grad, ref_norm, nan, _NAN_CI, nan, _NAN_CI,
                                nan, _NAN_CI, nan, nan, bias_resolution(reference_variance), nan, _NAN_CI, nan,
-                               _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan)
+                               _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, degenerate)
 
     mean_grad = estimates.mean(0)
     deviations = estimates - reference  # X [M, P]
@@ -285,6 +398,9 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
 
     snr = ref_sq / tr_s if tr_s > 0 else math.inf
     snr_ci = (ref_sq / var_ci[1], ref_sq / var_ci[0]) if not math.isnan(var_ci[0]) else _NAN_CI
+    if degenerate:  # no spread to infer from: no interval, no test (module docstring)
+        var_ci = bias_ci = relative_ci = cos_ci = pair_ci = snr_ci = mse_ci = _NAN_CI
+        pvalue = nan
 
     return GradientMetrics(
         reps_used=count, nonfinite=int((~finite).sum()), mean_grad=mean_grad, reference_norm=ref_norm,
@@ -292,5 +408,5 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
         bias_norm=bias_norm, bias_norm_ci=bias_ci, relative_bias=relative_bias, relative_bias_ci=relative_ci,
         bias_pvalue=pvalue, bias_dof=dof, bias_resolution=bias_resolution(reference_variance),
         cosine_mean=cos_mean, cosine_mean_ci=cos_ci, pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
-        snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci, tail_kurtosis=tail_kurtosis,
+        snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci, tail_kurtosis=tail_kurtosis, degenerate=degenerate,
     )

@@ -13,7 +13,9 @@ from scipy import stats
 
 from bench.harness import measure
 from bench.metrics import (
+    COLLAPSE_RATIO,
     HEAVY_TAIL_KURTOSIS,
+    NONFINITE_LIMIT,
     gradient_metrics,
     pairwise_cosine,
     trace_cov_squared,
@@ -199,3 +201,110 @@ def test_bias_norm_ci_covers_known_bias():
         hits += lo <= truth <= hi
     low, high = coverage_bounds(trials)
     assert low <= hits / trials <= high, hits / trials
+
+
+# ------------------------------------------------------------------------ untrustworthy measurements
+
+def gaussian_estimates(reps: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """M well-behaved (Gaussian, P = 4) estimates around a nonzero reference, and the reference."""
+    reference = np.array([0.5, -0.3, 0.2, 0.1])
+    return reference + np.random.default_rng(seed).normal(size=(reps, 4)), reference
+
+
+@pytest.mark.parametrize("bad,flagged", [(6, True), (5, False), (4, False)])
+def test_nonfinite_fraction_above_the_limit_is_flagged(bad, flagged):
+    """6 of 100 estimates non-finite is above NONFINITE_LIMIT = 5%: flagged, untrustworthy; 5 and 4 are
+    not (the limit is exceeded, not reached). The flag never changes a number: the metrics are exactly
+    those of the finite rows alone."""
+    finite, reference = gaussian_estimates(100 - bad)
+    rows = np.vstack([finite, np.tile([np.inf, 0.0, np.nan, 1.0], (bad, 1))])
+    m = gradient_metrics(rows, reference)
+    assert NONFINITE_LIMIT == 0.05 and m.nonfinite_fraction == bad / 100
+    assert m.excess_nonfinite is flagged and not m.heavy_tailed and not m.degenerate
+    assert m.trustworthy is not flagged
+    assert any("non-finite" in reason for reason in m.untrustworthy_reasons) is flagged
+    alone = gradient_metrics(finite, reference)
+    for name in ("variance_trace", "variance_trace_ci", "bias_norm", "bias_pvalue", "mse_ci", "tail_kurtosis"):
+        assert getattr(m, name) == getattr(alone, name), name
+
+
+def test_all_zero_estimates_against_a_nonzero_reference_are_degenerate():
+    """Importance weights that underflowed give estimates exactly 0. Their variance is 0 and the bias test
+    would reject with p = 0 (a 'certain' bias that is an artefact of float64): the measurement is flagged
+    degenerate, its p-value and every CI are NaN, and the descriptive values stay (relative bias 1)."""
+    reference = np.array([0.5, -0.3, 0.2, 0.1])
+    m = gradient_metrics(np.zeros((50, 4)), reference)
+    assert m.degenerate and not m.trustworthy and any("degenerate" in r for r in m.untrustworthy_reasons)
+    assert math.isnan(m.bias_pvalue)
+    for name in ("variance_trace_ci", "bias_norm_ci", "relative_bias_ci", "cosine_mean_ci", "mse_ci", "snr_ci"):
+        assert all(math.isnan(end) for end in getattr(m, name)), name
+    assert m.variance_trace == 0.0 and m.relative_bias == pytest.approx(1.0)
+    assert m.mse == pytest.approx(float(reference @ reference))
+
+
+@pytest.mark.parametrize("estimates,reference,degenerate", [
+    (np.zeros((20, 3)), np.zeros(3), False),  # zero against a zero target: nothing collapsed
+    (np.tile([0.5, -0.3, 0.2], (20, 1)), np.array([0.5, -0.3, 0.2]), False),  # a constant, exact estimator
+    (np.tile([0.4, -0.3, 0.2], (20, 1)), np.array([0.5, -0.3, 0.2]), True),  # a constant, wrong vector
+    (1e-20 * np.random.default_rng(3).normal(size=(20, 3)), np.array([0.5, -0.3, 0.2]), True),  # weights ~1e-20
+    (1e-6 * np.random.default_rng(3).normal(size=(20, 3)), np.array([0.5, -0.3, 0.2]), False),  # small, not collapsed
+])
+def test_degenerate_is_collapse_against_the_reference_only(estimates, reference, degenerate):
+    """Collapsed means ‖g_m‖ ≤ COLLAPSE_RATIO·‖g*‖ for every m, or identical rows that are not g*."""
+    m = gradient_metrics(estimates, reference)
+    assert m.degenerate is degenerate
+    assert math.isnan(m.bias_pvalue) is degenerate
+
+
+def test_degenerate_threshold_is_the_stated_ratio():
+    reference = np.array([3.0, 4.0])  # ‖g*‖ = 5
+    spread = np.random.default_rng(5).normal(size=(30, 2))
+    largest = float(np.linalg.norm(spread, axis=1).max())
+    below, above = spread * (COLLAPSE_RATIO * 5 / largest) * 0.99, spread * (COLLAPSE_RATIO * 5 / largest) * 1.01
+    assert gradient_metrics(below, reference).degenerate and not gradient_metrics(above, reference).degenerate
+
+
+def test_heavy_tailed_flag_is_unchanged_and_makes_it_untrustworthy():
+    """One estimate 30 SDs out: heavy-tailed as before (tail kurtosis > 4), still with its CIs and p-value
+    (they are too narrow, not undefined), untrustworthy for that reason alone."""
+    estimates, reference = gaussian_estimates(100)
+    estimates[0] += 30.0
+    m = gradient_metrics(estimates, reference)
+    assert m.tail_kurtosis > HEAVY_TAIL_KURTOSIS and m.heavy_tailed
+    assert not m.degenerate and not m.excess_nonfinite and not m.trustworthy
+    assert len(m.untrustworthy_reasons) == 1 and m.untrustworthy_reasons[0].startswith("heavy-tailed")
+    assert math.isfinite(m.bias_pvalue) and all(math.isfinite(end) for end in m.variance_trace_ci)
+    well_behaved = gradient_metrics(*gaussian_estimates(100))
+    assert well_behaved.trustworthy and well_behaved.untrustworthy_reasons == []
+
+
+def test_far_behaviour_policy_underflows_into_a_degenerate_measurement():
+    """is-trajectory on garnet with H = 100 at behaviour=distance:50: π_b puts almost all its mass on other
+    actions than π_θ, so the product of 100 ratios along a behaviour trajectory is astronomically small and
+    every estimate is ≤ 1e-30 of ‖∇J‖ (measured at this seed; the declared-unbiased estimator's true mean is
+    ∇J, carried by trajectories a batch of 8 essentially never samples). Before the flag this read as
+    variance 1e-74 with a bias p-value of 0. On-policy REINFORCE on the same problem is trustworthy."""
+    problem = make_problem("garnet", {"horizon": 100})
+    result = measure(problem, "is-trajectory", 8, 100, seed=0, show_progress=False,
+                     estimator_options={"behaviour": "distance:50"})
+    m = result.metrics
+    assert np.linalg.norm(result.estimates, axis=1).max() < 1e-30 * m.reference_norm
+    assert m.degenerate and not m.trustworthy and math.isnan(m.bias_pvalue) and m.nonfinite == 0
+    record = result.to_dict()
+    assert record["degenerate"] is True and record["trustworthy"] is False and record["nonfinite_fraction"] == 0.0
+    assert record["bias_pvalue"] is None and any("degenerate" in r for r in record["untrustworthy_reasons"])
+    control = measure(problem, "reinforce", 8, 100, seed=0, show_progress=False).metrics
+    assert control.trustworthy and not control.degenerate
+
+
+def test_overflowing_behaviour_data_are_flagged_over_the_nonfinite_limit():
+    """lqr with H = 100 at behaviour=distance:100 (tests/test_off_policy.py: the behaviour policy's states
+    overflow float64 near t = 100 in some trajectories): at this seed most estimates are non-finite, so the
+    finite remainder is not the measurement."""
+    problem = make_problem("lqr", {"horizon": 100})
+    result = measure(problem, "is-per-decision", 4, 50, seed=3, show_progress=False,
+                     estimator_options={"behaviour": "distance:100"})
+    m = result.metrics
+    assert m.nonfinite_fraction == m.nonfinite / 50 > NONFINITE_LIMIT
+    assert m.excess_nonfinite and not m.trustworthy
+    assert result.to_dict()["nonfinite_fraction"] == m.nonfinite_fraction
