@@ -94,7 +94,8 @@ def _batch_size_axis(ax: plt.Axes, batch_sizes: Sequence[int]) -> None:
 def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, marker: str,
                    hollow_when_biased: bool = False) -> None:
     """One series in one panel: the points joined, with error bars from `<y>_lo`/`<y>_hi` if present;
-    with `hollow_when_biased`, points whose variant is declared biased there get hollow markers."""
+    with `hollow_when_biased`, points whose variant is declared biased there get hollow markers; points
+    not `trustworthy` (reports.results.aggregate_repetitions) get a grey marker on top, in every panel."""
     data = data.sort_values(x)
     error = None
     if f"{y}_lo" in data:
@@ -105,6 +106,20 @@ def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, mark
         biased = data[~data["declared_unbiased"].astype(bool)]
         ax.plot(biased[x], biased[y], linestyle="", marker=marker, markersize=4, markerfacecolor="white",
                 markeredgecolor=color, zorder=3)
+    if "trustworthy" in data:
+        untrusted = data[~data["trustworthy"].astype(bool)]
+        ax.plot(untrusted[x], untrusted[y], linestyle="", marker=marker, markersize=4, markerfacecolor=UNTRUSTED_GREY,
+                markeredgecolor=UNTRUSTED_GREY, zorder=4)
+
+
+UNTRUSTED_GREY = "0.6"
+UNTRUSTED_HANDLE = Line2D([], [], linestyle="", marker="o", markersize=4, markerfacecolor=UNTRUSTED_GREY,
+                          markeredgecolor=UNTRUSTED_GREY, label="grey: untrustworthy (findings: reliability)")
+
+
+def _untrusted_handles(frame: pd.DataFrame) -> list[Line2D]:
+    """The grey-marker legend entry, when the figure has an untrustworthy point."""
+    return [UNTRUSTED_HANDLE] if "trustworthy" in frame and not frame["trustworthy"].astype(bool).all() else []
 
 
 HOLLOW_HANDLE = Line2D([], [], linestyle="", marker="o", markersize=4, markerfacecolor="white",
@@ -155,6 +170,7 @@ def family_figure(points: pd.DataFrame, style: VariantStyle) -> Figure:
     extra = [Line2D([], [], linestyle="--", color="0.4", label="∝ 1/N through the first variant")]
     if not points["declared_unbiased"].all():
         extra.append(HOLLOW_HANDLE)
+    extra += _untrusted_handles(points)
     _variant_legend(fig, style, shown, extra)
     return fig
 
@@ -227,6 +243,7 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
             ax.set_xlabel(axis.title if row == len(metrics) - 1 else "")
     fig.tight_layout()
     extra = [HOLLOW_HANDLE] if not frame["declared_unbiased"].all() else []
+    extra += _untrusted_handles(frame)
     if ACHIEVED_KL in metrics and axis.kind == "kl":
         extra.append(Line2D([], [], linestyle="--", color="0.4", label="requested KL"))
     _variant_legend(fig, style, shown, extra, title="table")

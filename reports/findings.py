@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from scipy import stats
 
+from bench.metrics import NONFINITE_LIMIT, trust_flags
 from reports.families import Axis, Family
 from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, target_order, variance_ratios
 from reports.rliable_stats import SCORES, RliableResults
@@ -55,6 +56,38 @@ def ratio_phrase(ratio: float, low: float, high: float) -> str:
                        "variance ratio")
 
 
+def untrusted_ratio(row, what: str = "variance") -> str | None:
+    """The wording of a paired ratio row of `reports.results.variance_ratios` (ratio = var(Y) / var(X))
+    that must not be read as a win, or None when the usual words apply:
+    - `invalid` (X or Y over the non-finite limit, or degenerate, in a repetition): the ratio compares
+      the finite remainders, or collapsed estimates, not the estimators — stated, never called a change;
+    - the side the interval favours (lower variance) is heavy-tailed: a heavy-tailed sample variance
+      falls below the true one more often than not (the rare large estimates are missed), so exactly
+      this direction can be an artefact — stated as not established. The other direction is kept (it
+      understates the difference, if anything) with the heavy-tailed note the caller adds.
+    Rows without the trust columns (older callers) are taken as trustworthy."""
+    flags = getattr(row, "flags", "") or ""
+    numbers = f"{what} ratio {fmt_ci(row.ratio, row.ratio_lo, row.ratio_hi)}"
+    if bool(getattr(row, "invalid", False)):
+        return f"{numbers}: not a finding, untrustworthy ({flags})"
+    defined = math.isfinite(row.ratio_lo) and math.isfinite(row.ratio_hi)
+    favoured = "x" if defined and row.ratio_lo > 1 else "y" if defined and row.ratio_hi < 1 else None
+    if favoured and bool(getattr(row, f"{favoured}_heavy_tailed", False)):
+        return f"{numbers}: not established, the lower {what} is heavy-tailed ({flags})"
+    return None
+
+
+def trusted_ratio_phrase(row) -> str:
+    """ratio_phrase of a variance_ratios row, unless untrusted_ratio words it otherwise; a heavy-tailed
+    side the words do not favour is noted."""
+    guarded = untrusted_ratio(row)
+    if guarded is not None:
+        return guarded
+    phrase = ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)
+    flags = getattr(row, "flags", "") or ""
+    return f"{phrase} (heavy-tailed: {flags})" if flags else phrase
+
+
 def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, int],
                       targets: Mapping[str, str], family_list: Sequence[Family]) -> Section:
     """Per problem at its headline N and per estimator family: the variance of every variant
@@ -68,7 +101,7 @@ def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, 
             of_family = group[group["x"].isin(family.variants)]
             if of_family.empty:
                 continue
-            clauses = [f"{row.x} {ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)}"
+            clauses = [f"{row.x} {trusted_ratio_phrase(row)}"
                        for row in of_family.sort_values(["ratio", "x"], ascending=[False, True]).itertuples()]
             items.append(f"{problem} (N={headline[problem]}), {family.title}: " + "; ".join(clauses) + ".")
     return (f"Variance against the reference, {reference}, of the variants estimating its target "
@@ -83,8 +116,7 @@ def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence
     items = [] if pairs else ["No pairs configured ([report] pairs in the sweep config)."]
     for x, y in pairs:
         compared = headline_ratios[(headline_ratios["x"] == x) & (headline_ratios["y"] == y)]
-        clauses = [f"{row.problem} (N={row.batch_size}) {ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)}"
-                   for row in compared.itertuples()]
+        clauses = [f"{row.problem} (N={row.batch_size}) {trusted_ratio_phrase(row)}" for row in compared.itertuples()]
         items.append(f"{x} vs {y}: " + "; ".join(clauses) + ".")
         for score in SCORES:
             found = rliable.improvements[(rliable.improvements["score"] == score.column)
@@ -99,22 +131,34 @@ def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence
 
 def mse_findings(points: pd.DataFrame, headline: dict[str, int]) -> Section:
     """Per problem at its headline N and per target with ≥ 2 variants: the variant with the
-    lowest MSE against that target and the runner-up."""
+    lowest MSE against that target and the runner-up, among the trustworthy points only (as in
+    summary_table's rank); the untrustworthy ones are named with their reasons, never ranked."""
     items = []
     at_n = at_headline(points, headline)
     for (problem, target), group in at_n.groupby(["problem", "target"], sort=True):
-        ranked = group.dropna(subset=["mse"]).sort_values(["mse", "variant"])
+        measured = group.dropna(subset=["mse"])
+        trusted = (measured["trustworthy"].astype(bool) if "trustworthy" in measured
+                   else pd.Series(True, index=measured.index))
+        ranked = measured[trusted].sort_values(["mse", "variant"])
+        left_out = measured[~trusted].sort_values("variant")
+        untrusted = "; ".join(f"{r.variant} ({r.untrustworthy_reasons})" for r in left_out.itertuples())
+        where = f"{problem} (N={headline[problem]}), target {target}"
         if len(ranked) < 2:
+            if len(measured) >= 2 and untrusted:
+                items.append(f"{where}: no lowest MSE established, fewer than two variants are trustworthy; "
+                             f"untrustworthy, not ranked: {untrusted}.")
             continue
         best = ranked.iloc[0]
-        text = (f"{problem} (N={headline[problem]}), target {target}: lowest MSE {best.variant} "
-                f"{fmt_metric(best, 'mse')}")
+        text = f"{where}: lowest MSE {best.variant} {fmt_metric(best, 'mse')}"
         second = ranked.iloc[1]
         separated = best.mse_hi < second.mse_lo
         text += (f"; next {second.variant} {fmt_metric(second, 'mse')} — the CIs "
                  + ("do not overlap" if separated else "overlap, so the order is not established"))
+        if untrusted:
+            text += f"; untrustworthy, not ranked: {untrusted}"
         items.append(text + ".")
-    return "Lowest mean squared error (bias² + variance) against each target", items
+    return ("Lowest mean squared error (bias² + variance) against each target, among the trustworthy measurements",
+            items)
 
 
 def _chance_of_rejections(k: int, n: int) -> float:
@@ -127,8 +171,11 @@ def bias_findings(rows: pd.DataFrame) -> Section:
     declaration: per declared-biased variant, where it is detected; per (variant, problem) declared
     unbiased, a warning when it rejects more often than chance allows; and, per target, the
     declared-unbiased rest in one line."""
-    # Heavy-tailed measurements have optimistic p-values (see reliability_findings): left out here.
-    tested = rows[~rows["heavy_tailed"]].dropna(subset=["bias_pvalue"])
+    # Untrustworthy measurements (see reliability_findings) are left out here: heavy-tailed ones have
+    # optimistic p-values; over the non-finite limit the test is of the finite remainder, not the estimator;
+    # degenerate ones have no p-value (NaN) at all.
+    flagged = trust_flags(rows)
+    tested = rows[flagged["trustworthy"]].dropna(subset=["bias_pvalue"])
     tested = tested.assign(rejected=tested["bias_pvalue"] < BIAS_TEST_LEVEL)
     counts = tested.groupby(["target", "declared_unbiased", "variant", "problem"], sort=True).agg(
         n=("rejected", "size"), k=("rejected", "sum"), reps=("reps", "max"),
@@ -165,15 +212,19 @@ def bias_findings(rows: pd.DataFrame) -> Section:
             items.append(f"Against {target}, the declared-unbiased variants{others} ({rest['variant'].nunique()}): "
                          f"{k} rejection{'' if k == 1 else 's'} in {n} measurements ({n * BIAS_TEST_LEVEL:.2g} "
                          f"expected by chance at the 1% level), {verdict}.")
-    return (f"Bias test (H0: E ĝ = the variant's target, rejected at p < {BIAS_TEST_LEVEL:g}; measurements not flagged "
-            "heavy-tailed; variants of one (problem, N, repetition) share trajectories, so their rejections are "
+    return (f"Bias test (H0: E ĝ = the variant's target, rejected at p < {BIAS_TEST_LEVEL:g}; measurements flagged "
+            f"neither heavy-tailed, over {NONFINITE_LIMIT:.0%} non-finite nor degenerate; variants of one "
+            "(problem, N, repetition) share trajectories, so their rejections are "
             "correlated)", items)
 
 
 def reliability_findings(rows: pd.DataFrame) -> Section:
-    """Measurements whose CIs should not be trusted (heavy tails), per problem."""
+    """Measurements not to be trusted, per problem: heavy tails (CIs too narrow), then more than
+    NONFINITE_LIMIT non-finite estimates and degenerate (collapsed) estimates, whose numbers do not
+    describe the estimator (bench/metrics.py)."""
     items = []
-    heavy = rows[rows["heavy_tailed"]]
+    flagged = trust_flags(rows)
+    heavy = rows[flagged["heavy_tailed"]]
     for problem, group in heavy.groupby("problem", sort=True):
         sizes = ", ".join(str(n) for n in sorted(group["batch_size"].unique()))
         variants = ", ".join(f"{variant} ({len(g)})" for variant, g in group.groupby("variant", sort=True))
@@ -182,6 +233,20 @@ def reliability_findings(rows: pd.DataFrame) -> Section:
                      f"whose CIs are too narrow and bias p-values optimistic (raise N or M): {variants}.")
     if heavy.empty:
         items.append("No measurement is flagged heavy-tailed: the normal-approximation CIs apply.")
+    invalid = {
+        f"have more than {NONFINITE_LIMIT:.0%} of their estimates non-finite, so their metrics are those of the "
+        "finite remainder, not of the estimator": flagged["excess_nonfinite"],
+        "are degenerate: every finite estimate negligible against the target or all identical (e.g. importance "
+        "weights that underflowed), so there is nothing to measure; no CI or p-value is given": flagged["degenerate"],
+    }
+    for what, mask in invalid.items():
+        for problem, group in rows[mask].groupby("problem", sort=True):
+            sizes = ", ".join(str(n) for n in sorted(group["batch_size"].unique()))
+            variants = ", ".join(f"{variant} ({len(g)})" for variant, g in group.groupby("variant", sort=True))
+            items.append(f"{problem}: {len(group)} of {int((rows['problem'] == problem).sum())} measurements {what} "
+                         f"(N = {sizes}); never ranked or counted as a win: {variants}.")
+    if not (flagged["excess_nonfinite"] | flagged["degenerate"]).any():
+        items.append(f"No measurement has more than {NONFINITE_LIMIT:.0%} non-finite estimates or degenerate ones.")
     return "Reliability of the measurements", items
 
 
@@ -193,7 +258,9 @@ def nonfinite_findings(points: pd.DataFrame) -> Section:
         bad = group[group["nonfinite"] > 0]
         if bad.empty:
             continue
-        where = ", ".join(f"{r.problem} N={r.batch_size} {r.nonfinite}/{r.estimates}" for r in bad.itertuples())
+        where = ", ".join(f"{r.problem} N={r.batch_size} {r.nonfinite}/{r.estimates}"
+                          + (f" (over the {NONFINITE_LIMIT:.0%} limit in a repetition: untrustworthy)"
+                             if getattr(r, "excess_nonfinite", 0) else "") for r in bad.itertuples())
         total, estimates = int(group["nonfinite"].sum()), int(group["estimates"].sum())
         items.append(f"{variant}: {total} of {estimates} estimates non-finite ({total / estimates:.2%}): {where}.")
     clean = points.groupby("variant")["nonfinite"].sum().eq(0).sum()
@@ -206,14 +273,20 @@ def nonfinite_findings(points: pd.DataFrame) -> Section:
 
 
 def _change(ratio: pd.Series | None, what: str) -> str:
-    """"variance rises 3.1× [2.9, 3.3]" from a paired ratio row (ratio = later / earlier)."""
+    """"variance rises 3.1× [2.9, 3.3]" from a paired ratio row (ratio = later / earlier), unless
+    untrusted_ratio words it otherwise."""
     if ratio is None:
         return f"{what}: no paired measurement"
+    guarded = untrusted_ratio(ratio, what)
+    if guarded is not None:
+        return guarded
     return ratio_words(ratio.ratio, ratio.ratio_lo, ratio.ratio_hi, f"{what} rises", f"{what} falls",
                        f"{what} shows no clear change", f"{what} changes")
 
 
 def _bias_trend(first, last) -> str:
+    if bool(getattr(first, "invalid", False)) or bool(getattr(last, "invalid", False)):
+        return "is not comparable (untrustworthy, below)"
     if last.relative_bias_hi < first.relative_bias_lo:
         return "falls"
     if last.relative_bias_lo > first.relative_bias_hi:
@@ -261,6 +334,11 @@ def sweep_findings(sweeps: Sequence[tuple[Axis, pd.DataFrame]], rows: pd.DataFra
             heavy = [f"{p.value} {p.heavy_tailed}/{p.repetitions}" for p in data.itertuples() if p.heavy_tailed]
             if heavy:
                 text += f"; heavy-tailed, so CIs too narrow, at {', '.join(heavy)} repetitions"
+            invalid = [f"{p.value} ({p.untrustworthy_reasons})" for p in data.itertuples()
+                       if getattr(p, "invalid", False)]
+            if invalid:
+                text += (f"; untrustworthy (over the non-finite limit or degenerate: the numbers are not the "
+                         f"estimator's) at {', '.join(invalid)}")
             items.append(text + ".")
     heading = ("Sweeps of one option (at the N of each sweep's figure; variance change = paired ratio to the first "
                "value, 95% t-interval over repetitions)")

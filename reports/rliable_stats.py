@@ -19,6 +19,7 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
+from bench.metrics import trust_flags
 from reports.results import ReportSettings
 
 STATISTICS = ("IQM", "Median", "Mean", "Optimality gap")  # the order of `_aggregates`' output
@@ -58,8 +59,16 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
 def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
     """Rows → scores: [problem, variant, batch_size, repetition, cosine_mean, variance_reduction],
     variance_reduction = −log(variance_trace / the reference variant's variance_trace at the same
-    problem, N and repetition) (paired by common random numbers). Non-finite scores become NaN."""
+    problem, N and repetition) (paired by common random numbers). Non-finite scores become NaN, and so
+    do the scores of measurements over the non-finite limit or degenerate (bench/metrics.py: their numbers
+    are not the estimator's), and the variance reduction of every variant where the reference's is: rliable
+    then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep their scores: rliable
+    resamples runs, it does not use a measurement's own CIs."""
     key = ["problem", "batch_size", "repetition"]
+    flagged = trust_flags(rows)
+    invalid = flagged["excess_nonfinite"] | flagged["degenerate"]
+    rows = rows.assign(variance_trace=rows["variance_trace"].mask(invalid),
+                       cosine_mean=rows["cosine_mean"].mask(invalid))
     reference = rows.loc[rows["variant"] == reference_variant, key + ["variance_trace"]]
     paired = rows[key + ["variant", "variance_trace", "cosine_mean"]].merge(
         reference, on=key, how="left", suffixes=("", "_reference"))
@@ -230,6 +239,7 @@ def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: Repo
     intervals, improvements, profiles = [], [], []
     notes = [f"problem {problem} left out: the reference variant {reference} was not measured on it"
              for problem in sorted(set(rows["problem"]) - with_reference)]
+    notes += invalid_notes(rows[rows["problem"].isin(with_reference) & rows["batch_size"].isin(batch_sizes)])
     for score in SCORES:
         for batch_size in batch_sizes:
             matrices = score_matrices(scores, score, batch_size, variants)
@@ -248,6 +258,15 @@ def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: Repo
                 profiles.append(performance_profiles(matrices.score_dict, taus, reps, seed).assign(**tag))
     return RliableResults(batch_sizes, _concat(intervals, INTERVAL_COLUMNS), _concat(improvements, IMPROVEMENT_COLUMNS),
                           _concat(profiles, PROFILE_COLUMNS), notes)
+
+
+def invalid_notes(rows: pd.DataFrame) -> list[str]:
+    """One note per N naming the (variant, problem) measurements score_frame blanked as untrustworthy."""
+    flagged = trust_flags(rows)
+    invalid = flagged[flagged["excess_nonfinite"] | flagged["degenerate"]]
+    return [f"N={batch_size}: scores left out as untrustworthy (over the non-finite limit or degenerate): "
+            + "; ".join(f"{variant} on {problem}" for (variant, problem), _ in group.groupby(["variant", "problem"]))
+            for batch_size, group in invalid.groupby("batch_size", sort=True)]
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
