@@ -85,7 +85,7 @@ def trusted_ratio_phrase(row) -> str:
         return guarded
     phrase = ratio_phrase(row.ratio, row.ratio_lo, row.ratio_hi)
     flags = getattr(row, "flags", "") or ""
-    return f"{phrase} (heavy-tailed: {flags})" if flags else phrase
+    return f"{phrase} (flagged: {flags})" if flags else phrase
 
 
 def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, int],
