@@ -21,13 +21,14 @@ import tomllib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from bench.harness import measure, progress_bar
 from bench.reference import ReferenceConfig, check_reference, reference_for
+from bench.store import ResultsStore, check_name
 from envs import make_problem
 from envs.problem import problem_spec
 from envs.spec import ConfigError, resolve_options
@@ -85,6 +86,7 @@ class SweepConfig:
     reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields (samples, batch_size, seed) if not default
 
 
+MAX_BOOTSTRAP_REPS = 100_000  # the report's rliable resamples: more only costs memory and time
 _SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference"}
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
 _ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
@@ -106,10 +108,11 @@ class _Where:
         if unknown:
             raise self.error(f"{where}{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
-    def int_at_least(self, table: Mapping, key: str, low: int, default: Any = None) -> int:
+    def int_at_least(self, table: Mapping, key: str, low: int, default: Any = None, high: int | None = None) -> int:
         value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.error(key, f"expected an integer ≥ {low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f"≥ {low}" if high is None else f"in [{low}, {high}]"
+            raise self.error(key, f"expected an integer {bound}, got {value!r}")
         return value
 
 
@@ -160,12 +163,14 @@ def parse_theta_choice(where: _Where, key: str, text: Any) -> str:
     if text == "default":
         return text
     parts = str(text).split(":")
-    try:
-        if parts[0] != "random" or len(parts) != 3 or float(parts[1]) < 0 or int(parts[2]) < 0:
+    try:  # a finite scale (nan and inf parse as floats) and a seed numpy accepts
+        if (not isinstance(text, str) or parts[0] != "random" or len(parts) != 3
+                or not (math.isfinite(float(parts[1])) and float(parts[1]) >= 0) or not 0 <= int(parts[2]) < 2 ** 128):
             raise ValueError
     except ValueError:
-        raise where.error(key, f"expected 'default' or 'random:<scale ≥ 0>:<seed ≥ 0>', got {text!r}") from None
-    return str(text)
+        raise where.error(key, f"expected 'default' or 'random:<finite scale ≥ 0>:<integer seed ≥ 0>', "
+                               f"got {text!r}") from None
+    return text
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -173,19 +178,27 @@ def load_config(path: str | Path) -> SweepConfig:
     path = Path(path)
     where = _Where(str(path))
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such sweep config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a sweep TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a sweep config is a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        raise ConfigError(f"{path}: not valid TOML ({' '.join(str(err).split())})") from None
     return parse_config(raw, where, default_name=path.stem)
 
 
 def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> SweepConfig:
     where.keys(raw, _SWEEP_KEYS, "")
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise where.error("name", f"expected a non-empty name without '/', '\\' or spaces, got {name!r}")
+    try:  # the name becomes results/<name>/: a plain identifier, so it can never be '..', '.' or a path
+        check_name(name)
+    except ValueError as err:
+        raise where.error("name", str(err)) from None
 
     problems = []
     for i, table in enumerate(raw.get("problems") or []):
@@ -228,15 +241,18 @@ def parse_config(raw: Mapping[str, Any], where: _Where, default_name: str) -> Sw
     report = ReportConfig(
         reference_variant=reference,
         pairs=tuple(tuple(p) for p in pairs),
-        bootstrap_reps=where.int_at_least(report_raw, "bootstrap_reps", 100, 2000),
-        seed=where.int_at_least(report_raw, "seed", 0, 0),
+        bootstrap_reps=where.int_at_least(report_raw, "bootstrap_reps", 100, 2000, high=MAX_BOOTSTRAP_REPS),
+        seed=where.int_at_least(report_raw, "seed", 0, 0, high=2 ** 32 - 1),  # numpy's global seed is 32-bit
     )
     config = SweepConfig(
         name=name, problems=tuple(problems), estimators=tuple(estimators), batch_sizes=tuple(batch_sizes),
         reps=where.int_at_least(raw, "reps", 2), repetitions=where.int_at_least(raw, "repetitions", 1, 1),
         seed=where.int_at_least(raw, "seed", 0, 0), report=report, reference=_reference_settings(where, raw),
     )
-    variants = {cell.variant for cell in expand(config)[0]}
+    try:  # expanding builds every problem and checks every cell (labels, θ, sizes) before any compute
+        variants = {cell.variant for cell in expand(config)[0]}
+    except ConfigError as err:
+        raise ConfigError(f"{where.source}: {err}") from None
     for label in [reference, *(x for p in pairs for x in p)]:
         if label not in variants:
             raise where.error("report", f"variant {label!r} is not in the sweep; variants: {', '.join(sorted(variants))}")
@@ -310,40 +326,77 @@ def cell_seed(root: int, *identity: Any) -> int:
     return int(np.random.SeedSequence(root, spawn_key=words).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+MAX_CELLS = 1_000_000  # more is a typo (repetitions = 10**12), not a plan: refused before a cell is built
+
+
 def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
-    """All cells of the sweep, and a description of each combination that does not apply
-    (e.g. rloo at N = 1), which is skipped and reported, never silently dropped."""
-    cells, skipped = [], []
-    for pconf in config.problems:
+    """All distinct cells of the sweep, and a description of each combination that does not apply
+    (e.g. rloo at N = 1), which is skipped and reported, never silently dropped.
+
+    Duplicated estimator tables, axis values or batch sizes give the same cell twice: each cell id is
+    kept once, in first-occurrence order, so the planned count is the distinct count. Expanding is
+    also the last validation before any compute (ConfigError, one line, naming the problem): two
+    different problems (env, options or θ) under one label, a θ that is not finite, a (problem, N, M)
+    that would not fit in memory (bench.harness.check_memory), more than MAX_CELLS cells."""
+    from bench import harness
+
+    check_memory = getattr(harness, "check_memory", None)  # the harness's resource guard, where it exists
+    cells: dict[str, Cell] = {}
+    skipped: dict[str, None] = {}  # ordered, without repeats
+    owners: dict[str, tuple[str, tuple]] = {}  # label → (the first problems[i] that has it, problem identity)
+    sized: set[tuple] = set()  # (problem identity, N, group size) checked against memory
+    for index, pconf in enumerate(config.problems):
+        key = f"problems[{index}]"
         pspec = problem_spec(pconf.env)
         for env_options in _combinations(pconf.options, pconf.sweep):
             resolved_env = resolve_options(f"env {pconf.env}", pspec.options, env_options)
             label = pconf.label or _label(pconf.env, resolved_env, {k: o.default for k, o in pspec.options.items()})
             if pconf.label and pconf.sweep:
                 label = _label(pconf.label, {k: resolved_env[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
-            problem = make_problem(pconf.env, env_options)
+            identity = (pconf.env, tuple(sorted(resolved_env.items())), pconf.theta)
+            owner, owned = owners.setdefault(label, (key, identity))
+            if owned != identity:  # the report tells problems apart by label: two under one would be mixed
+                raise ConfigError(f"{key}: label {label!r} also names a different problem of {owner} (env, options "
+                                  "or θ differ); give each problem a distinct `label`")
+            try:
+                problem = make_problem(pconf.env, env_options)
+                problem.check_theta(theta_for(problem, pconf.theta))
+            except ConfigError as err:
+                raise ConfigError(f"{key} ({label}): {err}") from None
             for econf in config.estimators:
                 if econf.problems and (pconf.label or pconf.env) not in econf.problems:
                     continue  # not asked for: not a skip
                 for est_options in _combinations(econf.options, econf.sweep):
                     spec, resolved = resolve_estimator(econf.name, est_options)
                     variant = _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
-                    for batch_size in econf.batch_sizes or config.batch_sizes:
+                    for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
                         try:
                             spec.check(resolved, problem, batch_size)
                             check_reference(problem, spec.target_of(resolved))
                         except ConfigError as err:
-                            skipped.append(f"{label} / {variant} / N={batch_size}: {err}")
+                            skipped.setdefault(f"{label} / {variant} / N={batch_size}: {err}")
                             continue
+                        group_size = spec.group_size(resolved)
+                        if check_memory is not None and (identity[:2], batch_size, group_size) not in sized:
+                            sized.add((identity[:2], batch_size, group_size))
+                            try:
+                                check_memory(problem, batch_size, config.reps, group_size=group_size)
+                            except ConfigError as err:  # its knobs are named as measure's flags: name the keys
+                                text = str(err).replace("--batch-size", "batch_sizes").replace("--reps", "reps")
+                                raise ConfigError(f"{key} ({label}), N={batch_size}, reps={config.reps}: {text}") from None
+                        if len(cells) + config.repetitions > MAX_CELLS:
+                            raise ConfigError(f"the sweep expands to more than {MAX_CELLS} cells; lower repetitions "
+                                              "or the axes")
                         for repetition in range(config.repetitions):
                             seed = cell_seed(config.seed, pconf.env, sorted(resolved_env.items()), pconf.theta,
                                              batch_size, repetition)
-                            cells.append(Cell(
+                            cell = Cell(
                                 config.name, label, pconf.env, tuple(sorted(resolved_env.items())), pconf.theta,
                                 econf.name, variant, tuple(sorted(resolved.items())), batch_size, config.reps,
                                 repetition, seed, config.reference,
-                            ))
-    return cells, skipped
+                            )
+                            cells.setdefault(cell.cell_id, cell)
+    return list(cells.values()), list(skipped)
 
 
 def theta_for(problem, choice: str) -> torch.Tensor:
@@ -351,7 +404,8 @@ def theta_for(problem, choice: str) -> torch.Tensor:
     if choice == "default":
         return problem.default_theta()
     _, scale, seed = choice.split(":")
-    noise = np.random.default_rng(int(seed)).normal(scale=float(scale), size=problem.num_params)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives ±inf, refused by check_theta
+        noise = np.random.default_rng(int(seed)).normal(scale=float(scale), size=problem.num_params)
     return problem.default_theta() + torch.as_tensor(noise)
 
 
@@ -383,11 +437,11 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
     }
     for key in ("num_params", "horizon", "reference_kind", "reference_samples", "target", "declared_unbiased",
-                "reps_used", "nonfinite", "heavy_tailed", "env_steps"):
+                "reps_used", "nonfinite", "heavy_tailed", "degenerate", "trustworthy", "env_steps"):
         row[key] = record[key]
     # Every float column stays float64 in every file (NaN, never null), so the dataset has one schema.
     for key in ("gamma", "objective", "objective_se", "reference_norm", "bias_resolution", "bias_pvalue", "bias_dof",
-                "tail_kurtosis", "seconds", "seconds_per_estimate", "env_steps_per_estimate"):
+                "tail_kurtosis", "nonfinite_fraction", "seconds", "seconds_per_estimate", "env_steps_per_estimate"):
         row[key] = _float(record[key])
     for name in METRICS_WITH_CI:
         row[name] = _float(record[name])
@@ -435,37 +489,93 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_inprocess(cells: list[Cell]) -> Iterator[tuple[Cell, dict]]:
+# Every executor yields (cell, row, None) for a cell that finished and (cell, None, failure) for one that
+# raised, as each completes: a failing cell fails alone, and the caller writes every result as it arrives, so
+# nothing finished is lost when another cell raises or the run is interrupted.
+Outcome = tuple[Cell, "dict | None", "dict | None"]
+
+
+def failure_record(cell: Cell, err: BaseException) -> dict[str, Any]:
+    """What the store keeps of a cell that raised: its identity and the error (one line, and the traceback)."""
+    import traceback
+
+    remote = getattr(err, "__cause__", None)  # a process pool attaches the worker's traceback as the cause
+    trace = str(remote) if remote is not None and type(remote).__name__ == "_RemoteTraceback" else (
+        "".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    text = " ".join(str(err).split())
+    return {"cell_id": cell.cell_id, "cell": asdict(cell), "problem": cell.problem, "variant": cell.variant,
+            "batch_size": cell.batch_size, "repetition": cell.repetition,
+            "error": f"{type(err).__name__}: {text[:500]}", "traceback": trace}
+
+
+def _run_inprocess(cells: list[Cell]) -> Iterator[Outcome]:
     for cell in cells:
-        yield cell, run_cell(cell)
+        try:
+            row = run_cell(cell)
+        except Exception as err:  # noqa: BLE001 - a cell fails alone; KeyboardInterrupt still stops the sweep
+            yield cell, None, failure_record(cell, err)
+        else:
+            yield cell, row, None
 
 
-def _run_processes(cells: list[Cell], workers: int) -> Iterator[tuple[Cell, dict]]:
+def _run_processes(cells: list[Cell], workers: int) -> Iterator[Outcome]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: a forked child inherits the parent's torch/OpenMP thread state.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    try:
         futures = {pool.submit(run_cell, cell): cell for cell in cells}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            cell = futures[future]
+            try:
+                row = future.result()
+            except Exception as err:  # noqa: BLE001 - incl. BrokenProcessPool when a worker died (e.g. OOM-killed)
+                yield cell, None, failure_record(cell, err)
+            else:
+                yield cell, row, None
+    finally:
+        # Reached normally only once every future is done. Early (the caller raised or was interrupted), queued
+        # cells are cancelled rather than computed and thrown away; running ones finish, their results unused
+        # (each result already yielded was written by the caller as it came).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterator[tuple[Cell, dict]]:
+def _connect(scheduler: str):
+    """A Dask client of the scheduler at `scheduler`, or ConfigError naming it (a short timeout: nothing
+    listening must not hang the command for the default 30 s)."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="5s")
+    except Exception as err:  # noqa: BLE001 - OSError, TimeoutError, ValueError for a malformed address, ...
+        raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there "
+                          f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+
+
+def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterator[Outcome]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ConfigError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
+    client = _connect(scheduler) if scheduler else None
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
-    client = Client(scheduler or cluster)
+    client = client or Client(cluster)
     try:
         client.run(_init_worker)
         futures = client.map(run_cell, cells, pure=False)
         cell_of = {f.key: c for f, c in zip(futures, cells)}
         for future in as_completed(futures):
-            yield cell_of[future.key], future.result()
+            cell = cell_of[future.key]
+            try:
+                row = future.result()
+            except Exception as err:  # noqa: BLE001 - the cell's own exception, re-raised by dask
+                yield cell, None, failure_record(cell, err)
+            else:
+                yield cell, row, None
+            future.release()
     finally:
         client.close()
         if cluster is not None:
@@ -489,42 +599,73 @@ def prepare_references(cells: list[Cell]) -> None:
                               (cell, target))
     with _single_thread():
         for cell, target in needed.values():
-            problem = make_problem(cell.env, dict(cell.env_options))
-            reference_for(problem, theta_for(problem, cell.theta), target, ReferenceConfig(**dict(cell.reference)))
+            try:
+                problem = make_problem(cell.env, dict(cell.env_options))
+                reference_for(problem, theta_for(problem, cell.theta), target, ReferenceConfig(**dict(cell.reference)))
+            except Exception:  # noqa: BLE001 - its cells raise the same error when they run, and fail alone
+                continue
 
 
 @dataclass(frozen=True)
 class SweepSummary:
-    cells: int
-    ran: int
-    reused: int
-    skipped: list[str]
+    cells: int  # distinct planned cells
+    ran: int  # attempted in this run (failed ones included)
+    reused: int  # finished before and read back whole
+    skipped: list[str]  # combinations that do not apply
+    deleted: int = 0  # files `fresh` deleted (only files the store wrote)
+    corrupt: list[str] = field(default_factory=list)  # "<cell file>: why" of finished cells that did not read back
+    failed: list[dict] = field(default_factory=list)  # failure records of the cells that raised in this run
+    folder: str = ""  # the sweep's results folder
 
 
 def run_sweep(config: SweepConfig, results_root: str | Path = "results", executor: str = "processes",
-              workers: int | None = None, scheduler: str | None = None, fresh: bool = False) -> SweepSummary:
-    """Run every unfinished cell of `config`, writing each row as it finishes."""
-    from bench.store import ResultsStore
+              workers: int | None = None, scheduler: str | None = None, fresh: bool = False,
+              log: Callable[[str], None] | None = None) -> SweepSummary:
+    """Run every unfinished cell of `config`, writing each row as it finishes; `log` receives one-line notes
+    (corrupt cells about to be recomputed) before the compute starts.
 
+    The results folder is locked for the whole run (a second sweep on it is a ConfigError). A finished cell
+    whose file does not read back whole is deleted and recomputed. A cell that raises is recorded as
+    `_failed-<cell_id>.json` and the others carry on; a rerun retries it and removes the record on success.
+    Failures are returned in the summary (`failed`), not raised: the caller decides the exit status."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor '{executor}'; valid: {', '.join(EXECUTORS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"--workers {workers}: expected an integer ≥ 1")
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ConfigError(f"workers={workers}: expected an integer ≥ 1")
+    if scheduler is not None and executor != "dask":
+        raise ConfigError(f"--scheduler {scheduler}: applies only to --executor dask")
     cells, skipped = expand(config)
-    store = ResultsStore(Path(results_root) / config.name)
-    store.prepare({"config": asdict(config), "cells": len(cells)}, fresh=fresh)
-    done = store.finished()
-    todo = [c for c in cells if c.cell_id not in done]
-    prepare_references(todo)
-    if executor == "inprocess" or not todo:
-        stream = _run_inprocess(todo)
-    elif executor == "processes":
-        stream = _run_processes(todo, min(workers, len(todo)))
-    else:
-        stream = _run_dask(todo, workers, scheduler)
-    with progress_bar(len(todo), f"sweep {config.name}") as bar:
-        for cell, row in stream:
-            store.write(cell.cell_id, row)
-            bar.update(1)
-    return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped)
+    store = ResultsStore.for_sweep(results_root, config.name)
+    with store:  # the lock comes before any clean-up or deletion
+        deleted = store.prepare({"config": asdict(config), "cells": len(cells), "cell_ids": [c.cell_id for c in cells]},
+                                fresh=fresh)
+        planned = {c.cell_id for c in cells}
+        broken = store.verify(store.finished() & planned)
+        for cell_id in broken:
+            store.remove_cell(cell_id)  # a corrupt cell must never be reused; it is recomputed below
+        if broken and log is not None:
+            named = "; ".join(f"{store.cell_path(i).name} ({why})" for i, why in list(broken.items())[:3])
+            log(f"{len(broken)} corrupt cell files in {store.root} are recomputed: {named}"
+                + (f" and {len(broken) - 3} more" if len(broken) > 3 else ""))
+        done = store.finished()
+        todo = [c for c in cells if c.cell_id not in done]
+        prepare_references(todo)
+        if executor == "inprocess" or not todo:
+            stream = _run_inprocess(todo)
+        elif executor == "processes":
+            stream = _run_processes(todo, min(workers, len(todo)))
+        else:
+            stream = _run_dask(todo, workers, scheduler)
+        failed = []
+        with progress_bar(len(todo), f"sweep {config.name}") as bar:
+            for cell, row, failure in stream:
+                if failure is None:
+                    store.write(cell.cell_id, row)
+                    store.clear_failure(cell.cell_id)
+                else:
+                    store.record_failure(cell.cell_id, failure)
+                    failed.append(failure)
+                bar.update(1)
+    return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped, deleted,
+                        [f"{store.cell_path(i).name}: {why}" for i, why in broken.items()], failed, str(store.root))

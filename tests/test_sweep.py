@@ -104,13 +104,41 @@ batch_sizes = [4, 8]
     (('theta = "random:0.5:2"', 'theta = "random:x"'), "problems[1].theta: expected 'default' or 'random:"),
     (('pairs = [["reinforce baseline=rloo", "reinforce"]]', 'pairs = [["reinforce baseline=optimal", "reinforce"]]'),
      "report: variant 'reinforce baseline=optimal' is not in the sweep"),
-    (('name = "small"', 'name = "a/b"'), "name: expected a non-empty name"),
+    (('name = "small"', 'name = "a/b"'), "name: expected a plain name (letters, digits, '-', '_' and '.' (not "
+                                         "first), at most 100 characters), got 'a/b'"),
+    (('name = "small"', 'name = ".."'), "name: expected a plain name"),
+    (('name = "small"', 'name = "."'), "name: expected a plain name"),
+    (('name = "small"', 'name = ""'), "name: expected a plain name"),
+    (('name = "small"', 'name = ".hidden"'), "name: expected a plain name"),
+    (('name = "small"', 'name = "a b"'), "name: expected a plain name"),
+    (('name = "small"', 'name = 3'), "name: expected a plain name"),
+    (('theta = "random:0.5:2"', 'theta = "random:inf:2"'), "problems[1].theta: expected 'default' or 'random:<finite"),
+    (('theta = "random:0.5:2"', 'theta = "random:nan:2"'), "problems[1].theta: expected 'default' or 'random:<finite"),
+    (('theta = "random:0.5:2"', 'theta = "random:1e400:0"'), "problems[1].theta: expected"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:-1"'), "problems[1].theta: expected"),
+    (('theta = "random:0.5:2"', 'theta = 3'), "problems[1].theta: expected"),
+    # finite scale, but θ = default + N(0, 1e308²) overflows to ±inf
+    (('theta = "random:0.5:2"', 'theta = "random:1e308:0"'), "problems[1] (garnet states=5 gamma=0.9 horizon=10): "
+                                                            "theta for garnet contains non-finite values"),
+    # the second garnet, unlabelled, is named like the first: the report could not tell them apart
+    (("[[estimators]]", '[[problems]]\nenv = "garnet"\noptions = { states = 5, horizon = 10, gamma = 0.9 }\n'
+                        '[[estimators]]'), "problems[2]: label 'garnet states=5 gamma=0.9 horizon=10' also names a "
+                                           "different problem of problems[1]"),
+    (('env = "softmax-bandit"', 'env = "softmax-bandit"\nlabel = "g"'), None),  # distinct labels: accepted
+    (("reps = 20", "reps = 1000000000000"), "reps=1000000000000"),
+    (("batch_sizes = [1, 4]", "batch_sizes = [1, 1000000000000]"), "N=1000000000000"),
+    (("repetitions = 2", "repetitions = 1000000000000"), "expands to more than 1000000 cells"),
+    (("[report]", "[report]\nseed = 4294967296"), "seed: expected an integer in [0, 4294967295], got 4294967296"),
+    (("[report]", "[report]\nbootstrap_reps = 1000000000000"), "bootstrap_reps: expected an integer in [100, 100000]"),
     (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 2 ×"),
     (("[report]", "[reference]\nsample = 10\n[report]"), "reference.sample: unknown key; allowed: batch_size, samples"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, edit, message):
     old, new = edit
     assert old in SMALL
+    if message is None:
+        load_config(write(tmp_path, SMALL.replace(old, new)))
+        return
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, SMALL.replace(old, new)))
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -218,3 +246,264 @@ def test_sigkill_mid_sweep_then_resume_gives_every_cell_once_and_same_numbers(tm
     killed, clean = rows(killed_root / "small"), rows(clean_root / "small")
     assert killed["cell_id"].is_unique
     pd.testing.assert_frame_equal(killed, clean)
+
+
+# ------------------------------------------------------------------- the store under attack (issue 14)
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for a folder): a snapshot to compare before and after."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_dot_names_are_refused_before_anything_is_written_or_deleted(tmp_path, monkeypatch, name):
+    """Issue 14: `name = ".."` with --fresh deleted the working directory's files, `name = "."` every other
+    sweep's results. The config and a canary beside it, and a sibling sweep under results/, must survive."""
+    monkeypatch.chdir(tmp_path)
+    config_path = write(tmp_path, SMALL.replace('name = "small"', f'name = "{name}"'))
+    (tmp_path / "canary.txt").write_text("a user's file beside the config")
+    sibling = tmp_path / "results" / "other"
+    sibling.mkdir(parents=True)
+    (sibling / "cell-0123456789abcdef0123.parquet").write_bytes(b"another sweep's cell")
+    (sibling / "_sweep.json").write_text("{}")
+    before = tree(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        run_sweep(load_config(config_path), "results", executor="inprocess", fresh=True)
+    assert "name: expected a plain name" in str(err.value) and "\n" not in str(err.value)
+    assert tree(tmp_path) == before
+
+    # Defence in depth: a config whose name slipped past the parser is refused by the store itself.
+    import dataclasses
+
+    smuggled = dataclasses.replace(load_config(write(tmp_path, SMALL, "ok.toml")), name=name)
+    before = tree(tmp_path)
+    with pytest.raises(ConfigError, match="sweep name: expected a plain name"):
+        run_sweep(smuggled, "results", executor="inprocess", fresh=True)
+    assert tree(tmp_path) == before
+    with pytest.raises(ConfigError, match="not a folder inside the results root"):
+        ResultsStore(tmp_path / "results" / name, tmp_path / "results").prepare({}, fresh=True)
+    assert tree(tmp_path) == before
+
+
+def test_a_symlinked_sweep_folder_leading_out_of_the_results_root_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "_sweep.json").write_text("not ours")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "small").symlink_to(outside)
+    before = tree(outside)
+    with pytest.raises(ConfigError, match="not a folder inside the results root"):
+        run_sweep(load_config(write(tmp_path, SMALL)), tmp_path / "results", executor="inprocess", fresh=True)
+    assert tree(outside) == before
+
+
+TWO = """
+name = "two"
+reps = 10
+seed = 1
+batch_sizes = [4]
+
+[[problems]]
+env = "softmax-bandit"
+
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["none", "rloo"]
+"""
+
+
+def test_fresh_deletes_only_the_files_the_store_wrote_and_says_how_many(tmp_path):
+    config = load_config(write(tmp_path, TWO))
+    run_sweep(config, tmp_path, executor="inprocess")
+    folder = tmp_path / "two"
+    (folder / "notes.txt").write_text("the user's notes")
+    (folder / "plots").mkdir()
+    (folder / "plots" / "cell-0123.parquet").write_text("not the store's: inside a subfolder")
+    (folder / "_failed-0123456789abcdef0123.json").write_text("{}")  # a failure record of the store
+    (folder / ".cell-0123456789abcdef0123.parquet.77.tmp").write_text("a killed run's temporary file")
+    summary = run_sweep(config, tmp_path, executor="inprocess", fresh=True)
+    assert summary.deleted == 2 + 1 + 1 + 1  # two cells, _sweep.json, the failure record, the temporary file
+    assert summary.ran == 2 and summary.reused == 0
+    assert (folder / "notes.txt").read_text() == "the user's notes"
+    assert (folder / "plots" / "cell-0123.parquet").is_file()
+    assert not list(folder.glob("_failed-*")) and not list(folder.glob(".*.tmp"))
+    assert len(list(folder.glob("cell-*.parquet"))) == 2
+
+
+def test_sweep_json_records_the_planned_distinct_cell_ids(tmp_path):
+    import json
+
+    config = load_config(write(tmp_path, TWO))
+    run_sweep(config, tmp_path, executor="inprocess")
+    meta = json.loads((tmp_path / "two" / "_sweep.json").read_text())
+    ids = [c.cell_id for c in expand(config)[0]]
+    assert meta["cell_ids"] == ids and meta["cells"] == len(ids) == 2
+
+
+def test_duplicate_tables_axis_values_and_batch_sizes_compute_each_cell_once(tmp_path):
+    duplicated = TWO.replace("batch_sizes = [4]", "batch_sizes = [4, 4, 2]").replace(
+        'sweep.baseline = ["none", "rloo"]', 'sweep.baseline = ["none", "rloo", "none"]') + """
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["rloo"]
+
+[[problems]]
+env = "softmax-bandit"
+"""
+    config = load_config(write(tmp_path, duplicated))
+    cells, skipped = expand(config)
+    # softmax-bandit × {none, rloo} × N ∈ {4, 2}, once each; rloo at N = 2 applies; nothing twice
+    assert [(c.variant, c.batch_size) for c in cells] == [
+        ("reinforce", 4), ("reinforce", 2), ("reinforce baseline=rloo", 4), ("reinforce baseline=rloo", 2)]
+    assert skipped == []
+    summary = run_sweep(config, tmp_path, executor="inprocess")
+    assert (summary.cells, summary.ran) == (4, 4)
+    assert len(pd.read_parquet(tmp_path / "two")) == 4
+
+
+FAILING = """
+name = "failing"
+reps = 10
+seed = 2
+batch_sizes = [4]
+
+[[problems]]
+env = "softmax-bandit"
+
+[[problems]]
+env = "lqr"
+theta = "random:1000:0"    # finite θ, but log σ ≈ 640: J(θ) is not finite, so the lqr cells raise when they run
+
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["none", "rloo"]
+"""
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "processes", "dask"])
+def test_a_failing_cell_fails_alone_and_is_recorded(tmp_path, executor):
+    import json
+
+    config = load_config(write(tmp_path, FAILING))  # valid: the failure shows only when the cell is measured
+    summary = run_sweep(config, tmp_path, executor=executor, workers=2)
+    folder = tmp_path / "failing"
+    assert summary.cells == 4 and len(summary.failed) == 2
+    assert {f["problem"] for f in summary.failed} == {"lqr"}
+    written = pd.read_parquet(folder)  # the failure records never break reading the dataset
+    assert sorted(written["problem"]) == ["softmax-bandit"] * 2
+    records = sorted(folder.glob("_failed-*.json"))
+    assert len(records) == 2
+    record = json.loads(records[0].read_text())
+    assert record["cell_id"] in records[0].name and record["cell"]["env"] == "lqr"
+    assert record["error"].startswith("ConfigError: theta for lqr makes the objective non-finite")
+    assert "\n" not in record["error"]
+    again = run_sweep(config, tmp_path, executor="inprocess")  # a rerun retries the failed cells only
+    assert (again.ran, again.reused, len(again.failed)) == (2, 2, 2)
+
+
+def test_a_cell_that_succeeds_on_a_rerun_loses_its_failure_record(tmp_path):
+    from bench.sweep import failure_record
+
+    config = load_config(write(tmp_path, TWO))
+    run_sweep(config, tmp_path, executor="inprocess")
+    cell = expand(config)[0][0]
+    store = ResultsStore(tmp_path / "two")
+    store.remove_cell(cell.cell_id)
+    store.record_failure(cell.cell_id, failure_record(cell, RuntimeError("a transient failure")))
+    summary = run_sweep(config, tmp_path, executor="inprocess")
+    assert (summary.ran, summary.failed) == (1, [])
+    assert not list((tmp_path / "two").glob("_failed-*"))
+
+
+def test_cli_sweep_with_failing_cells_exits_2_with_one_line_naming_where_the_errors_are(tmp_path, capsys):
+    from bench.cli import main
+
+    path = write(tmp_path, FAILING)
+    code = main(["sweep", str(path), "--results", str(tmp_path), "--executor", "inprocess"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("pgvar: error: 2 of 4 cells failed (first: lqr / reinforce")
+    assert f"{tmp_path / 'failing'}/_failed-<cell id>.json" in err and "Traceback" not in err
+
+
+def test_a_corrupt_cell_file_is_detected_named_and_recomputed(tmp_path):
+    config = load_config(write(tmp_path, TWO))
+    run_sweep(config, tmp_path, executor="inprocess")
+    before = rows(tmp_path / "two")
+    first, second = sorted((tmp_path / "two").glob("cell-*.parquet"))
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # truncated
+    second.write_bytes(b"")  # zero bytes
+    notes = []
+    summary = run_sweep(config, tmp_path, executor="inprocess", log=notes.append)
+    assert (summary.ran, summary.reused) == (2, 0)
+    assert sorted(line.split(":")[0] for line in summary.corrupt) == [first.name, second.name]
+    assert len(notes) == 1 and "2 corrupt cell files" in notes[0] and first.name in notes[0]
+    pd.testing.assert_frame_equal(rows(tmp_path / "two"), before)
+    assert run_sweep(config, tmp_path, executor="inprocess").corrupt == []
+
+
+LOCK_HOLDER = """
+import sys, time
+from bench.store import ResultsStore
+store = ResultsStore(sys.argv[1])
+store.lock()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_sweep_on_a_locked_folder_is_refused_and_touches_nothing(tmp_path):
+    config = load_config(write(tmp_path, TWO))
+    folder = tmp_path / "two"
+    folder.mkdir()
+    in_flight = folder / ".cell-0123456789abcdef0123.parquet.99999.tmp"  # the other sweep's file being written
+    in_flight.write_text("half a cell")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError) as err:
+            run_sweep(config, tmp_path, executor="inprocess", fresh=True)
+        message = str(err.value)
+        assert message.startswith(f"{folder}: another pgvar sweep (pid {holder.pid}) is running") and "\n" not in message
+        assert in_flight.read_text() == "half a cell"
+        assert not (folder / "_sweep.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_sweep(config, tmp_path, executor="inprocess").ran == 2  # the lock died with its process
+    assert not in_flight.exists()  # now a dead run's leftover: cleaned up
+
+
+def test_bad_paths_and_options_are_one_line_errors_before_any_work(tmp_path):
+    config = load_config(write(tmp_path, TWO))
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "latin.toml").write_bytes(b'name = "caf\xe9"\n')  # Latin-1, not UTF-8: é is byte 11
+    cases = [
+        (lambda: load_config(tmp_path / "adir"), "adir: is a folder; expected a sweep TOML file"),
+        (lambda: load_config(tmp_path / "latin.toml"), "latin.toml: not UTF-8 text (byte 11)"),
+        (lambda: run_sweep(config, write(tmp_path, "", "plain-file"), executor="inprocess"),
+         "--results " + str(tmp_path / "plain-file") + ": is not a folder"),
+        (lambda: run_sweep(config, tmp_path / "r", executor="inprocess", workers=0), "--workers 0: expected an integer ≥ 1"),
+        (lambda: run_sweep(config, tmp_path / "r", executor="processes", workers=-2), "--workers -2: expected"),
+        (lambda: run_sweep(config, tmp_path / "r", executor="inprocess", scheduler="tcp://127.0.0.1:1"),
+         "--scheduler tcp://127.0.0.1:1: applies only to --executor dask"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert message in str(err.value) and "\n" not in str(err.value), message
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_dask_scheduler_where_nothing_listens_is_one_line_naming_the_address(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ConfigError) as err:
+        run_sweep(load_config(write(tmp_path, TWO)), tmp_path, executor="dask", scheduler=address)
+    assert str(err.value).startswith(f"--scheduler {address}: cannot connect to a Dask scheduler there")
+    assert "\n" not in str(err.value)
