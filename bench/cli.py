@@ -153,19 +153,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import load_config, run_sweep
 
     config = load_config(args.config)
-    summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh)
+    summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh,
+                        log=lambda line: print(f"pgvar: {line}", file=sys.stderr))
     if summary.skipped:
         reasons = sorted({line.split(": ", 1)[1] for line in summary.skipped})
         print(f"skipped {len(summary.skipped)} combinations that do not apply: {'; '.join(reasons)}", file=sys.stderr)
-    print(f"sweep {config.name}: {summary.cells} cells, {summary.ran} run, {summary.reused} reused; "
-          f"results in {Path(args.results) / config.name}")
+    fresh = f"; --fresh deleted {summary.deleted} files the store had written" if args.fresh else ""
+    failed = f", {len(summary.failed)} failed" if summary.failed else ""
+    print(f"sweep {config.name}: {summary.cells} cells, {summary.ran} run{failed}, {summary.reused} reused{fresh}; "
+          f"results in {summary.folder}")
+    if summary.failed:  # every other cell is written; exit 2 with one line saying where the errors are
+        first = summary.failed[0]
+        raise ConfigError(f"{len(summary.failed)} of {summary.cells} cells failed (first: {first['problem']} / "
+                          f"{first['variant']} / N={first['batch_size']}: {first['error'][:200]}); their errors are in "
+                          f"{summary.folder}/_failed-<cell id>.json; rerun to retry them")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.report import build_report
 
-    index, rebuilt = build_report(Path(args.results_dir), Path(args.out), force=args.force)
+    index, rebuilt = build_report(Path(args.results_dir), Path(args.out), force=args.force,
+                                  warn=lambda line: print(f"pgvar: warning: {line}", file=sys.stderr))
     print(f"report: {index}" + ("" if rebuilt else " (up to date: results and report code unchanged)"))
     return 0
 
