@@ -14,11 +14,17 @@ a CSV, and two builds from the same results write byte-identical CSVs and findin
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pandas as pd
 
+from envs.spec import ConfigError
 from reports import figures, page
 from reports.families import (
     Axis,
@@ -58,38 +64,166 @@ REPORT_LIBRARIES = ("rliable", "seaborn", "matplotlib", "pandas")
 
 
 FINGERPRINT_FILE = ".fingerprint"
+TABLE_FILES = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
+               "probability_of_improvement.csv", "performance_profiles.csv")
+# Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
+# output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
+REPORT_FILES = ("index.html", "findings.txt", *TABLE_FILES, FINGERPRINT_FILE)
+_BUILDING, _PREVIOUS = "building", "previous"  # .<out name>.<kind>-… beside the destination, while a build runs
 
 
 def results_fingerprint(results_dir: Path) -> str:
-    """What the report depends on: every cell file (name, size, mtime; cells are written once,
-    atomically), the sweep config, and the source of the report code itself."""
+    """What the report depends on: every entry of the results folder (a file's name, size and mtime: cells
+    are written once, atomically; a folder's name: it is named as a warning), except the lock and the
+    temporary files of a sweep still writing, and the source of the report code and of the store reader."""
+    from bench import store
+
     digest = hashlib.sha256()
-    for path in sorted(Path(results_dir).glob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    for source in sorted(Path(__file__).parent.glob("*.py")):
+    try:
+        for path in sorted(Path(results_dir).iterdir()):
+            if path.name == store.LOCK_FILE or (path.name.startswith(".") and store.is_store_file(path.name)):
+                continue
+            stat = path.lstat()
+            digest.update(f"{path.name}:{stat.st_mode}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    except OSError as err:
+        raise ConfigError(f"{results_dir}: cannot list it ({err.strerror or err})") from None
+    for source in [*sorted(Path(__file__).parent.glob("*.py")), Path(store.__file__)]:
         digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
-def build_report(results_dir: Path, out_dir: Path, force: bool = False) -> tuple[Path, bool]:
+def build_report(results_dir: Path, out_dir: Path, force: bool = False,
+                 warn: Callable[[str], None] | None = None) -> tuple[Path, bool]:
     """Write `out_dir`/index.html, the CSV tables and findings.txt for the sweep in `results_dir`.
     Returns (index path, whether it was rebuilt): a report whose results and code are unchanged is
-    reused unless `force`. Raises ConfigError (one line) for a missing or empty results folder."""
-    out_dir = Path(out_dir)
-    index, stamp = out_dir / "index.html", out_dir / FINGERPRINT_FILE
-    fingerprint = results_fingerprint(results_dir) if Path(results_dir).is_dir() else ""
-    if not force and fingerprint and index.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
-        return index, False
-    write_report(Path(results_dir), out_dir)
-    stamp.write_text(fingerprint)
+    reused unless `force`. `warn` receives one line when files of the results folder were skipped, cells
+    failed or stale cells were left out (the page shows them on its first screen).
+
+    The report is built in a temporary folder beside `out_dir` and renamed into place, its fingerprint
+    written last: a build that dies (killed, disk full) leaves the previous report whole, and nothing
+    cut off is ever taken as up to date. Raises ConfigError (one line) for an unusable results folder
+    or an `--out` that is a file, unwritable, inside (or holding) the results folder, or a folder of
+    other files than a report's."""
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    out = _check_out(results_dir, out_dir)
+    index = out_dir / "index.html"
+    with _build_lock(out):
+        _recover(out)
+        fingerprint = results_fingerprint(results_dir) if results_dir.is_dir() else ""
+        if not force and fingerprint and _up_to_date(out, fingerprint):
+            return index, False
+        sweep = load_sweep(results_dir)  # before anything is created: a bad results folder leaves no trace
+        try:
+            building = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_BUILDING}-", dir=out.parent))
+        except OSError as err:
+            raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
+        try:
+            write_report(results_dir, building, sweep)
+            (building / FINGERPRINT_FILE).write_text(fingerprint)  # last: only a whole build carries it
+            _swap_into_place(building, out)
+        except OSError as err:
+            raise ConfigError(f"--out {out_dir}: cannot write the report ({err.strerror or err})") from None
+        finally:
+            if building.exists():
+                shutil.rmtree(building, ignore_errors=True)  # ours: a name mkdtemp made for this build
+    if warn is not None and (sweep.unreadable or sweep.failed or sweep.stale):
+        warn(f"{results_dir}: {_problem_counts(sweep)}; named at the top of {index}")
     return index, True
 
 
-def write_report(results_dir: Path, out_dir: Path) -> Path:
-    """Build every table, finding and figure of the report and write them to `out_dir`."""
-    sweep = load_sweep(Path(results_dir))
+def _check_out(results_dir: Path, out_dir: Path) -> Path:
+    """The resolved destination, once it is known to be safe to replace whole: not a file, not the results
+    folder nor inside or around it, not the current folder or one of its parents, and either absent or
+    holding only the files of a report (REPORT_FILES)."""
+    try:
+        out, results, here = out_dir.resolve(), results_dir.resolve(), Path.cwd().resolve()
+    except OSError as err:
+        raise ConfigError(f"--out {out_dir}: cannot resolve it ({err.strerror or err})") from None
+    if out == results or results in out.parents:
+        raise ConfigError(f"--out {out_dir}: is inside the results folder {results_dir}; write the report elsewhere "
+                          "(the next report would read its files as results)")
+    if out in results.parents:
+        raise ConfigError(f"--out {out_dir}: holds the results folder {results_dir}; write the report elsewhere")
+    if out == here or out in here.parents or not out.name:
+        raise ConfigError(f"--out {out_dir}: is the current folder or one of its parents; the report replaces "
+                          "its --out folder whole, so give it a folder of its own (e.g. reports/out)")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
+    if out.is_dir():
+        try:
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES or p.is_dir())
+        except OSError as err:
+            raise ConfigError(f"--out {out_dir}: cannot list it ({err.strerror or err})") from None
+        if foreign:
+            raise ConfigError(f"--out {out_dir}: holds files that are not a report's ({', '.join(foreign[:3])}"
+                              f"{', …' if len(foreign) > 3 else ''}); the report replaces the folder whole, so "
+                              "give it an empty or new folder")
+    return out
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Serialise report builds beside `out`: an exclusive flock on its parent folder (no file is created;
+    the kernel drops it when the process dies). A second build waits, then usually finds the report up to date."""
+    import fcntl
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create or open its parent folder ({err.strerror or err})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _recover(out: Path) -> None:
+    """Clean up after builds that died (none is running: the build lock is held). One killed between its two
+    renames left no `out` but the previous report under its backup name: put it back. Then remove the
+    temporary folders of dead builds (their names are ours)."""
+    backups = sorted(out.parent.glob(f".{out.name}.{_PREVIOUS}-*"))
+    if backups and not out.exists():
+        os.rename(backups.pop(), out)
+    for leftover in [*backups, *out.parent.glob(f".{out.name}.{_BUILDING}-*")]:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _up_to_date(out: Path, fingerprint: str) -> bool:
+    stamp = out / FINGERPRINT_FILE
+    try:
+        return (stamp.is_file() and stamp.read_text() == fingerprint
+                and all((out / name).is_file() for name in REPORT_FILES))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _swap_into_place(building: Path, out: Path) -> None:
+    """Replace the folder `out` by the finished build. rename(2) replaces a folder only when the destination
+    is empty, and there is no portable atomic swap of two non-empty folders, so: the old report is first
+    renamed aside (to a backup name), the new one renamed into place, then the backup removed. Each rename is
+    atomic, so at every instant one whole report is on disk, old or new, never a mix; a kill between the two
+    renames leaves only the backup, which the next build renames back (_recover) before it looks at `out`.
+    Deleting the old report first instead would leave nothing if the second step failed."""
+    if not out.exists():
+        os.rename(building, out)
+        return
+    backup = out.with_name(f".{out.name}.{_PREVIOUS}-{os.getpid()}")
+    os.rename(out, backup)
+    try:
+        os.rename(building, out)
+    except BaseException:
+        os.rename(backup, out)  # the new report could not take its place: keep the old one
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None) -> Path:
+    """Build every table, finding and figure of the report and write them to `out_dir` (in place: `build_report`
+    gives it a temporary folder); `sweep`: the already loaded results of `results_dir`."""
+    sweep = sweep or load_sweep(Path(results_dir))
     settings = sweep.settings
     by_table = variants_by_table(sweep.rows, memberships(sweep.tables))
     family_list = families(sweep.tables, by_table, sweep.variants)
@@ -116,6 +250,7 @@ def write_report(results_dir: Path, out_dir: Path) -> Path:
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
         "performance_profiles.csv": rliable.profiles,
     }
+    assert tuple(sorted(tables)) == tuple(sorted(TABLE_FILES)), "a new table file belongs in TABLE_FILES"
     for name, frame in tables.items():
         frame.to_csv(out_dir / name, index=False)
     (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
@@ -147,10 +282,42 @@ def _distinct(rows: pd.DataFrame, column: str) -> str:
     return ", ".join(values) + (" (MIXED: rows come from different code or environments)" if len(values) > 1 else "")
 
 
+def _problem_counts(sweep: Sweep) -> str:
+    """One line counting what the report could not or did not use ("" when nothing)."""
+    counts = [f"{len(sweep.unreadable)} unreadable file(s) skipped" if sweep.unreadable else "",
+              f"{len(sweep.failed)} cell(s) failed" if sweep.failed else "",
+              f"{len(sweep.stale)} stale cell file(s) of another config left out" if sweep.stale else ""]
+    return "; ".join(c for c in counts if c)
+
+
+FIRST_SCREEN_ITEMS = 5  # skipped files and failed cells named at the top; the rest at the end of the Sweep section
+
+
+def _listed(items: tuple[str, ...], prefix: str, shown: int = FIRST_SCREEN_ITEMS) -> list[str]:
+    more = [f"{prefix}… and {len(items) - shown} more, all listed below"] if len(items) > shown else []
+    return [f"{prefix}{item}" for item in items[:shown]] + more
+
+
+def _warnings_block(sweep: Sweep) -> str:
+    """The first thing on the page, before the provenance: what was skipped, failed or left out, each named."""
+    block = "".join(page.paragraph(note, "note") for note in sweep.notes)
+    counts = _problem_counts(sweep)
+    if not counts:
+        return block
+    items = [*_listed(sweep.unreadable, "skipped "), *_listed(sweep.failed, "failed: ")]
+    if sweep.stale:
+        items.append(f"left out {len(sweep.stale)} cell file(s) this sweep's _sweep.json does not plan (an older or "
+                     f"larger config's): {', '.join(sweep.stale[:3])}{', …' if len(sweep.stale) > 3 else ''}; rerun "
+                     "the sweep with --fresh to remove them")
+    return block + page.paragraph(f"Warning: {counts}. Every number below covers the readable finished cells only.",
+                                  "warning") + page.bullet_list(items)
+
+
 def _sweep_section(sweep: Sweep) -> str:
     rows, settings = sweep.rows, sweep.settings
+    failed = f", {len(sweep.failed)} failed" if sweep.failed else ""
     facts = [
-        ("cells", f"{len(rows)} finished of {sweep.planned_cells} planned"),
+        ("cells", f"{len(rows)} finished of {sweep.planned_cells} planned{failed}"),
         ("problems (rliable tasks)", "; ".join(sweep.problems)),
         ("variants", "; ".join(sweep.variants)),
         ("reference variant", settings.reference_variant),
@@ -161,7 +328,14 @@ def _sweep_section(sweep: Sweep) -> str:
         *((column.replace("_", " "), _distinct(rows, column)) for column in PROVENANCE_COLUMNS if column in rows),
         ("report made with", ", ".join(f"{lib} {version(lib)}" for lib in REPORT_LIBRARIES)),
     ]
-    return page.table([], facts)
+    every = ""  # the full lists, when the first screen could name only some
+    if len(sweep.unreadable) > FIRST_SCREEN_ITEMS:
+        every += page.heading("Files skipped") + page.bullet_list(list(sweep.unreadable))
+    if len(sweep.failed) > FIRST_SCREEN_ITEMS:
+        every += page.heading("Cells failed") + page.bullet_list(list(sweep.failed))
+    if len(sweep.stale) > 3:
+        every += page.heading("Stale cell files left out") + page.paragraph(", ".join(sweep.stale), "note")
+    return _warnings_block(sweep) + page.table([], facts) + every
 
 
 def _reading_section(sweep: Sweep) -> str:

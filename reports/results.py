@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.store import META_FILE, ResultsStore
+from bench.metrics import flag_counts_text, trust_flags
+from bench.store import (
+    LOCK_FILE,
+    META_FILE,
+    ResultsStore,
+    cell_file_id,
+    failure_file_id,
+    is_store_file,
+    one_line,
+)
 from bench.sweep import METRICS_WITH_CI
 from envs.spec import ConfigError
 from reports.families import EstimatorTable, parse_tables
@@ -34,6 +43,13 @@ REQUIRED_COLUMNS = frozenset({
     "target",
 })
 INFO_NUMBERS = ("behaviour_kl",)  # numbers of `estimator_info` the report shows, as columns info_<key>
+# The type every cell file's columns must have for the report to use them (checked on the Parquet schema):
+# a file that fails is skipped and named, never a pandas error halfway through the report.
+NUMBER_COLUMNS = frozenset({*METRICS_WITH_CI, *CI_COLUMNS, *COST_COLUMNS, "bias_pvalue", "tail_kurtosis"})
+INTEGER_COLUMNS = frozenset({"batch_size", "reps", "repetition", "nonfinite", "reps_used"})
+BOOLEAN_COLUMNS = frozenset({"declared_unbiased", "heavy_tailed"})
+TEXT_COLUMNS = frozenset({"problem", "variant", "estimator", "estimator_options", "estimator_info", "target"})
+JSON_COLUMNS = ("estimator_options", "estimator_info")
 REPORT_KEYS = ("reference_variant", "pairs", "bootstrap_reps", "seed")
 
 
@@ -56,6 +72,11 @@ class Sweep:
     planned_cells: int  # how many cells the config expands to (finished or not)
     settings: ReportSettings
     tables: tuple[EstimatorTable, ...]  # the config's [[estimators]] tables
+    # What the report shows on its first screen, each item one line naming a file:
+    unreadable: tuple[str, ...] = ()  # "<file>: why" of files skipped: corrupt cells, foreign files, folders
+    stale: tuple[str, ...] = ()  # cell files of cells the recorded sweep does not plan (an older config's), left out
+    failed: tuple[str, ...] = ()  # "<problem / variant / N / repetition>: error" of planned cells that raised
+    notes: tuple[str, ...] = ()  # anything else the reader should know about how the rows were chosen
 
     @property
     def problems(self) -> list[str]:
@@ -73,29 +94,88 @@ class Sweep:
 
 
 def load_sweep(results_dir: Path) -> Sweep:
-    """Read a folder written by `pgvar sweep`; every problem with it is one ConfigError line."""
+    """Read a folder written by `pgvar sweep`: only the cells of the sweep recorded in its _sweep.json.
+
+    A folder that cannot be used at all (missing, no readable _sweep.json, no readable cell of the sweep, a
+    configured report variant without cells) is one ConfigError line. A single file that cannot be used is
+    skipped and named in `unreadable` (a truncated, empty or foreign Parquet file, a column of the wrong type,
+    a file or folder `pgvar sweep` never writes); cell files of cells the recorded sweep does not plan (an
+    older, larger config) are left out and named in `stale`; planned cells that raised are in `failed`.
+    No pyarrow, pandas or OS exception escapes."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise ConfigError(f"{results_dir}: no such results folder")
+        raise ConfigError(f"{results_dir}: " + ("not a folder" if results_dir.exists() else "no such results folder"))
     store = ResultsStore(results_dir)
     if not (results_dir / META_FILE).is_file():
         raise ConfigError(f"{results_dir}: no {META_FILE}; expected a folder written by `pgvar sweep`")
-    if not store.finished():
-        raise ConfigError(f"{results_dir}: no finished cells; run `pgvar sweep` first")
+    try:
+        entries = sorted(results_dir.iterdir())
+    except OSError as err:
+        raise ConfigError(f"{results_dir}: cannot list it ({err.strerror or err})") from None
+    if not any(cell_file_id(path.name) for path in entries):
+        failures = sum(bool(failure_file_id(path.name)) for path in entries)
+        raise ConfigError(f"{results_dir}: no finished cells; run `pgvar sweep` first"
+                          + (f" ({failures} failed: see its _failed-*.json)" if failures else ""))
     try:
         meta = store.meta()
-        config, planned = meta["config"], int(meta["cells"])
+        config = meta["config"]
         report = config["report"]
         settings = ReportSettings(str(report["reference_variant"]), tuple(tuple(p) for p in report["pairs"]),
                                   int(report["bootstrap_reps"]), int(report["seed"]))
         tables = parse_tables(config["estimators"], config["batch_sizes"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        recorded = meta.get("cell_ids")
+        if recorded is not None and (not isinstance(recorded, list) or not all(isinstance(i, str) for i in recorded)):
+            raise TypeError("cell_ids is not a list of cell ids")
+        planned = len(dict.fromkeys(recorded)) if recorded is not None else int(meta["cells"])
+        name = str(config.get("name", results_dir.name))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+            ConfigError) as err:
         raise ConfigError(f"{results_dir / META_FILE}: unreadable sweep metadata "
-                          f"({type(err).__name__}: {err})") from None
-    rows = store.read()
-    missing = sorted(REQUIRED_COLUMNS - set(rows.columns))
-    if missing:
-        raise ConfigError(f"{results_dir}: results lack columns {', '.join(missing)}; rerun the sweep with this pgvar")
+                          f"({type(err).__name__}: {one_line(err)})") from None
+    plan = None if recorded is None else set(recorded)
+
+    unreadable, stale, failures, cell_ids = [], [], {}, []
+    for path in entries:
+        cell_id, failure_id = cell_file_id(path.name), failure_file_id(path.name)
+        if path.name == META_FILE or path.name == LOCK_FILE or (path.name.startswith(".") and is_store_file(path.name)):
+            continue  # the config, the lock, a temporary file of a sweep still running or killed
+        if cell_id is not None and (plan is None or cell_id in plan):
+            cell_ids.append(cell_id)
+        elif cell_id is not None:
+            stale.append(path.name)
+        elif failure_id is not None:
+            if plan is None or failure_id in plan:
+                failures[failure_id] = path
+        else:
+            unreadable.append(f"{path.name}: {'a folder' if path.is_dir() else 'a file'} `pgvar sweep` does not "
+                              "write (ignored)")
+
+    frames = []
+    for cell_id in cell_ids:
+        try:
+            frames.append(_cell_frame(store, cell_id))
+        except ValueError as err:
+            unreadable.append(f"{store.cell_path(cell_id).name}: {err}")
+    finished = {str(frame["cell_id"].iloc[0]) for frame in frames}
+    failed = []
+    for cell_id, path in sorted(failures.items()):
+        if cell_id in finished:
+            continue  # recomputed since (a record the rerun could not remove): the cell is finished
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            failed.append(f"{record['problem']} / {record['variant']} / N={record['batch_size']} / repetition "
+                          f"{record['repetition']}: {one_line(record['error'])} ({path.name})")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+            unreadable.append(f"{path.name}: unreadable failure record ({type(err).__name__}: {one_line(err)})")
+
+    if not frames:
+        why = (f"{len(unreadable)} unreadable, first {unreadable[0]}" if unreadable else
+               f"{len(stale)} cell files of another config, e.g. {stale[0]}")
+        raise ConfigError(f"{results_dir}: none of the {planned} planned cells is finished and readable ({why})")
+    try:
+        rows = pd.concat(frames, ignore_index=True)
+    except Exception as err:  # noqa: BLE001 - every frame was checked; this would be a bug, still one line
+        raise ConfigError(f"{results_dir}: cannot combine the cell files ({type(err).__name__}: {one_line(err)})") from None
     duplicated = rows.duplicated(CELL_KEY)
     if duplicated.any():
         first = rows.loc[duplicated, CELL_KEY].iloc[0].to_dict()
@@ -107,7 +187,39 @@ def load_sweep(results_dir: Path) -> Sweep:
             raise ConfigError(f"{results_dir}: report variant {label!r} has no finished cells; "
                               f"variants: {', '.join(sorted(variants))}")
     rows = rows.sort_values(CELL_KEY, kind="stable").reset_index(drop=True)
-    return Sweep(str(config.get("name", results_dir.name)), rows, planned, settings, tables)
+    notes = () if plan is not None else (
+        f"{META_FILE} predates recorded cell ids (written by an older pgvar): every cell file in the folder is read",)
+    return Sweep(name, rows, planned, settings, tables, tuple(unreadable), tuple(stale), tuple(failed), notes)
+
+
+def _cell_frame(store: ResultsStore, cell_id: str) -> pd.DataFrame:
+    """One cell file as a one-row DataFrame, or ValueError (one line) saying why the report cannot use it: it does
+    not read back whole, lacks a column the report needs, or has one of the wrong type."""
+    import pyarrow as pa
+
+    table = store.read_cell(cell_id)
+    missing = sorted(REQUIRED_COLUMNS - set(table.column_names))
+    if missing:
+        raise ValueError(f"lacks columns {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} (another schema, "
+                         "or written by an older pgvar: rerun the sweep)")
+    kinds = [(NUMBER_COLUMNS, lambda t: (pa.types.is_integer(t) or pa.types.is_floating(t)), "a number"),
+             (INTEGER_COLUMNS, pa.types.is_integer, "an integer"), (BOOLEAN_COLUMNS, pa.types.is_boolean, "a boolean"),
+             (TEXT_COLUMNS, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "text")]
+    for columns, accepts, kind in kinds:
+        for column in sorted(columns):
+            field = table.schema.field(column)
+            if not accepts(field.type):
+                raise ValueError(f"column {column} is {field.type}, expected {kind}")
+            if column not in NUMBER_COLUMNS and table.column(column).null_count:
+                raise ValueError(f"column {column} is null")
+    try:
+        frame = table.to_pandas()
+        for column in JSON_COLUMNS:
+            if not isinstance(json.loads(frame[column].iloc[0]), dict):
+                raise ValueError(f"column {column} is not a JSON object")
+    except Exception as err:  # noqa: BLE001 - pyarrow conversion or a JSON column that is not JSON
+        raise ValueError(f"unusable values ({type(err).__name__}: {one_line(err)})") from None
+    return frame
 
 
 def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +233,14 @@ def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
     `nonfinite_fraction` = nonfinite / estimates. `info_<key>`: the mean of a number the estimator
     reports in `estimator_info` (INFO_NUMBERS; NaN where it reports none). `estimator`, `target` and
     `estimator_options` describe the variant.
+
+    Trust (bench.metrics.trust_flags, derived for results written before the flags were stored):
+    `excess_nonfinite`, `degenerate` and `untrustworthy` count the repetitions so flagged; a point is
+    `trustworthy` only if every repetition is, `invalid` if any repetition has more than 5% non-finite
+    estimates or collapsed estimates (its numbers then do not describe the estimator at all), and
+    `untrustworthy_reasons` says which flags and in how many repetitions ("" when trustworthy).
     """
+    rows = trust_flags(rows)
     info = [json.loads(text) for text in rows["estimator_info"]]
     with_squares = rows.assign(bias_squared=rows["bias_norm"] ** 2,
                                bias_rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL,
@@ -135,9 +254,16 @@ def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
         heavy_tailed=("heavy_tailed", "sum"), max_tail_kurtosis=("tail_kurtosis", "max"),
         nonfinite=("nonfinite", "sum"), estimator=("estimator", "first"), target=("target", "first"),
         estimator_options=("estimator_options", "first"),
+        excess_nonfinite=("excess_nonfinite", "sum"), degenerate=("degenerate", "sum"),
+        untrustworthy=("trustworthy", lambda trusted: int((~trusted).sum())),
     )
     points = means.join(counts).reset_index()
-    return points.assign(nonfinite_fraction=points["nonfinite"] / points["estimates"])
+    reasons = [flag_counts_text(*flags) for flags in zip(points["heavy_tailed"], points["excess_nonfinite"],
+                                                         points["degenerate"], points["repetitions"])]
+    return points.assign(nonfinite_fraction=points["nonfinite"] / points["estimates"],
+                         trustworthy=points["untrustworthy"].eq(0),
+                         invalid=(points["excess_nonfinite"] + points["degenerate"]).gt(0),
+                         untrustworthy_reasons=reasons)
 
 
 def headline_batch_sizes(points: pd.DataFrame) -> dict[str, int]:
@@ -157,15 +283,21 @@ def summary_table(points: pd.DataFrame) -> pd.DataFrame:
     """Variants ranked by MSE (bias² + variance, the total squared error) within each (problem, N,
     target): errors against different targets (∇J, an entropy-regularised gradient, a natural
     gradient) are not comparable. With variance, relative bias, cosine and MSE and their
-    (single-repetition) 95% CIs, and the cost."""
+    (single-repetition) 95% CIs, and the cost.
+
+    Only trustworthy points are ranked: an untrustworthy one (heavy-tailed, over the non-finite limit or
+    degenerate in any repetition; see aggregate_repetitions) has no `mse_rank` (NA, listed after the
+    ranked ones) and says why in `untrustworthy_reasons`: its MSE is either not the estimator's or has
+    an interval too narrow to order it by."""
     metrics = ["mse", "variance_trace", "relative_bias", "cosine_mean"]
     columns = ["problem", "target", "variant", "batch_size",
                *(f"{m}{suffix}" for m in metrics for suffix in ("", "_lo", "_hi")),
                "repetitions", "reps", "bias_rejections", "declared_unbiased", "heavy_tailed", "nonfinite", "estimates",
-               "seconds_per_estimate"]
+               "seconds_per_estimate", "trustworthy", "untrustworthy_reasons"]
     table = points[columns].copy()
-    ranks = table.groupby(["problem", "batch_size", "target"])["mse"].rank(method="min").astype("Int64")
-    table.insert(3, "mse_rank", ranks)
+    ranked = table[table["trustworthy"]]
+    ranks = ranked.groupby(["problem", "batch_size", "target"])["mse"].rank(method="min").astype("Int64")
+    table.insert(3, "mse_rank", ranks.reindex(table.index))
     by_target = {"target": lambda column: column.map(target_order)}
     return table.sort_values(["problem", "batch_size", "target", "mse_rank", "variant"], kind="stable",
                              key=lambda column: by_target.get(column.name, lambda c: c)(column)).reset_index(drop=True)
@@ -187,7 +319,22 @@ def variance_ratios(rows: pd.DataFrame, comparisons: Iterable[tuple[str, str]]) 
     repetition and combined on the log scale: `ratio` = exp(mean_r log ratio_r), the geometric
     mean, with a 95% t-interval over the R repetitions (none when R = 1). The t-interval stays
     honest with the few repetitions a sweep has, where a bootstrap over R = 3 values would not.
+
+    Trust of the two points (bench.metrics.trust_flags; no flag where the rows lack the columns):
+    `x_heavy_tailed` / `y_heavy_tailed` when X / Y is heavy-tailed in a repetition, `invalid` when
+    either has more than 5% non-finite or collapsed estimates in one (the ratio then compares no
+    estimators), and `flags`, the flagged side(s) as "<variant>: heavy-tailed 1/3" ("" when both are
+    trustworthy). The ratio itself is computed the same either way; the findings decide its wording.
     """
+    by_point = trust_flags(rows).groupby(["problem", "batch_size", "variant"]).agg(
+        heavy=("heavy_tailed", "sum"), excess=("excess_nonfinite", "sum"), degenerate=("degenerate", "sum"),
+        repetitions=("repetition", "size"))
+
+    def point_flags(problem, batch_size, variant) -> tuple[bool, bool, str]:
+        heavy, excess, degenerate, repetitions = by_point.loc[(problem, batch_size, variant)]
+        text = flag_counts_text(heavy, excess, degenerate, repetitions)
+        return bool(heavy), bool(excess or degenerate), f"{variant}: {text}" if text else ""
+
     variance = rows[CELL_KEY + ["variance_trace"]]
     records: list[dict[str, Any]] = []
     for x, y in dict.fromkeys(comparisons):  # ordered and without repeats
@@ -203,9 +350,12 @@ def variance_ratios(rows: pd.DataFrame, comparisons: Iterable[tuple[str, str]]) 
             if logs.size > 1:
                 t = stats.t.ppf(0.5 + CONFIDENCE / 2, logs.size - 1)
                 half_width = t * logs.std(ddof=1) / np.sqrt(logs.size)
+            sides = [point_flags(problem, batch_size, variant) for variant in (x, y)]
             records.append({
                 "problem": problem, "batch_size": int(batch_size), "x": x, "y": y, "repetitions": logs.size,
                 "ratio": np.exp(centre), "ratio_lo": np.exp(centre - half_width),
                 "ratio_hi": np.exp(centre + half_width),
+                "x_heavy_tailed": sides[0][0], "y_heavy_tailed": sides[1][0],
+                "invalid": sides[0][1] or sides[1][1], "flags": "; ".join(side[2] for side in sides if side[2]),
             })
-    return pd.DataFrame(records, columns=RATIO_COLUMNS)
+    return pd.DataFrame(records, columns=[*RATIO_COLUMNS, "x_heavy_tailed", "y_heavy_tailed", "invalid", "flags"])

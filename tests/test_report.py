@@ -498,3 +498,153 @@ def test_cli_report_error_exits_2_with_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no such results folder" in error
+
+
+# ------------------------------------------------------------------ results and --out under attack (issue 14)
+
+def _copy(tiny_results: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "results" / tiny_results.name
+    shutil.copytree(tiny_results, copy)
+    return copy
+
+
+def _first_screen(html: str) -> str:
+    """The page up to the provenance facts: what a reader sees before scrolling."""
+    return html[:html.index("git commit")]
+
+
+def test_stale_cells_of_a_larger_config_are_left_out_with_a_note(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path)
+    # The same sweep rerun with N = 8 only: its cells are already there, and the N = 2 cells become stale.
+    path = tmp_path / "smaller.toml"
+    path.write_text(((ROOT / "configs" / "tiny.toml").read_text() + FAMILY_TABLES)
+                    .replace("batch_sizes = [2, 8]", "batch_sizes = [8]", 1))
+    config = load_config(path)
+    config = dataclasses.replace(config, report=dataclasses.replace(config.report, bootstrap_reps=100))
+    summary = run_sweep(config, results.parent, executor="inprocess")
+    assert summary.ran == 0 and summary.cells == TINY_CELLS - 2 * 3 * 3  # problems × baselines × repetitions at N=2
+    stale = TINY_CELLS - summary.cells
+    warnings = []
+    index, _ = build_report(results, tmp_path / "out", warn=warnings.append)
+    html = index.read_text(encoding="utf-8")
+    assert f"{stale} stale cell file(s) of another config left out" in _first_screen(html)
+    assert f"{summary.cells} finished of {summary.cells} planned" in html  # not "36 finished of 18 planned"
+    assert len(warnings) == 1 and f"{stale} stale cell file(s)" in warnings[0]
+    assert set(pd.read_csv(tmp_path / "out" / "summary.csv")["batch_size"]) == {8}
+
+
+def test_unreadable_files_are_skipped_and_named_on_the_first_screen(tiny_results, tmp_path, capsys):
+    results = _copy(tiny_results, tmp_path)
+    cells = sorted(results.glob("cell-*.parquet"))
+    truncated, empty, other_schema, wrong_type, folder = cells[:5]
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    empty.write_bytes(b"")
+    cell_id = other_schema.name[len("cell-"):-len(".parquet")]
+    pd.DataFrame({"cell_id": [cell_id], "x": [1.0]}).to_parquet(other_schema)
+    frame = pd.read_parquet(wrong_type)
+    frame["variance_trace"] = frame["variance_trace"].astype(str)
+    frame.to_parquet(wrong_type)
+    folder.unlink()
+    folder.mkdir()  # a cell path that is a folder
+    (results / "notes.txt").write_text("a foreign text file")
+    (results / "subfolder").mkdir()
+
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pgvar: warning:") and "7 unreadable file(s) skipped" in err
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    first = _first_screen(html)
+    assert "Warning: 7 unreadable file(s) skipped" in first
+    expected = {truncated.name: "unreadable Parquet", empty.name: "unreadable Parquet",
+                other_schema.name: "lacks columns", wrong_type.name: "column variance_trace is string, expected a number",
+                folder.name: "is a folder, not a cell file", "notes.txt": "a file `pgvar sweep` does not write",
+                "subfolder": "a folder `pgvar sweep` does not write"}
+    # The first screen names the first five and says how many more; the Sweep section lists them all.
+    assert first.count("<li>skipped ") == 5 + 1 and "<li>skipped … and 2 more, all listed below</li>" in first
+    listed = html[html.index("<h3>Files skipped</h3>"):]
+    for name, why in expected.items():
+        assert re.search(f"<li>{re.escape(name)}: [^<]*{re.escape(why)}", listed), name
+        assert str(results) not in listed  # named, not a long absolute path
+    assert f"{TINY_CELLS - 5} finished of {TINY_CELLS} planned" in html
+
+
+def test_failed_cells_are_counted_on_the_first_screen(tiny_results, tmp_path):
+    from bench.sweep import expand, failure_record
+
+    results = _copy(tiny_results, tmp_path)
+    path = tmp_path / "tiny.toml"
+    path.write_text((ROOT / "configs" / "tiny.toml").read_text() + FAMILY_TABLES)
+    cell = expand(load_config(path))[0][-1]
+    store = ResultsStore(results)
+    store.remove_cell(cell.cell_id)
+    store.record_failure(cell.cell_id, failure_record(cell, RuntimeError("the cell raised")))
+    html = build_report(results, tmp_path / "out")[0].read_text(encoding="utf-8")
+    first = _first_screen(html)
+    assert "1 cell(s) failed" in first and "RuntimeError: the cell raised" in first
+    assert f"{TINY_CELLS - 1} finished of {TINY_CELLS} planned, 1 failed" in first
+
+
+def test_out_inside_or_around_the_results_a_file_or_unwritable_is_one_line(tiny_results, tmp_path, monkeypatch):
+    results = _copy(tiny_results, tmp_path)
+    before = sorted(p.name for p in results.iterdir())
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "thesis.tex").write_text("someone's work")
+    cases = {
+        results: "is inside the results folder",
+        results / "report": "is inside the results folder",
+        results.parent: "holds the results folder",
+        tmp_path / "a-file": "exists and is not a folder",
+        tmp_path / "a-file" / "out": "cannot",
+        Path("/proc/pgvar-report/out"): "cannot",
+        tmp_path / "theirs": "holds files that are not a report's (thesis.tex)",
+    }
+    for out, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            build_report(results, out)
+        assert message in str(err.value) and "\n" not in str(err.value), out
+    monkeypatch.chdir(tmp_path / "theirs")
+    with pytest.raises(ConfigError, match="is the current folder or one of its parents"):
+        build_report(results, Path("."))
+    assert sorted(p.name for p in results.iterdir()) == before
+    assert (tmp_path / "theirs" / "thesis.tex").read_text() == "someone's work"
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_a_report_killed_mid_build_keeps_the_previous_one_and_is_not_up_to_date(tiny_results, tmp_path, monkeypatch):
+    results = _copy(tiny_results, tmp_path)
+    out = tmp_path / "out"
+    assert build_report(results, out)[1]
+    previous = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    next(results.glob("cell-*.parquet")).unlink()  # the results change: the next report must be rebuilt
+
+    def killed(*_, **__):
+        raise RuntimeError("killed while writing index.html")
+
+    monkeypatch.setattr("reports.page.page", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_report(results, out)
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == previous  # whole, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "results"]  # no temporary folder left
+    monkeypatch.undo()
+    assert build_report(results, out)[1], "the previous report matches the old results only: rebuilt"
+    assert not build_report(results, out)[1]
+
+
+def test_a_build_killed_between_its_two_renames_is_recovered(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path)
+    out = tmp_path / "out"
+    build_report(results, out)
+    page_bytes = (out / "index.html").read_bytes()
+    os.rename(out, tmp_path / ".out.previous-12345")  # the state a kill leaves between the two renames
+    (tmp_path / ".out.building-12345-x").mkdir()  # and a half-written build
+    index, rebuilt = build_report(results, out)
+    assert not rebuilt and index.read_bytes() == page_bytes  # the old report put back, and it is up to date
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "results"]
+
+
+def test_an_up_to_date_check_needs_every_file(tiny_results, tmp_path):
+    out = tmp_path / "out"
+    build_report(tiny_results, out)
+    (out / "summary.csv").unlink()
+    assert build_report(tiny_results, out)[1]
