@@ -180,7 +180,10 @@ class ResultsStore:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter shutdown `os` may already be gone; the kernel unlocks
+            pass
 
     # ---------------------------------------------------------------------------------- writing
 
@@ -203,15 +206,21 @@ class ResultsStore:
         if blocked:
             raise ConfigError(f"{self.root / blocked[0]}: is a folder where the store keeps a file; move it away")
         deleted = 0
-        for path in entries:
-            if fresh and is_store_file(path.name):
-                deleted += self._remove(path)
-            elif _TEMP.fullmatch(path.name):  # left by a run killed mid-write; never a finished cell
-                self._remove(path)
+        try:
+            for path in entries:
+                if fresh and is_store_file(path.name):
+                    deleted += self._remove(path)
+                elif _TEMP.fullmatch(path.name):  # left by a run killed mid-write; never a finished cell
+                    self._remove(path)
+        except OSError as err:
+            raise ConfigError(f"{self.root}: cannot delete {path.name} ({err.strerror or err})") from None
         data = json.dumps(meta, indent=2, sort_keys=True).encode()
         meta_path = self.root / META_FILE
-        if not meta_path.is_file() or meta_path.read_bytes() != data:  # unchanged: keep its mtime, so a
-            self._atomic_write(meta_path, data)  # report built from these results stays up to date
+        try:
+            if not meta_path.is_file() or meta_path.read_bytes() != data:  # unchanged: keep its mtime, so a
+                self._atomic_write(meta_path, data)  # report built from these results stays up to date
+        except OSError as err:
+            raise ConfigError(f"{meta_path}: cannot write it ({err.strerror or err})") from None
         return deleted
 
     def _entries(self) -> list[Path]:

@@ -660,12 +660,16 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
         failed = []
         with progress_bar(len(todo), f"sweep {config.name}") as bar:
             for cell, row, failure in stream:
-                if failure is None:
-                    store.write(cell.cell_id, row)
-                    store.clear_failure(cell.cell_id)
-                else:
-                    store.record_failure(cell.cell_id, failure)
-                    failed.append(failure)
+                try:
+                    if failure is None:
+                        store.write(cell.cell_id, row)
+                        store.clear_failure(cell.cell_id)
+                    else:
+                        store.record_failure(cell.cell_id, failure)
+                        failed.append(failure)
+                except OSError as err:  # e.g. the disk is full: every cell written so far is whole and kept
+                    raise ConfigError(f"{store.root}: cannot write {store.cell_path(cell.cell_id).name} "
+                                      f"({err.strerror or err}); the finished cells are kept, rerun to resume") from None
                 bar.update(1)
     return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped, deleted,
                         [f"{store.cell_path(i).name}: {why}" for i, why in broken.items()], failed, str(store.root))
