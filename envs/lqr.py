@@ -84,7 +84,7 @@ class LinearQuadratic(Problem):
         self.memory_bytes = lqr_bytes(state_dim, action_dim, horizon)
         check_bytes(self.memory_bytes, f"env lqr with state_dim {state_dim}, action_dim {action_dim} and horizon "
                     f"{horizon} (its exact objective, gradient and Fisher matrix)", "state_dim, action_dim or horizon")
-        self.step_values = state_dim + action_dim + 2
+        self.step_values = 2 * (state_dim + action_dim) + 2  # x, u, reward, mask and the gradient's per-step Kx, z
         self.lane_bytes = 32.0 * (state_dim + action_dim)  # a step's products and noise draws
         rng = np.random.default_rng(system_seed)
         a = rng.normal(size=(state_dim, state_dim))

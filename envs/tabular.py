@@ -117,6 +117,7 @@ class TabularProblem(Problem):
         outcomes = mdp.prob.shape[2]
         self.memory_bytes = table_bytes(mdp.num_states, mdp.num_actions, outcomes, horizon)
         self.lane_bytes = 24.0 * (mdp.num_actions + outcomes)  # a step's gathered CDF rows and comparisons
+        self.step_values = 4 + mdp.num_actions  # and the log-softmax row of each step the gradient keeps
         self._outcome_cdf = normalised_cdf(mdp.prob)  # [S, A, K]
         self._initial_cdf = normalised_cdf(mdp.initial[None])  # [1, S]
 
