@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bench.harness import Measurement, measure
+from bench.metrics import HEAVY_TAIL_KURTOSIS, NONFINITE_LIMIT
 from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
 from envs import PROBLEMS, make_problem
 from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
@@ -75,9 +76,9 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _num(value, spec: str = ".6g") -> str:
-    """A number of a record, where NaN and ±∞ became None: "n/a" then."""
-    return "n/a" if value is None else format(value, spec)
+def _num(value, spec: str = ".6g", missing: str = "n/a") -> str:
+    """A number of a record, where NaN and ±∞ became None: `missing` then."""
+    return missing if value is None else format(value, spec)
 
 
 def _fmt_ci(value, ci) -> str:
@@ -123,8 +124,21 @@ def render_table(record: dict) -> str:
         lines.append(f"{'estimator':<18} " + ", ".join(f"{k}={v}" for k, v in record["estimator_info"].items()))
     if record["heavy_tailed"]:
         lines.append(
-            f"warning: heavy-tailed estimates (tail kurtosis {_fmt_ci(record['tail_kurtosis'], None)} > 4): the "
-            "CIs are too narrow and the p-value optimistic at this M; raise --reps or --batch-size"
+            f"warning: heavy-tailed estimates (tail kurtosis {_num(record['tail_kurtosis'], '.3g', 'undefined')}, "
+            f"limit {HEAVY_TAIL_KURTOSIS:g}): the CIs are too narrow and the p-value optimistic at this M; raise --reps "
+            "or --batch-size"
+        )
+    # .get: records written before these flags existed have none.
+    if (record.get("nonfinite_fraction") or 0) > NONFINITE_LIMIT:
+        lines.append(
+            f"warning: {record['nonfinite_fraction']:.1%} of the estimates are non-finite (limit "
+            f"{NONFINITE_LIMIT:.0%}): the metrics above are those of the finite remainder, not of the estimator"
+        )
+    if record.get("degenerate"):
+        lines.append(
+            "warning: degenerate estimates (all negligible against the target, or all identical: e.g. importance "
+            "weights that underflowed): nothing to measure, so no CI and no p-value; bring the behaviour policy "
+            "closer or θ back to where the policy is not saturated"
         )
     lines.append(
         f"{'cost':<18} {_num(record['seconds'], '.3g')} s, {record['env_steps']} env steps "
