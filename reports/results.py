@@ -276,7 +276,9 @@ def headline_batch_sizes(points: pd.DataFrame) -> dict[str, int]:
 
 def at_headline(frame: pd.DataFrame, headline: dict[str, int]) -> pd.DataFrame:
     """The rows of a frame with `problem` and `batch_size` columns at each problem's headline N."""
-    return frame[[headline.get(p) == n for p, n in zip(frame["problem"], frame["batch_size"])]]
+    # A boolean array, not a list: an empty list would select no columns of an empty frame.
+    at_n = np.array([headline.get(p) == n for p, n in zip(frame["problem"], frame["batch_size"])], dtype=bool)
+    return frame[at_n]
 
 
 def summary_table(points: pd.DataFrame) -> pd.DataFrame:

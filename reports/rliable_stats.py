@@ -271,4 +271,5 @@ def invalid_notes(rows: pd.DataFrame) -> list[str]:
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     """Tables stacked with a fixed column order (also when there are none)."""
+    frames = [frame for frame in frames if not frame.empty]  # pandas deprecates concatenating empty frames
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
