@@ -24,7 +24,7 @@ import torch
 
 from envs.memory import check_bytes
 from envs.problem import Batch, Problem
-from envs.spec import ConfigError, Float, Int, Option, Parser
+from envs.spec import ConfigError, Float, Int, Option, Parser, number_text
 from envs.values import QuadraticBasis, TableBasis, ValueFunction
 from estimators.returns import reward_to_go
 
@@ -42,7 +42,7 @@ class CriticParser(Parser):
         kind, sep, value = str(raw).strip().partition(":")
         if kind == "oracle_noisy" and sep:
             try:
-                return f"oracle_noisy:{Float(0.0)(value):g}"
+                return f"oracle_noisy:{number_text(Float(0.0)(value))}"
             except ValueError:
                 raise ValueError(self.allowed) from None
         if sep or kind not in ("oracle", "fitted", "fitted_same_batch"):

@@ -38,7 +38,7 @@ import torch
 from torch.func import grad, vmap
 
 from envs.problem import Batch, Policy, Problem
-from envs.spec import Choice, ConfigError, Float, Int, Option, Parser
+from envs.spec import Choice, ConfigError, Float, Int, Option, Parser, number_text
 from envs.values import ValueFunction
 from estimators.autodiff import weighted_score_per_replicate
 from estimators.critics import check_critic, critic_values
@@ -62,7 +62,7 @@ class BehaviourParser(Parser):
         if kind not in ("kl", "distance") or not sep:
             raise ValueError(self.allowed)
         try:
-            return f"{kind}:{Float(0.0, low_open=True)(value):.15g}"
+            return f"{kind}:{number_text(Float(0.0, low_open=True)(value))}"
         except ValueError:
             raise ValueError(self.allowed) from None
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import torch
 
 from envs.problem import Batch, Policy, Problem
-from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser
+from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser, number_text
 from envs.values import ValueFunction
 from estimators.autodiff import (
     AUTODIFF_OPTION,
@@ -43,7 +43,7 @@ class BaselineParser(Parser):
         kind, sep, value = text.partition(":")
         if kind == "constant" and sep:
             try:
-                return f"constant:{Float()(value):g}"
+                return f"constant:{number_text(Float()(value))}"
             except ValueError:
                 raise ValueError(self.allowed) from None
         if sep or kind not in BASELINE_NAMES:
