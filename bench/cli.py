@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.harness import Measurement, measure
-from bench.metrics import HEAVY_TAIL_KURTOSIS, NONFINITE_LIMIT
+from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
 from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
 from envs import PROBLEMS, make_problem
 from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
@@ -115,7 +115,7 @@ def render_table(record: dict) -> str:
         "",
         f"{'metric':<18} value  [95% CI]",
     ]
-    for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
+    for name in METRICS_WITH_CI:
         lines.append(f"{name:<18} {_fmt_ci(record[name], record[name + '_ci'])}")
     lines.append(f"{'bias_pvalue':<18} {_fmt_ci(record['bias_pvalue'], None)}  (H0: E ĝ = {record['target']})")
     lines.append(f"{'nonfinite':<18} {record['nonfinite']} of {record['reps']} estimates"

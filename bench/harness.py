@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.metrics import GradientMetrics, gradient_metrics
+from bench.metrics import METRICS_WITH_CI, GradientMetrics, gradient_metrics
 from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
 from envs.problem import Batch, Problem
 from envs.memory import check_bytes, format_bytes, memory_limit
@@ -139,7 +139,7 @@ class Measurement:
             "mean_grad": m.mean_grad,
             "reps_used": m.reps_used, "nonfinite": m.nonfinite,
         }
-        for name in ("bias_norm", "relative_bias", "variance_trace", "cosine_mean", "pairwise_cosine", "snr", "mse"):
+        for name in METRICS_WITH_CI:
             record[name] = getattr(m, name)
             record[f"{name}_ci"] = getattr(m, f"{name}_ci")
         record["bias_pvalue"] = m.bias_pvalue

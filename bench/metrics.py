@@ -72,7 +72,7 @@ a measurement whose numbers describe the computed values but not the estimator:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy import stats
@@ -144,6 +144,11 @@ class GradientMetrics:
     def trustworthy(self) -> bool:
         """Not heavy-tailed, non-finite estimates within NONFINITE_LIMIT, not degenerate."""
         return not self.untrustworthy_reasons
+
+
+# The metrics that carry a 95% interval (`<name>_ci`), in record order: the one list the harness's JSON, the
+# CLI table, the stored rows (`<name>_lo`, `<name>_hi`) and the report read.
+METRICS_WITH_CI = tuple(f.name for f in fields(GradientMetrics) if f"{f.name}_ci" in GradientMetrics.__dataclass_fields__)
 
 
 def untrustworthy_reasons(heavy_tailed: bool, nonfinite_fraction: float, degenerate: bool,

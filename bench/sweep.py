@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.harness import measure, progress_bar
+from bench.metrics import METRICS_WITH_CI
 from bench.reference import ReferenceConfig, check_reference, reference_for
 from bench.store import ResultsStore, check_name
 from envs import make_problem
@@ -34,7 +35,6 @@ from envs.problem import problem_spec
 from envs.spec import ConfigError, resolve_options
 from estimators import ESTIMATORS, resolve_estimator
 
-METRICS_WITH_CI = ("variance_trace", "bias_norm", "relative_bias", "cosine_mean", "pairwise_cosine", "snr", "mse")
 
 
 # ----------------------------------------------------------------------------------------- config

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.metrics import flag_counts_text, trust_flags
+from bench.metrics import METRICS_WITH_CI, flag_counts_text, trust_flags
 from bench.store import (
     LOCK_FILE,
     META_FILE,
@@ -27,7 +27,6 @@ from bench.store import (
     is_store_file,
     one_line,
 )
-from bench.sweep import METRICS_WITH_CI
 from envs.spec import ConfigError
 from reports.families import EstimatorTable, parse_tables
 
@@ -50,7 +49,6 @@ INTEGER_COLUMNS = frozenset({"batch_size", "reps", "repetition", "nonfinite", "r
 BOOLEAN_COLUMNS = frozenset({"declared_unbiased", "heavy_tailed"})
 TEXT_COLUMNS = frozenset({"problem", "variant", "estimator", "estimator_options", "estimator_info", "target"})
 JSON_COLUMNS = ("estimator_options", "estimator_info")
-REPORT_KEYS = ("reference_variant", "pairs", "bootstrap_reps", "seed")
 
 
 @dataclass(frozen=True)
