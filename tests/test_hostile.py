@@ -966,7 +966,7 @@ def one_failing_cell_in_a_pool(ctx: Ctx) -> None:
 def two_sweeps_at_once(ctx: Ctx) -> None:
     """A second sweep on a results folder a first is still writing: refused with one line; the first
     completes with every cell once."""
-    text = config("race", reps="2000", repetitions="3", batch_sizes="[8, 32]",
+    text = config("race", reps="500", repetitions="2", batch_sizes="[8, 32]",
                   edit=lambda t: t.replace("states = 4, horizon = 5", "states = 20, horizon = 100"))
     ctx.write("sweep.toml", text)
     folder = ctx.work / "results" / "race"
@@ -977,16 +977,22 @@ def two_sweeps_at_once(ctx: Ctx) -> None:
         while not (folder / "_sweep.json").exists() and first.poll() is None:
             assert time.perf_counter() - began < 60, "the first sweep wrote no _sweep.json within 60 s"
             time.sleep(0.02)
+        # Stopped while it holds the folder, the first sweep cannot finish before the second has tried (no race
+        # on the machine's speed); it resumes afterwards.
+        os.killpg(first.pid, signal.SIGSTOP)
         started_second = time.perf_counter()
-        second = finish(ctx.popen(*argv), argv, started_second, timeout=120)
-        first_running = first.poll() is None
+        try:
+            second = finish(ctx.popen(*argv), argv, started_second, timeout=120)
+            first_running = first.poll() is None
+        finally:
+            os.killpg(first.pid, signal.SIGCONT)
         first_done = finish(first, argv, began, timeout=300)
     finally:
         kill_group(first)
     note("  the second sweep:\n" + second.describe() + "\n  the first sweep:\n" + first_done.describe())
     problems = ["the second sweep, on a folder the first is writing: " + p for p in error_problems(second)]
     if not first_running:
-        problems.append("inconclusive: the first sweep finished before the second did; lengthen the race config")
+        problems.append("inconclusive: the first sweep had finished before it could be stopped; lengthen the race config")
     if first_done.code != 0:
         problems.append(f"the first sweep exited {first_done.code}, expected 0")
     problems += ["the first sweep: " + p for p in no_traceback(first_done)]
