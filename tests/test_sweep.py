@@ -3,6 +3,7 @@ SIGKILL."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -68,6 +69,19 @@ def test_expansion_counts_skips_and_shares_seeds(tmp_path):
         by_key.setdefault((c.problem, c.batch_size, c.repetition), set()).add(c.seed)
     assert all(len(seeds) == 1 for seeds in by_key.values())
     assert len({next(iter(s)) for s in by_key.values()}) == len(by_key)
+
+
+def test_cell_ids_and_seeds_are_pinned(tmp_path):
+    # Finished cells are reused by id: a refactor that changed a Cell's fields, their order or values, the
+    # seed derivation or the expansion order would silently recompute (or mix) every stored result.
+    cells, _ = expand(load_config(write(tmp_path, SMALL)))
+    first = cells[0]
+    assert (first.problem, first.variant, first.batch_size, first.repetition) == ("softmax-bandit", "reinforce", 1, 0)
+    assert (first.cell_id, first.seed) == ("7751112ffb9b215bc3a5", 83904098407445202)
+    assert (cells[-1].cell_id, cells[-1].seed) == ("0a23422c48d2a5e13b09", 4330662659331777322)
+    every = " ".join(f"{c.cell_id}:{c.seed}" for c in cells)
+    assert hashlib.sha256(every.encode()).hexdigest() == \
+        "24f1c4dddab49718023934adde23568353930e75e39e1a1b56b8085c32f0f824"
 
 
 def test_estimator_tables_can_restrict_problems_and_batch_sizes(tmp_path):
