@@ -235,24 +235,6 @@ def _gym_problem(name: str, env_id: str, gamma: float, horizon: int, options: Ma
     return TabularProblem(name, mdp, gamma, horizon or limit, options, env_id, kwargs)
 
 
-def gym_episode(problem: TabularProblem, env: gym.Env, probs: np.ndarray, rng: np.random.Generator):
-    """One episode of the real gymnasium environment under π (probs [S, A]), stepped one call at a
-    time up to the problem's horizon: the slow twin of `TabularProblem.sample`.
-    env is `problem.make_gym_env()`; returns (states, actions, rewards)."""
-    state, _ = env.reset(seed=int(rng.integers(2**31)))
-    states, actions, rewards = [], [], []
-    for _ in range(problem.horizon):
-        action = int(rng.choice(probs.shape[1], p=probs[state]))
-        next_state, reward, terminated, _, _ = env.step(action)
-        states.append(int(state))
-        actions.append(action)
-        rewards.append(float(reward))
-        if terminated:
-            break
-        state = next_state
-    return states, actions, rewards
-
-
 GAMMA = Option(Float(0.0, 1.0), 0.99, "discount γ of the objective")
 HORIZON = Option(Int(0, 100_000), 0, "horizon H (0: the gymnasium TimeLimit, 100 where none)")
 

@@ -23,12 +23,6 @@ def total_return(rewards: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
     return rewards @ discount
 
 
-def reward_to_go_loop(rewards: list[float], gamma: float) -> list[float]:
-    """Slow twin of `reward_to_go` for one trajectory: the definition, summed term by term."""
-    horizon = len(rewards)
-    return [sum(gamma ** (k - t) * rewards[k] for k in range(t, horizon)) for t in range(horizon)]
-
-
 def td_errors(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Tensor, mask: torch.Tensor,
               gamma: float) -> torch.Tensor:
     """One-step TD errors δ_t = r_{t+1} + γ V(s_{t+1}) − V(s_t) of masked, padded trajectories.
@@ -58,10 +52,3 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Tensor, ma
         out[..., t] = running
     return out
 
-
-def gae_loop(rewards: list[float], values: list[float], bootstrap: float, gamma: float, lam: float) -> list[float]:
-    """Slow twin of `gae` for one episode of len(rewards) alive steps: the definition, term by term."""
-    horizon = len(rewards)
-    next_values = values[1:] + [bootstrap]
-    deltas = [rewards[t] + gamma * next_values[t] - values[t] for t in range(horizon)]
-    return [sum((gamma * lam) ** (k - t) * deltas[k] for k in range(t, horizon)) for t in range(horizon)]

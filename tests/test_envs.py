@@ -14,8 +14,9 @@ from envs import make_problem
 from envs.bandits import ContextualBandit, GaussianBandit, SoftmaxBandit
 from envs.problem import Problem
 from envs.spec import ConfigError
-from envs.tabular import TabularProblem, gym_episode
+from envs.tabular import TabularProblem
 from tests.conftest import random_theta
+from tests.twins import gym_episode
 
 
 def finite_difference_gradient(problem: Problem, theta: torch.Tensor, step: float = 1e-5) -> torch.Tensor:

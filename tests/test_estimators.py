@@ -18,10 +18,10 @@ from envs.spec import ConfigError
 from envs.values import TableBasis, ValueFunction
 from estimators import ESTIMATORS, resolve_estimator
 from estimators.critics import RIDGE, SameBatchCritic
-from estimators.returns import reward_to_go_loop
 from estimators.score import reinforce
 from tests.conftest import EXACT_CASES, SAMPLED_CASES, case_id, random_theta
 from tests.test_envs import policy_gradient_theorem_loop
+from tests.twins import reward_to_go_loop
 
 
 def value_loop(critic, batch, m: int, i: int, t: int) -> float:

@@ -25,8 +25,8 @@ from envs.spec import ConfigError
 from envs.tabular import TabularProblem
 from estimators import off_policy, resolve_estimator
 from estimators.off_policy import advantages, is_trajectory, log_ratios, select_behaviour
-from estimators.returns import reward_to_go_loop
 from tests.conftest import EXACT_CASES, case_id, random_theta
+from tests.twins import reward_to_go_loop
 
 ALPHA = 1e-4
 OFF_POLICY = ("is-trajectory", "is-per-decision", "is-first-order", "ppo-clip")

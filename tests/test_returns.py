@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from estimators.returns import gae, gae_loop, reward_to_go, reward_to_go_loop, td_errors
+from estimators.returns import gae, reward_to_go, td_errors
+from tests.twins import gae_loop, reward_to_go_loop
 
 
 def padded_batch(seed: int = 0):
