@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bench.cli import main
+from pgvar.cli import main
 from envs import PROBLEMS
 from estimators import ESTIMATORS
 
@@ -24,7 +24,7 @@ REQUIRED_KEYS = {
 
 
 def pgvar(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pgvar", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_measure_json_has_the_documented_fields_and_is_deterministic():
@@ -267,7 +267,7 @@ def test_check_memory_estimates_without_allocating_and_names_the_knob(monkeypatc
 
 def test_the_table_renders_a_record_whose_numbers_are_none():
     """NaN and ±∞ become None in to_dict; the table says n/a instead of raising a TypeError."""
-    from bench.cli import render_table
+    from pgvar.cli import render_table
     from bench.harness import measure
     from bench.reference import ReferenceConfig
     from envs import make_problem
@@ -316,7 +316,7 @@ def test_the_last_resort_guard_is_one_line_unless_debugging(error, shown, capsys
     def fail(_):
         raise error
 
-    monkeypatch.setattr("bench.cli.cmd_list", fail)
+    monkeypatch.setattr("pgvar.cli.cmd_list", fail)
     assert main(["list"]) == 2
     assert one_error_line(capsys).startswith(shown)
     monkeypatch.setenv("PGVAR_DEBUG", "1")
@@ -329,7 +329,7 @@ def test_an_internal_runtime_error_keeps_its_traceback(monkeypatch):
     def fail(_):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr("bench.cli.cmd_list", fail)
+    monkeypatch.setattr("pgvar.cli.cmd_list", fail)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["list"])
 

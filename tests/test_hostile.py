@@ -14,9 +14,9 @@ Every case runs in a fresh working folder (`tmp_path/work`, the current director
 - scenario: a sequence (kill a report mid-build, two sweeps on one folder, a failing cell in a process
   pool, a corrupt cell file, duplicate cells) with its own assertions.
 
-Cases run in-process through `bench.cli.main` (stderr through capsys; Python warnings and log records,
+Cases run in-process through `pgvar.cli.main` (stderr through capsys; Python warnings and log records,
 which the real command prints on stderr, are added to it), except those that would allocate more than the
-machine holds if a resource guard were missing: they run `python -m bench` in a child process limited to
+machine holds if a resource guard were missing: they run `python -m pgvar` in a child process limited to
 4 GiB of address space (RLIMIT_AS) and 120 s, so a missing guard fails the case instead of the machine.
 `pytest -v tests/test_hostile.py` prints the case table; with `HOSTILE_VERBOSE=1` and `-s` every command's
 output too (the messages of the passing cases). Against 2675de6, the commit issue 14 was filed at, every case
@@ -53,14 +53,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from pgvar.cli import main
 from envs.spec import ConfigError
 
 MEMORY_LIMIT = 4 << 30  # bytes of address space for a child that might allocate without a guard
 CHILD_TIMEOUT = 120.0  # seconds
 VOLATILE = ["seconds", "seconds_per_estimate"]  # cell columns that legitimately differ between runs
 REPORT = ("report", "results/base", "--out", "out")
-GENERIC = "PGVAR_DEBUG=1"  # in the top-level guard's last-resort line only (bench/cli.py): a case needs its own
+GENERIC = "PGVAR_DEBUG=1"  # in the top-level guard's last-resort line only (pgvar/cli.py): a case needs its own
 SIZE_WORDS = ("memory", "byte", "GB", "GiB", "TB", "TiB", "allowed", "limit", "lower")  # a resource guard's line
 
 # ------------------------------------------------------------------------------------------ configs
@@ -278,12 +278,12 @@ class Ctx:
         return shown_if_asked(Outcome(argv, code, captured.out, captured.err + shown + logged + escaped, seconds))
 
     def popen(self, *argv: str, limit: bool = False) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=self.work, env=self.env,
+        return subprocess.Popen([sys.executable, "-m", "pgvar", *map(str, argv)], cwd=self.work, env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                 preexec_fn=_limit_memory if limit else None)
 
     def sub(self, *argv: str, limit: bool = True, timeout: float = CHILD_TIMEOUT) -> Outcome:
-        """`python -m bench argv` in a child process (its own process group), ≤ 4 GiB and `timeout` s."""
+        """`python -m pgvar argv` in a child process (its own process group), ≤ 4 GiB and `timeout` s."""
         began = time.perf_counter()
         proc = self.popen(*argv, limit=limit)
         return shown_if_asked(finish(proc, argv, began, timeout))

@@ -1,4 +1,5 @@
-"""The `pgvar` command: `pgvar list`, `pgvar measure`."""
+"""The `pgvar` command: `pgvar list`, `pgvar measure`, `pgvar sweep`, `pgvar report` (the top layer: it composes
+bench/ and reports/, and nothing imports it)."""
 
 from __future__ import annotations
 
