@@ -3,62 +3,25 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bench.metrics import METRICS_WITH_CI, GradientMetrics, gradient_metrics
 from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
-from envs.problem import Batch, Problem
+from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
 from envs.memory import check_bytes, format_bytes, memory_limit
+from envs.problem import Problem
 from envs.spec import ConfigError, check_seed
-from estimators.registry import EstimatorSpec, Prepared, resolve_estimator
+from estimators.registry import resolve_estimator
 
-# Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
-# only on (N, H, P), so the numbers depend only on the configuration and the seed.
-STEPS_PER_CHUNK = 2**22  # trajectory steps held at once (M_chunk × N × H)
-PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries held at once (M_chunk × N × P)
-PREPARE_STREAM = 1  # the sub-stream of the seed an estimator's `prepare` draws from (batches: the root)
-
-
-def make_generator(seed: int, *stream: int) -> torch.Generator:
-    """A torch.Generator for sub-stream `stream` of `seed` (numpy SeedSequence derivation)."""
-    state = np.random.SeedSequence(seed, spawn_key=stream).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr, silent under CI=true and when stderr is not a terminal."""
-    quiet = not enabled or os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=quiet, leave=False)
-
-
-def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
-    by_steps = STEPS_PER_CHUNK // (batch_size * problem.horizon)
-    by_params = PARAMS_PER_CHUNK // (batch_size * problem.num_params)
-    return max(1, min(reps, by_steps, by_params))
-
-
-# Rough multiplicities behind `check_memory`: per-trajectory gradient entries [M_chunk, N, P] are held with
-# their weighted copies and baselines; the metrics hold the [M, P] estimates in a few forms at once (the
+# Rough multiplicity behind `check_memory` (beside bench.sampling.GRADIENT_COPIES): the metrics hold the [M, P] estimates in a few forms at once (the
 # chunks and their concatenation, finite rows, deviations, centered rows, leave-one-out sums, unit rows)
 # and the smaller Gram matrix [min(M, P)]² twice.
-GRADIENT_COPIES = 3
 ESTIMATE_COPIES = 8
-
-
-def chunk_bytes(problem: Problem, batch_size: int, reps: int) -> tuple[int, float]:
-    """(M_chunk, rough peak bytes of one chunk of `chunk_reps` batches: its sampled trajectories and their
-    per-trajectory gradients)."""
-    chunk = chunk_reps(problem, batch_size, reps)
-    trajectories = chunk * batch_size
-    return chunk, problem.sample_bytes(trajectories) + 8.0 * GRADIENT_COPIES * trajectories * problem.num_params
 
 
 def check_memory(problem: Problem, batch_size: int, reps: int, group_size: int = 1) -> float:
@@ -84,15 +47,6 @@ def check_memory(problem: Problem, batch_size: int, reps: int, group_size: int =
                 f"P = {params}: a chunk of {chunk} × {batch_size} trajectories {format_bytes(per_chunk)}, the M "
                 f"estimates {format_bytes(estimates)})", lower)
     return total
-
-
-def check_reference_memory(problem: Problem, batch_size: int, batches: int) -> None:
-    """ConfigError when one chunk of a sampled reference's `batches` batches of `batch_size` trajectories would
-    not fit in memory (its estimates stream into running moments: only a chunk is held)."""
-    chunk, per_chunk = chunk_bytes(problem, batch_size, batches)
-    check_bytes(per_chunk + problem.memory_bytes, f"the sampled reference on {problem.name} with batches of "
-                f"{batch_size} trajectories (a chunk of {chunk} × {batch_size}, H = {problem.horizon}, "
-                f"P = {problem.num_params})", "--reference-batch-size")
 
 
 @dataclass(frozen=True)
@@ -171,25 +125,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def draw_estimates(problem: Problem, spec: EstimatorSpec, options: Mapping[str, Any], theta: torch.Tensor,
-                   batch_size: int, reps: int, generator: torch.Generator, description: str, show_progress: bool = True,
-                   prepared: Prepared | None = None) -> Iterator[tuple[torch.Tensor, Batch, float]]:
-    """`reps` independent batches of `batch_size` trajectories drawn from π at `prepared.sample_theta` (θ when
-    None), in chunks of `chunk_reps`, each chunk turned into its estimates at θ → yields (estimates [M_chunk, P]
-    detached, the chunk's Batch, seconds spent on it). `prepared` defaults to the options as keyword arguments."""
-    prepared = prepared or Prepared(dict(options))
-    sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
-    chunk = chunk_reps(problem, batch_size, reps)
-    with progress_bar(reps, description, show_progress) as bar:
-        for start in range(0, reps, chunk):
-            count = min(chunk, reps - start)
-            began = time.perf_counter()
-            batch = problem.sample(sample_theta, count, batch_size, generator, spec.group_size(options))
-            estimate = spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach()
-            yield estimate, batch, time.perf_counter() - began
-            bar.update(count)
-
-
 def measure(
     problem: Problem,
     estimator: str,
@@ -230,12 +165,12 @@ def measure(
     prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))
     seconds = time.perf_counter() - began
     estimates, env_steps = [], 0
-    for estimate, batch, chunk_seconds in draw_estimates(problem, spec, options, theta, batch_size, reps,
-                                                         make_generator(seed), f"{problem.name}/{estimator} "
-                                                         f"N={batch_size}", show_progress, prepared):
-        estimates.append(estimate)
-        env_steps += batch.env_steps
-        seconds += chunk_seconds
+    with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
+        for estimate, batch, chunk_seconds in draw_estimates(problem, spec, options, theta, batch_size, reps,
+                                                             make_generator(seed), bar, prepared):
+            estimates.append(estimate)
+            env_steps += batch.env_steps
+            seconds += chunk_seconds
     all_estimates = torch.cat(estimates).numpy()
 
     return Measurement(

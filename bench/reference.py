@@ -30,13 +30,15 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
+from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
+from envs.memory import check_bytes
 from envs.problem import Problem
 from envs.spec import ConfigError, check_seed
+from estimators.registry import resolve_estimator
 
 REFERENCE_STREAM = 2  # sub-stream of the reference seed (batches: 0 of the measurement seed, prepare: 1)
 REFERENCE_ESTIMATOR = "reinforce"
@@ -168,9 +170,9 @@ def reference_options(target) -> dict:
 
 
 def code_version() -> str:
-    """sha256 of the source that computes a reference (envs/, estimators/, bench/harness.py and this file) and
-    of the torch, gymnasium and mujoco versions (gym:<id> dynamics are theirs): any change invalidates cached
-    references."""
+    """sha256 of the source that computes a reference (envs/, estimators/, bench/sampling.py, bench/harness.py and
+    this file) and of the torch, gymnasium and mujoco versions (gym:<id> dynamics are theirs): any change
+    invalidates cached references."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = []
@@ -181,7 +183,8 @@ def code_version() -> str:
             versions.append(f"{package} absent")
     digest = hashlib.sha256(" ".join(versions).encode())
     files = sorted([*CODE_ROOT.glob("envs/*.py"), *CODE_ROOT.glob("estimators/*.py"),
-                    CODE_ROOT / "bench" / "harness.py", CODE_ROOT / "bench" / "reference.py"])
+                    CODE_ROOT / "bench" / "sampling.py", CODE_ROOT / "bench" / "harness.py",
+                    CODE_ROOT / "bench" / "reference.py"])
     for file in files:
         digest.update(file.relative_to(CODE_ROOT).as_posix().encode())
         digest.update(file.read_bytes())
@@ -227,12 +230,18 @@ class RunningMoments:
         return self.squares / (self.count - 1) / self.count
 
 
+def check_reference_memory(problem: Problem, batch_size: int, batches: int) -> None:
+    """ConfigError when one chunk of a sampled reference's `batches` batches of `batch_size` trajectories would
+    not fit in memory (its estimates stream into running moments: only a chunk is held)."""
+    chunk, per_chunk = chunk_bytes(problem, batch_size, batches)
+    check_bytes(per_chunk + problem.memory_bytes, f"the sampled reference on {problem.name} with batches of "
+                f"{batch_size} trajectories (a chunk of {chunk} × {batch_size}, H = {problem.horizon}, "
+                f"P = {problem.num_params})", "--reference-batch-size")
+
+
 def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
                       show_progress: bool = True) -> Reference:
     """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present."""
-    from bench.harness import PREPARE_STREAM, check_reference_memory, draw_estimates, make_generator
-    from estimators.registry import resolve_estimator
-
     options = reference_options(target)
     spec, resolved = resolve_estimator(REFERENCE_ESTIMATOR, options)
     spec.check(resolved, problem, config.batch_size)
@@ -248,17 +257,16 @@ def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: Ref
     gradient, returns = RunningMoments(problem.num_params), RunningMoments(1)
     nonfinite = env_steps = 0
     prepared = spec.prepare(resolved, problem, theta, make_generator(config.seed, REFERENCE_STREAM, PREPARE_STREAM))
-    chunks: Iterator = draw_estimates(problem, spec, resolved, theta, config.batch_size, config.batches,
-                                      make_generator(config.seed, REFERENCE_STREAM),
-                                      f"reference {problem.name} ({config.batches * config.batch_size} trajectories)",
-                                      show_progress, prepared)
-    for estimates, batch, _ in chunks:
-        rows = estimates.numpy()
-        finite = np.isfinite(rows).all(axis=1)
-        nonfinite += int((~finite).sum())
-        gradient.add(rows[finite])
-        env_steps += batch.env_steps
-        returns.add(((batch.rewards * batch.discount).sum(-1)).reshape(-1, 1).numpy())
+    description = f"reference {problem.name} ({config.batches * config.batch_size} trajectories)"
+    with progress_bar(config.batches, description, show_progress) as bar:
+        for estimates, batch, _ in draw_estimates(problem, spec, resolved, theta, config.batch_size, config.batches,
+                                                  make_generator(config.seed, REFERENCE_STREAM), bar, prepared):
+            rows = estimates.numpy()
+            finite = np.isfinite(rows).all(axis=1)
+            nonfinite += int((~finite).sum())
+            gradient.add(rows[finite])
+            env_steps += batch.env_steps
+            returns.add(((batch.rewards * batch.discount).sum(-1)).reshape(-1, 1).numpy())
     if gradient.count < 2:
         raise ConfigError(f"reference for {problem.name}: {nonfinite} of {config.batches} reference batches gave "
                           "non-finite estimates; no reference")
