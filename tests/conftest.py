@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from envs import PROBLEMS, make_problem
-from envs.problem import Problem
+from envs.policies import MLPCategorical, MLPGaussian
+from envs.problem import Batch, Problem, discount_vector
 from envs.tabular import TabularProblem
 
 
@@ -53,3 +54,33 @@ TABULAR_CASES = [c for c in PROBLEM_CASES if isinstance(make_problem(*c), Tabula
 def tabular_problem(request) -> TabularProblem:
     name, options = request.param
     return make_problem(name, options)
+
+
+def shifted_pvalue(result, expected_mean: np.ndarray) -> float:
+    """p-value of H0: E ĝ = expected_mean, from the stored estimates."""
+    from bench.metrics import gradient_metrics
+
+    return gradient_metrics(result.estimates, expected_mean).bias_pvalue
+
+
+def synthetic_mlp_batch(policy: MLPCategorical | MLPGaussian, reps: int, batch_size: int, horizon: int,
+                        generator: torch.Generator, full: bool) -> tuple[Batch, torch.Tensor]:
+    """A batch of N(0, 1) observations, uniform (categorical) or N(0, 1) (Gaussian) actions (not drawn from
+    π: the gradients are equal whatever the data) and N(0, 1) weights [M, N, T], zero after each episode's
+    end. full=False draws episode lengths uniformly in 1..T; full=True keeps every step alive."""
+    shape = (reps, batch_size, horizon)
+    obs = torch.randn(*shape, policy.obs_dim, dtype=torch.float64, generator=generator)
+    if isinstance(policy, MLPCategorical):
+        actions = torch.randint(policy.num_actions, shape, generator=generator)
+    else:
+        actions = torch.randn(*shape, policy.action_dim, dtype=torch.float64, generator=generator)
+    if full:
+        lengths = torch.full(shape[:2], horizon)
+    else:
+        lengths = torch.randint(1, horizon + 1, shape[:2], generator=generator)
+    mask = (torch.arange(horizon) < lengths[..., None]).to(torch.float64)  # [M, N, T]
+    weights = torch.randn(shape, dtype=torch.float64, generator=generator) * mask
+    batch = Batch(obs=obs, actions=actions, rewards=torch.zeros(shape, dtype=torch.float64), mask=mask,
+                  terminated=lengths < horizon, truncated=lengths == horizon, discount=discount_vector(1.0, horizon),
+                  gamma=1.0, final_obs=torch.zeros(reps, batch_size, policy.obs_dim, dtype=torch.float64))
+    return batch, weights

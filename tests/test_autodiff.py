@@ -9,7 +9,7 @@ import torch
 
 from envs import make_problem
 from envs.policies import MLPCategorical, MLPGaussian, SoftmaxTabular
-from envs.problem import Batch, Policy, discount_vector
+from envs.problem import Batch, Policy
 from envs.spec import ConfigError
 from estimators import mlp_backprop, resolve_estimator
 from estimators.autodiff import (
@@ -20,7 +20,7 @@ from estimators.autodiff import (
     weighted_score_per_trajectory,
 )
 from estimators.score import BaselineParser
-from tests.conftest import case_id, random_theta
+from tests.conftest import case_id, random_theta, synthetic_mlp_batch
 
 SLOW_METHODS = ["surrogate", "naive"]  # the twins of vmap, for every policy
 # The naive loop is one backward pass per step: on the classic-control problems' long episodes (up to 4 × 999
@@ -39,29 +39,6 @@ def assert_equal_to_rounding(actual: torch.Tensor, expected: torch.Tensor) -> No
     """Equal to 1e-10 relative: elementwise, with an absolute floor of 1e-10 × the largest entry, so that
     entries that cancel to ~0 are compared at the scale of the computation."""
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10 * float(expected.abs().max()))
-
-
-def synthetic_mlp_batch(policy: MLPCategorical | MLPGaussian, reps: int, batch_size: int, horizon: int,
-                        generator: torch.Generator, full: bool) -> tuple[Batch, torch.Tensor]:
-    """A batch of N(0, 1) observations, uniform (categorical) or N(0, 1) (Gaussian) actions (not drawn from
-    π: the gradients are equal whatever the data) and N(0, 1) weights [M, N, T], zero after each episode's
-    end. full=False draws episode lengths uniformly in 1..T; full=True keeps every step alive."""
-    shape = (reps, batch_size, horizon)
-    obs = torch.randn(*shape, policy.obs_dim, dtype=torch.float64, generator=generator)
-    if isinstance(policy, MLPCategorical):
-        actions = torch.randint(policy.num_actions, shape, generator=generator)
-    else:
-        actions = torch.randn(*shape, policy.action_dim, dtype=torch.float64, generator=generator)
-    if full:
-        lengths = torch.full(shape[:2], horizon)
-    else:
-        lengths = torch.randint(1, horizon + 1, shape[:2], generator=generator)
-    mask = (torch.arange(horizon) < lengths[..., None]).to(torch.float64)  # [M, N, T]
-    weights = torch.randn(shape, dtype=torch.float64, generator=generator) * mask
-    batch = Batch(obs=obs, actions=actions, rewards=torch.zeros(shape, dtype=torch.float64), mask=mask,
-                  terminated=lengths < horizon, truncated=lengths == horizon, discount=discount_vector(1.0, horizon),
-                  gamma=1.0, final_obs=torch.zeros(reps, batch_size, policy.obs_dim, dtype=torch.float64))
-    return batch, weights
 
 
 def assert_methods_agree(policy: Policy, theta: torch.Tensor, batch: Batch, weights: torch.Tensor,

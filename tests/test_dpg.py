@@ -19,7 +19,7 @@ from envs.values import QuadraticBasis
 from estimators import resolve_estimator
 from estimators.deterministic import dpg, exploratory_samples, fit_action_values
 from tests.conftest import random_theta
-from tests.test_envs import finite_difference_gradient
+from tests.twins import finite_difference_gradient
 
 DEFAULT = {"policy": "deterministic"}
 # three states, two actions, process noise 0.5, γ = 0.9, H = 10: every shape and constant differs

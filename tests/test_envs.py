@@ -12,20 +12,10 @@ from scipy import stats
 
 from envs import make_problem
 from envs.bandits import ContextualBandit, GaussianBandit, SoftmaxBandit
-from envs.problem import Problem
 from envs.spec import ConfigError
 from envs.tabular import TabularProblem
 from tests.conftest import random_theta
-from tests.twins import gym_episode
-
-
-def finite_difference_gradient(problem: Problem, theta: torch.Tensor, step: float = 1e-5) -> torch.Tensor:
-    grad = torch.zeros_like(theta)
-    for j in range(theta.numel()):
-        e = torch.zeros_like(theta)
-        e[j] = step
-        grad[j] = (problem.objective(theta + e) - problem.objective(theta - e)) / (2 * step)
-    return grad
+from tests.twins import gym_episode, objective_loop, policy_gradient_theorem_loop, value_loops
 
 
 def test_exact_gradient_matches_finite_differences(exact_problem):
@@ -46,64 +36,11 @@ def test_exact_gradient_matches_finite_differences(exact_problem):
         assert abs(float(fd - exact[j])) <= 1e-7 * scale, f"coordinate {j}"
 
 
-def objective_loop(problem: TabularProblem, theta: torch.Tensor) -> float:
-    """Slow twin of the backward recursion: plain Python over t, s, a and outcomes."""
-    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
-    S, A, K = mdp.prob.shape
-    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
-    value = [0.0] * S
-    for _ in range(problem.horizon):
-        q = [[sum(prob[s][a][k] * (rew[s][a][k] + (0.0 if term[s][a][k] else problem.gamma * value[nxt[s][a][k]]))
-                  for k in range(K)) for a in range(A)] for s in range(S)]
-        value = [sum(pi[s][a] * q[s][a] for a in range(A)) for s in range(S)]
-    return sum(mdp.initial[s].item() * value[s] for s in range(S))
-
-
-def value_loops(problem: TabularProblem, theta: torch.Tensor) -> tuple[list, list]:
-    """Slow twin of the time-indexed Q_t and V_t (V_H = 0): plain Python over t, s, a, outcomes."""
-    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
-    S, A, K = mdp.prob.shape
-    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
-    H, gamma = problem.horizon, problem.gamma
-    values = [[0.0] * S for _ in range(H + 1)]
-    qs = [None] * H
-    for t in range(H - 1, -1, -1):
-        qs[t] = [[sum(prob[s][a][k] * (rew[s][a][k] + (0.0 if term[s][a][k] else gamma * values[t + 1][nxt[s][a][k]]))
-                      for k in range(K)) for a in range(A)] for s in range(S)]
-        values[t] = [sum(pi[s][a] * qs[t][s][a] for a in range(A)) for s in range(S)]
-    return qs, values
-
-
 def test_tabular_values_match_loop_twin(tabular_problem):
     theta = random_theta(tabular_problem, seed=9)
     qs, values = value_loops(tabular_problem, theta)
     np.testing.assert_allclose(tabular_problem.action_values(theta).numpy(), np.array(qs), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(tabular_problem.values(theta).numpy(), np.array(values), rtol=1e-9, atol=1e-9)
-
-
-def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -> np.ndarray:
-    """Slow, independently derived twin of ∇J for softmax-tabular policies: the finite-horizon
-    policy-gradient theorem ∂J/∂θ[s,a] = Σ_t γ^t d_t(s) π(a|s) (Q_t(s,a) − V_t(s)), with d_t the
-    state distribution of the alive episode (forward loop) and Q_t, V_t from the backward loop."""
-    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
-    S, A, K = mdp.prob.shape
-    prob, nxt, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.terminal.tolist()
-    H, gamma = problem.horizon, problem.gamma
-    qs, values = value_loops(problem, theta)
-    grad = np.zeros((S, A))
-    dist = mdp.initial.tolist()
-    for t in range(H):
-        new = [0.0] * S
-        for s in range(S):
-            if dist[s] == 0.0:
-                continue
-            for a in range(A):
-                grad[s, a] += gamma**t * dist[s] * pi[s][a] * (qs[t][s][a] - values[t][s])
-                for k in range(K):
-                    if not term[s][a][k]:
-                        new[nxt[s][a][k]] += dist[s] * pi[s][a] * prob[s][a][k]
-        dist = new
-    return grad.reshape(-1)
 
 
 def test_tabular_exact_matches_loop_twins(tabular_problem):

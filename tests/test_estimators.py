@@ -15,122 +15,10 @@ from bench.harness import measure
 from bench.reference import ReferenceConfig
 from envs import make_problem
 from envs.spec import ConfigError
-from envs.values import TableBasis, ValueFunction
 from estimators import ESTIMATORS, resolve_estimator
-from estimators.critics import RIDGE, SameBatchCritic
 from estimators.score import reinforce
-from tests.conftest import EXACT_CASES, SAMPLED_CASES, case_id, random_theta
-from tests.test_envs import policy_gradient_theorem_loop
-from tests.twins import reward_to_go_loop
-
-
-def value_loop(critic, batch, m: int, i: int, t: int) -> float:
-    """V̂_t(s_{m,i,t}) of a fixed critic, or of one fitted on replicate m by `fit_loop`, term by term."""
-    if isinstance(critic, SameBatchCritic):
-        critic = fit_loop(critic, batch, m)
-        weights = critic.weights
-    else:
-        weights = critic.weights
-    if isinstance(critic.basis, TableBasis):
-        return float(weights[t, int(batch.obs[m, i, t])])
-    x = batch.obs[m, i, t].tolist()
-    features = [1.0] + [x[a] * x[b] for a in range(len(x)) for b in range(a, len(x))]
-    return float(sum(w * f for w, f in zip(weights[t].tolist(), features)))
-
-
-def fit_loop(critic: SameBatchCritic, batch, m: int) -> ValueFunction:
-    """Slow twin of `critics.fit_values` for replicate m: per step t, the mean of G_t per visited state
-    (states unseen at t get the step's mean), or ridge least squares with numpy, from Python lists."""
-    N, T = batch.rewards.shape[1:]
-    width = critic.basis.num_features
-    weights = torch.zeros(critic.horizon + 1, width, dtype=torch.float64)
-    alive = [[i for i in range(N) if batch.mask[m, i, t] > 0] for t in range(T)]
-    targets = [reward_to_go_loop(batch.rewards[m, i].tolist(), batch.gamma) for i in range(N)]
-    for t in range(T):
-        if not alive[t]:
-            continue
-        if isinstance(critic.basis, TableBasis):
-            visits: dict[int, list[float]] = {}
-            for i in alive[t]:
-                visits.setdefault(int(batch.obs[m, i, t]), []).append(targets[i][t])
-            step_mean = sum(sum(v) for v in visits.values()) / sum(len(v) for v in visits.values())
-            weights[t] = step_mean
-            for s, v in visits.items():
-                weights[t, s] = sum(v) / len(v)
-        else:
-            xs = [batch.obs[m, i, t].tolist() for i in alive[t]]
-            phi = np.array([[1.0] + [x[a] * x[b] for a in range(len(x)) for b in range(a, len(x))] for x in xs])
-            gram = phi.T @ phi
-            ridge = RIDGE * max(1.0, float(np.mean(np.diag(gram))))
-            solution = np.linalg.solve(gram + ridge * np.eye(width), phi.T @ np.array([targets[i][t] for i in alive[t]]))
-            weights[t] = torch.as_tensor(solution)
-    return ValueFunction(critic.basis, weights)
-
-
-def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, entropy_coef=0.0, critic=None) -> torch.Tensor:
-    """Slow twin of `reinforce`: the lecture notes' sums written out trajectory by trajectory and
-    step by step, one backward pass per (m, i, t) for the score ∇ log π(a_t|s_t) and the entropy."""
-    M, N, _ = batch.rewards.shape
-    gamma, out = batch.gamma, torch.zeros(M, problem.num_params, dtype=torch.float64)
-    for m in range(M):
-        lengths = [int(batch.mask[m, i].sum()) for i in range(N)]
-        rewards = [[batch.rewards[m, i, t].item()
-                    + entropy_coef * problem.policy.entropy(theta, batch.obs[m, i, t]).item()
-                    for t in range(lengths[i])] for i in range(N)]
-        for i in range(N):  # the direct term α v_t ∇H(π(·|s_t))
-            for t in range(lengths[i]):
-                if not entropy_coef:
-                    break
-                leaf = theta.detach().clone().requires_grad_(True)
-                entropy = problem.policy.entropy(leaf, batch.obs[m, i, t])
-                v_t = gamma**t if (returns == "total" or discount_score) else 1.0
-                out[m] += entropy_coef * v_t * torch.autograd.grad(entropy, leaf)[0] / N
-        if returns == "reward_to_go":
-            ret = [reward_to_go_loop(r, gamma) for r in rewards]
-        else:
-            ret = [[sum(gamma**t * x for t, x in enumerate(r))] * len(r) for r in rewards]
-        weight = [[gamma**t if (returns == "reward_to_go" and discount_score) else 1.0 for t in range(L)] for L in lengths]
-        scores = []
-        for i in range(N):
-            row = []
-            for t in range(lengths[i]):
-                leaf = theta.detach().clone().requires_grad_(True)
-                log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
-                row.append(torch.autograd.grad(log_pi, leaf)[0])
-            scores.append(row)
-
-        def ret_at(j, t):  # Ĝ_{j,t} after trajectory j ended: G_{j,0} for total returns, 0 for reward-to-go
-            if returns == "total":
-                return sum(gamma**k * x for k, x in enumerate(rewards[j]))
-            return ret[j][t] if t < lengths[j] else 0.0
-
-        if baseline.startswith("optimal"):
-            g = [sum((weight[i][t] * ret[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
-            s = [sum((weight[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
-            if baseline == "optimal":
-                num = sum(float(s[i] @ g[i]) for i in range(N))
-                den = sum(float(s[i] @ s[i]) for i in range(N))
-                b = num / den if den > 0 else 0.0
-            else:
-                num = sum(s[i] * g[i] for i in range(N))
-                den = sum(s[i] * s[i] for i in range(N))
-                b = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
-            out[m] += sum(g[i] - b * s[i] for i in range(N)) / N
-            continue
-        for i in range(N):
-            for t in range(lengths[i]):
-                if baseline == "none":
-                    b = 0.0
-                elif baseline == "batch_mean":
-                    b = sum(ret_at(j, t) for j in range(N)) / N
-                elif baseline == "rloo":
-                    b = sum(ret_at(j, t) for j in range(N) if j != i) / (N - 1)
-                elif baseline == "value":
-                    b = value_loop(critic, batch, m, i, t)
-                else:
-                    b = float(baseline.split(":")[1])
-                out[m] += weight[i][t] * (ret[i][t] - b) * scores[i][t] / N
-    return out
+from tests.conftest import EXACT_CASES, SAMPLED_CASES, case_id, random_theta, shifted_pvalue
+from tests.twins import policy_gradient_theorem_loop, reinforce_loop
 
 
 def option_grid(name: str):
@@ -239,13 +127,6 @@ def test_declared_unbiased_is_unbiased_on_every_exact_problem(case):
     assert not result.metrics.heavy_tailed, "outside the regime where the p-value is calibrated"
     assert result.metrics.nonfinite == 0
     assert result.metrics.bias_pvalue >= ALPHA, f"p = {result.metrics.bias_pvalue:.2e}"
-
-
-def shifted_pvalue(result, expected_mean: np.ndarray) -> float:
-    """p-value of H0: E ĝ = expected_mean, from the stored estimates."""
-    from bench.metrics import gradient_metrics
-
-    return gradient_metrics(result.estimates, expected_mean).bias_pvalue
 
 
 @pytest.mark.parametrize("name", ["softmax-bandit", "contextual-bandit", "garnet"])

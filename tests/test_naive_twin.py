@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envs import make_problem
-from tests.benchmarks.naive import naive_measure
+from tests.twins import naive_measure
 
 
 def test_naive_loop_is_unbiased():

@@ -24,8 +24,8 @@ from estimators import resolve_estimator
 from estimators.natural import batch_fisher, fisher_vector_product, natural
 from estimators.registry import Target
 from estimators.score import reinforce
-from tests.conftest import EXACT_CASES, case_id, random_theta
-from tests.test_estimators import reinforce_loop, shifted_pvalue
+from tests.conftest import EXACT_CASES, case_id, random_theta, shifted_pvalue
+from tests.twins import reinforce_loop
 
 ALPHA = 1e-4  # per assertion on a p-value, as in test_estimators.py
 STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy]

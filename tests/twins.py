@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
 
+from bench.metrics import GradientMetrics, gradient_metrics
+from envs.problem import Problem
 from envs.tabular import TabularProblem
+from envs.values import TableBasis, ValueFunction
+from estimators.critics import RIDGE, SameBatchCritic
 
 # ------------------------------------------------------------------ returns (estimators/returns.py)
 
@@ -59,3 +64,218 @@ def gym_episode(problem: TabularProblem, env: gym.Env, probs: np.ndarray, rng: n
             break
         state = next_state
     return states, actions, rewards
+
+
+def finite_difference_gradient(problem: Problem, theta: torch.Tensor, step: float = 1e-5) -> torch.Tensor:
+    """Slow twin of `Problem.exact_gradient` (autodiff of the exact objective, or a closed form): central
+    differences (J(θ + h e_j) − J(θ − h e_j)) / 2h, one coordinate at a time, from `objective` alone."""
+    grad = torch.zeros_like(theta)
+    for j in range(theta.numel()):
+        e = torch.zeros_like(theta)
+        e[j] = step
+        grad[j] = (problem.objective(theta + e) - problem.objective(theta - e)) / (2 * step)
+    return grad
+
+
+def objective_loop(problem: TabularProblem, theta: torch.Tensor) -> float:
+    """Slow twin of `TabularProblem.objective` (the tensor backward recursion over time): the same
+    Bellman recursion in plain Python over t, s, a and outcomes."""
+    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
+    S, A, K = mdp.prob.shape
+    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
+    value = [0.0] * S
+    for _ in range(problem.horizon):
+        q = [[sum(prob[s][a][k] * (rew[s][a][k] + (0.0 if term[s][a][k] else problem.gamma * value[nxt[s][a][k]]))
+                  for k in range(K)) for a in range(A)] for s in range(S)]
+        value = [sum(pi[s][a] * q[s][a] for a in range(A)) for s in range(S)]
+    return sum(mdp.initial[s].item() * value[s] for s in range(S))
+
+
+def value_loops(problem: TabularProblem, theta: torch.Tensor) -> tuple[list, list]:
+    """Slow twin of `TabularProblem.action_values` and `.values`, the time-indexed Q_t and V_t (V_H = 0):
+    plain Python over t, s, a and outcomes."""
+    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
+    S, A, K = mdp.prob.shape
+    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
+    H, gamma = problem.horizon, problem.gamma
+    values = [[0.0] * S for _ in range(H + 1)]
+    qs = [None] * H
+    for t in range(H - 1, -1, -1):
+        qs[t] = [[sum(prob[s][a][k] * (rew[s][a][k] + (0.0 if term[s][a][k] else gamma * values[t + 1][nxt[s][a][k]]))
+                      for k in range(K)) for a in range(A)] for s in range(S)]
+        values[t] = [sum(pi[s][a] * qs[t][s][a] for a in range(A)) for s in range(S)]
+    return qs, values
+
+
+def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -> np.ndarray:
+    """Slow, independently derived twin of ∇J for softmax-tabular policies: the finite-horizon
+    policy-gradient theorem ∂J/∂θ[s,a] = Σ_t γ^t d_t(s) π(a|s) (Q_t(s,a) − V_t(s)), with d_t the
+    state distribution of the alive episode (forward loop) and Q_t, V_t from the backward loop."""
+    mdp, pi = problem.mdp, problem.policy.probs(theta).tolist()
+    S, A, K = mdp.prob.shape
+    prob, nxt, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.terminal.tolist()
+    H, gamma = problem.horizon, problem.gamma
+    qs, values = value_loops(problem, theta)
+    grad = np.zeros((S, A))
+    dist = mdp.initial.tolist()
+    for t in range(H):
+        new = [0.0] * S
+        for s in range(S):
+            if dist[s] == 0.0:
+                continue
+            for a in range(A):
+                grad[s, a] += gamma**t * dist[s] * pi[s][a] * (qs[t][s][a] - values[t][s])
+                for k in range(K):
+                    if not term[s][a][k]:
+                        new[nxt[s][a][k]] += dist[s] * pi[s][a] * prob[s][a][k]
+        dist = new
+    return grad.reshape(-1)
+
+
+# ------------------------------------------------------------------ estimators (estimators/)
+
+
+def value_loop(critic, batch, m: int, i: int, t: int) -> float:
+    """V̂_t(s_{m,i,t}) of a fixed critic, or of one fitted on replicate m by `fit_loop`, term by term."""
+    if isinstance(critic, SameBatchCritic):
+        critic = fit_loop(critic, batch, m)
+        weights = critic.weights
+    else:
+        weights = critic.weights
+    if isinstance(critic.basis, TableBasis):
+        return float(weights[t, int(batch.obs[m, i, t])])
+    x = batch.obs[m, i, t].tolist()
+    features = [1.0] + [x[a] * x[b] for a in range(len(x)) for b in range(a, len(x))]
+    return float(sum(w * f for w, f in zip(weights[t].tolist(), features)))
+
+
+def fit_loop(critic: SameBatchCritic, batch, m: int) -> ValueFunction:
+    """Slow twin of `estimators.critics.fit_values` for replicate m: per step t, the mean of G_t per visited state
+    (states unseen at t get the step's mean), or ridge least squares with numpy, from Python lists."""
+    N, T = batch.rewards.shape[1:]
+    width = critic.basis.num_features
+    weights = torch.zeros(critic.horizon + 1, width, dtype=torch.float64)
+    alive = [[i for i in range(N) if batch.mask[m, i, t] > 0] for t in range(T)]
+    targets = [reward_to_go_loop(batch.rewards[m, i].tolist(), batch.gamma) for i in range(N)]
+    for t in range(T):
+        if not alive[t]:
+            continue
+        if isinstance(critic.basis, TableBasis):
+            visits: dict[int, list[float]] = {}
+            for i in alive[t]:
+                visits.setdefault(int(batch.obs[m, i, t]), []).append(targets[i][t])
+            step_mean = sum(sum(v) for v in visits.values()) / sum(len(v) for v in visits.values())
+            weights[t] = step_mean
+            for s, v in visits.items():
+                weights[t, s] = sum(v) / len(v)
+        else:
+            xs = [batch.obs[m, i, t].tolist() for i in alive[t]]
+            phi = np.array([[1.0] + [x[a] * x[b] for a in range(len(x)) for b in range(a, len(x))] for x in xs])
+            gram = phi.T @ phi
+            ridge = RIDGE * max(1.0, float(np.mean(np.diag(gram))))
+            solution = np.linalg.solve(gram + ridge * np.eye(width), phi.T @ np.array([targets[i][t] for i in alive[t]]))
+            weights[t] = torch.as_tensor(solution)
+    return ValueFunction(critic.basis, weights)
+
+
+def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, entropy_coef=0.0, critic=None) -> torch.Tensor:
+    """Slow twin of `estimators.score.reinforce`: the lecture notes' sums written out trajectory by trajectory and
+    step by step, one backward pass per (m, i, t) for the score ∇ log π(a_t|s_t) and the entropy."""
+    M, N, _ = batch.rewards.shape
+    gamma, out = batch.gamma, torch.zeros(M, problem.num_params, dtype=torch.float64)
+    for m in range(M):
+        lengths = [int(batch.mask[m, i].sum()) for i in range(N)]
+        rewards = [[batch.rewards[m, i, t].item()
+                    + entropy_coef * problem.policy.entropy(theta, batch.obs[m, i, t]).item()
+                    for t in range(lengths[i])] for i in range(N)]
+        for i in range(N):  # the direct term α v_t ∇H(π(·|s_t))
+            for t in range(lengths[i]):
+                if not entropy_coef:
+                    break
+                leaf = theta.detach().clone().requires_grad_(True)
+                entropy = problem.policy.entropy(leaf, batch.obs[m, i, t])
+                v_t = gamma**t if (returns == "total" or discount_score) else 1.0
+                out[m] += entropy_coef * v_t * torch.autograd.grad(entropy, leaf)[0] / N
+        if returns == "reward_to_go":
+            ret = [reward_to_go_loop(r, gamma) for r in rewards]
+        else:
+            ret = [[sum(gamma**t * x for t, x in enumerate(r))] * len(r) for r in rewards]
+        weight = [[gamma**t if (returns == "reward_to_go" and discount_score) else 1.0 for t in range(L)] for L in lengths]
+        scores = []
+        for i in range(N):
+            row = []
+            for t in range(lengths[i]):
+                leaf = theta.detach().clone().requires_grad_(True)
+                log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
+                row.append(torch.autograd.grad(log_pi, leaf)[0])
+            scores.append(row)
+
+        def ret_at(j, t):  # Ĝ_{j,t} after trajectory j ended: G_{j,0} for total returns, 0 for reward-to-go
+            if returns == "total":
+                return sum(gamma**k * x for k, x in enumerate(rewards[j]))
+            return ret[j][t] if t < lengths[j] else 0.0
+
+        if baseline.startswith("optimal"):
+            g = [sum((weight[i][t] * ret[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
+            s = [sum((weight[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
+            if baseline == "optimal":
+                num = sum(float(s[i] @ g[i]) for i in range(N))
+                den = sum(float(s[i] @ s[i]) for i in range(N))
+                b = num / den if den > 0 else 0.0
+            else:
+                num = sum(s[i] * g[i] for i in range(N))
+                den = sum(s[i] * s[i] for i in range(N))
+                b = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
+            out[m] += sum(g[i] - b * s[i] for i in range(N)) / N
+            continue
+        for i in range(N):
+            for t in range(lengths[i]):
+                if baseline == "none":
+                    b = 0.0
+                elif baseline == "batch_mean":
+                    b = sum(ret_at(j, t) for j in range(N)) / N
+                elif baseline == "rloo":
+                    b = sum(ret_at(j, t) for j in range(N) if j != i) / (N - 1)
+                elif baseline == "value":
+                    b = value_loop(critic, batch, m, i, t)
+                else:
+                    b = float(baseline.split(":")[1])
+                out[m] += weight[i][t] * (ret[i][t] - b) * scores[i][t] / N
+    return out
+
+
+# ------------------------------------------------------------------ the harness (bench/harness.py)
+
+
+def naive_measure(problem: TabularProblem, batch_size: int, reps: int, seed: int) -> GradientMetrics:
+    """Slow twin of `bench.harness.measure(problem, "reinforce", N, M, seed)` with the default options
+    (REINFORCE, discounted reward-to-go, no baseline): the way a measurement is usually written,
+    gymnasium `env.step` one call at a time, a torch policy evaluated once per step, one autograd
+    backward per trajectory, M batches of N trajectories. tests/test_naive_twin.py checks it is
+    unbiased; tests/benchmarks/test_measure_speed.py times the harness against it."""
+    env = problem.make_gym_env()
+    generator = torch.Generator().manual_seed(seed)
+    theta = problem.default_theta().requires_grad_(True)
+    estimates = np.zeros((reps, problem.num_params))
+    env.reset(seed=seed)
+    for m in range(reps):
+        for _ in range(batch_size):
+            state, _ = env.reset()
+            log_probs, rewards = [], []
+            for _ in range(problem.horizon):
+                log_pi = torch.log_softmax(theta.view(problem.theta_shape)[state], -1)
+                action = torch.multinomial(log_pi.detach().exp(), 1, generator=generator)[0]
+                log_probs.append(log_pi[action])
+                state, reward, terminated, truncated, _ = env.step(int(action))
+                rewards.append(float(reward))
+                if terminated or truncated:
+                    break
+            returns, running = [], 0.0
+            for r in reversed(rewards):
+                running = r + problem.gamma * running
+                returns.append(running)
+            returns.reverse()
+            surrogate = sum(problem.gamma**t * g * lp for t, (g, lp) in enumerate(zip(returns, log_probs)))
+            (grad,) = torch.autograd.grad(surrogate, theta)
+            estimates[m] += grad.numpy() / batch_size
+    return gradient_metrics(estimates, problem.exact_gradient(theta.detach()).numpy())

@@ -15,7 +15,7 @@ import torch
 
 from envs.policies import MLPCategorical
 from estimators.autodiff import weighted_score_per_replicate
-from tests.test_autodiff import synthetic_mlp_batch
+from tests.conftest import synthetic_mlp_batch
 
 REPS, BATCH_SIZE, HORIZON = 1, 100, 200
 GROUP = "autodiff MLP(64,64) N=100 T=200"

@@ -11,7 +11,7 @@ import pytest
 
 from bench.harness import measure
 from envs import make_problem
-from tests.benchmarks.naive import naive_measure
+from tests.twins import naive_measure
 
 BATCH_SIZE, REPS, NAIVE_REPS = 64, 1000, 50
 GROUP = "measure frozenlake N=64"
