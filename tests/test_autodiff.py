@@ -21,6 +21,7 @@ from estimators.autodiff import (
 )
 from estimators.score import BaselineParser
 from tests.conftest import case_id, random_theta, synthetic_mlp_batch
+from tests.twins import torch_nn_twin
 
 SLOW_METHODS = ["surrogate", "naive"]  # the twins of vmap, for every policy
 # The naive loop is one backward pass per step: on the classic-control problems' long episodes (up to 4 × 999
@@ -175,17 +176,6 @@ def test_reinforce_autodiff_options_agree(case, baseline):
     assert kwargs["autodiff"] == "auto"
     for method in ["auto", *twins_of_vmap(problem.policy)]:
         assert_equal_to_rounding(spec.estimate(problem.policy, theta, batch, **{**kwargs, "autodiff": method}), fast)
-
-
-def torch_nn_twin(policy: MLPCategorical, theta: torch.Tensor) -> torch.nn.Sequential:
-    """The network as one writes it with torch.nn, θ loaded through torch's own flattening order."""
-    modules: list[torch.nn.Module] = []
-    for n_in, n_out in policy.net.layer_sizes:
-        modules += [torch.nn.Linear(n_in, n_out, dtype=torch.float64), torch.nn.Tanh()]
-    network = torch.nn.Sequential(*modules[:-1])
-    assert policy.num_params == sum(p.numel() for p in network.parameters())
-    torch.nn.utils.vector_to_parameters(theta, network.parameters())
-    return network
 
 
 @pytest.mark.parametrize("hidden", [(), (7,), (6, 5)])

@@ -19,6 +19,7 @@ from estimators.critics import fit_values
 from estimators.returns import reward_to_go
 from estimators.score import reinforce
 from tests.conftest import random_theta
+from tests.twins import lqr_value_forward
 
 ALPHA = 1e-4  # per statistical assertion; ~20 assertions here: family-wise false-positive rate ≤ 0.2%
 GARNET = ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2})
@@ -53,23 +54,6 @@ def test_bootstrap_only_for_truncated_episodes():
     values, bootstrap = critic.on_batch(obs, torch.tensor([[3, 2]]), torch.tensor([[True, False]]), mask)
     torch.testing.assert_close(values, torch.tensor([[[1.0, 6.0], [3.0, 0.0]]], dtype=torch.float64))
     torch.testing.assert_close(bootstrap, torch.tensor([[weights[2, 3].item(), 0.0]], dtype=torch.float64))
-
-
-def lqr_value_forward(problem, theta, x: np.ndarray, t: int) -> float:
-    """V_t(x) by propagating the state's mean and covariance forward from x_t = x: the slow,
-    independent twin of the backward recursion in `oracle_values`."""
-    a, b = problem.dynamics.numpy(), problem.control.numpy()
-    q, r = problem.state_cost.numpy(), problem.action_cost.numpy()
-    gain, variance = problem.policy.gain(theta).numpy(), float(torch.exp(2 * theta[-1]))
-    closed = a - b @ gain
-    mean, cov, value = x.copy(), np.zeros((len(x), len(x))), 0.0
-    for k in range(t, problem.horizon):
-        second = np.outer(mean, mean) + cov
-        reward = -np.trace(q @ second) - np.trace(r @ (gain @ second @ gain.T)) - variance * np.trace(r)
-        value += problem.gamma ** (k - t) * reward
-        mean = closed @ mean
-        cov = closed @ cov @ closed.T + variance * b @ b.T + problem.noise**2 * np.eye(len(x))
-    return value
 
 
 @pytest.mark.parametrize("options", [{}, {"state_dim": 3, "action_dim": 2, "gamma": 0.9, "horizon": 7}])

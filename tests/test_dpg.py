@@ -19,7 +19,7 @@ from envs.values import QuadraticBasis
 from estimators import resolve_estimator
 from estimators.deterministic import dpg, exploratory_samples, fit_action_values
 from tests.conftest import random_theta
-from tests.twins import finite_difference_gradient
+from tests.twins import dpg_loop, finite_difference_gradient
 
 DEFAULT = {"policy": "deterministic"}
 # three states, two actions, process noise 0.5, γ = 0.9, H = 10: every shape and constant differs
@@ -118,22 +118,6 @@ def test_dpg_theorem_holds_exactly(options):
     exact = problem.exact_gradient(theta)
     torch.testing.assert_close(expected_dpg(problem, theta, problem.action_values(theta)), exact,
                                rtol=1e-10, atol=1e-10 * float(exact.norm()))
-
-
-def dpg_loop(problem: LinearQuadratic, theta: torch.Tensor, batch, critic: QuadraticActionValues) -> torch.Tensor:
-    """Slow twin of `dpg`: per (m, i, t), the Jacobian ∇_θμ(s) [du, P] by autograd and ∇_a Q̂_t by
-    autograd through Q̂_t(s, ·) (not the closed form), summed with γ^t and divided by N. → [M, P]"""
-    M, N, T = batch.rewards.shape
-    out = torch.zeros(M, problem.num_params, dtype=torch.float64)
-    for m in range(M):
-        for i in range(N):
-            for t in range(T):
-                state = batch.obs[m, i, t]
-                jacobian = torch.autograd.functional.jacobian(lambda th: problem.policy.action(th, state), theta)
-                action = problem.policy.action(theta, state).detach().requires_grad_(True)
-                (action_gradient,) = torch.autograd.grad(critic.at(state, action, torch.tensor(t)), action)
-                out[m] += batch.gamma**t * batch.mask[m, i, t] * jacobian.T @ action_gradient / N
-    return out
 
 
 @pytest.mark.parametrize("critic", ["oracle", "fitted"])

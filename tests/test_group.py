@@ -9,9 +9,9 @@ import torch
 from bench.harness import measure
 from bench.metrics import gradient_metrics
 from envs import make_problem
-from estimators.autodiff import weighted_score_per_trajectory
 from estimators.group import grpo
 from tests.conftest import random_theta
+from tests.twins import grpo_loop
 
 ALPHA = 1e-4  # each statistical assertion below fails with probability ALPHA for a correct estimator
 
@@ -22,24 +22,6 @@ def test_groups_share_their_initial_state(name):
     batch = problem.sample(random_theta(problem, 1), 3, 8, torch.Generator().manual_seed(0), group_size=4)
     first = batch.obs[:, :, 0].reshape(3, 2, 4, *batch.obs.shape[3:])  # [M, groups, G, ...]
     assert torch.equal(first, first[:, :, :1].expand_as(first))
-
-
-def grpo_loop(problem, theta, batch, group_size, normalize) -> torch.Tensor:
-    """Slow twin: group statistics by hand, one backward pass per (m, i, t)."""
-    M, N, _ = batch.rewards.shape
-    scores = weighted_score_per_trajectory(problem.policy, theta, batch, batch.mask, method="naive")  # Σ_t ∇ log π per trajectory
-    out = torch.zeros(M, problem.num_params, dtype=torch.float64)
-    for m in range(M):
-        returns = [float((batch.rewards[m, i] * batch.discount).sum()) for i in range(N)]
-        for i in range(N):
-            group = returns[i - i % group_size: i - i % group_size + group_size]
-            mean = sum(group) / group_size
-            advantage = returns[i] - mean
-            if normalize == "std":
-                std = (sum((r - mean) ** 2 for r in group) / (group_size - 1)) ** 0.5
-                advantage = advantage / std if std > 0 else 0.0
-            out[m] += advantage * scores[m, i] / N
-    return out
 
 
 @pytest.mark.parametrize("normalize", ["none", "std"])

@@ -25,7 +25,7 @@ from estimators.natural import batch_fisher, fisher_vector_product, natural
 from estimators.registry import Target
 from estimators.score import reinforce
 from tests.conftest import EXACT_CASES, case_id, random_theta, shifted_pvalue
-from tests.twins import reinforce_loop
+from tests.twins import batch_fisher_loop, reinforce_loop, tabular_fisher_loop
 
 ALPHA = 1e-4  # per assertion on a p-value, as in test_estimators.py
 STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy]
@@ -61,36 +61,6 @@ def test_exact_fisher_matches_monte_carlo(case):
     assert gradient_metrics(forms.numpy(), 0.9 * exact.numpy()).bias_pvalue < ALPHA, "no power"
 
 
-def tabular_fisher_loop(problem, theta) -> np.ndarray:
-    """Slow twin of `TabularProblem.fisher`: F = Σ_t Σ_s d_t(s) Σ_a π(a|s) ψ_{s,a} ψ_{s,a}ᵀ with
-    ψ_{s,a} = e_a − π(·|s) on row s's logits, d_t(s) the probability of being alive in s at t,
-    propagated outcome by outcome with Python loops."""
-    mdp = problem.mdp
-    S, A, K = mdp.prob.shape
-    logits = theta.reshape(S, A).numpy()
-    pi = np.exp(logits - logits.max(1, keepdims=True))
-    pi /= pi.sum(1, keepdims=True)
-    prob, nxt, terminal = mdp.prob.numpy(), mdp.next_state.numpy(), mdp.terminal.numpy()
-    alive_now = mdp.initial.numpy().copy()
-    visits = np.zeros(S)  # Σ_t d_t(s)
-    for _ in range(problem.horizon):
-        visits += alive_now
-        alive_next = np.zeros(S)
-        for s in np.flatnonzero(alive_now):
-            for a in range(A):
-                for k in range(K):
-                    if prob[s, a, k] > 0 and not terminal[s, a, k]:
-                        alive_next[nxt[s, a, k]] += alive_now[s] * pi[s, a] * prob[s, a, k]
-        alive_now = alive_next
-    fisher = np.zeros((S * A, S * A))
-    for s in range(S):
-        for a in range(A):
-            psi = -pi[s].copy()
-            psi[a] += 1.0
-            fisher[s * A:(s + 1) * A, s * A:(s + 1) * A] += visits[s] * pi[s, a] * np.outer(psi, psi)
-    return fisher
-
-
 def test_tabular_fisher_matches_loop_twin(tabular_problem):
     theta = random_theta(tabular_problem, seed=43)
     np.testing.assert_allclose(tabular_problem.fisher(theta).numpy(), tabular_fisher_loop(tabular_problem, theta),
@@ -98,20 +68,6 @@ def test_tabular_fisher_matches_loop_twin(tabular_problem):
 
 
 # ---------------------------------------------------------------- cg == direct == loop twin
-
-
-def batch_fisher_loop(problem, theta, batch, m: int) -> torch.Tensor:
-    """Slow twin of `batch_fisher`: F̂_m = (1/N) Σ_i Σ_t ψψᵀ, one backward pass per alive step."""
-    fisher = torch.zeros(problem.num_params, problem.num_params, dtype=torch.float64)
-    for i in range(batch.batch_size):
-        for t in range(batch.horizon):
-            if batch.mask[m, i, t] == 0:
-                continue
-            leaf = theta.detach().clone().requires_grad_(True)
-            log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
-            (score,) = torch.autograd.grad(log_pi, leaf)
-            fisher += torch.outer(score, score)
-    return fisher / batch.batch_size
 
 
 TWIN_CASES = [  # short horizons keep the loop twins fast; taxi's cg == direct is in the singular-F̂ test

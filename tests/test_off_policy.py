@@ -12,7 +12,6 @@ probability < 0.5 %.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from envs.tabular import TabularProblem
 from estimators import off_policy, resolve_estimator
 from estimators.off_policy import advantages, is_trajectory, log_ratios, select_behaviour
 from tests.conftest import EXACT_CASES, case_id, random_theta
-from tests.twins import reward_to_go_loop
+from tests.twins import off_policy_loop
 
 ALPHA = 1e-4
 OFF_POLICY = ("is-trajectory", "is-per-decision", "is-first-order", "ppo-clip")
@@ -35,56 +34,6 @@ STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy
 
 
 # ---------------------------------------------------------------------------------------------- loop twins
-
-def exact_values(problem, behaviour_theta: torch.Tensor):
-    """(state, t) ↦ V^{π_b}_t(s) from the problem's own recursion (not through `ValueFunction`)."""
-    if isinstance(problem, TabularProblem):
-        table = problem.values(behaviour_theta)  # [H + 1, S]
-        return lambda state, t: float(table[t, int(state)])
-    if problem.name == "lqr":
-        matrices, constants = problem.value_recursion(behaviour_theta)
-        return lambda state, t: -float(state @ matrices[t] @ state + constants[t])
-    value = float(problem.objective(behaviour_theta))  # gaussian-bandit: V_0 = J, H = 1
-    return lambda state, t: value
-
-
-def off_policy_loop(problem, theta, behaviour_theta, batch, name: str, clip: float = 0.0,
-                    value_baseline: bool = False) -> torch.Tensor:
-    """Slow twin of the four estimators: the docstrings' sums written out trajectory by trajectory and step
-    by step, ratios as products of per-step Python floats, one backward pass per (m, i, t) for the score,
-    and PPO's clipping as its case analysis (a clipped term contributes 0). → [M, P]"""
-    reps, batch_size, _ = batch.rewards.shape
-    gamma, out = batch.gamma, torch.zeros(reps, problem.num_params, dtype=torch.float64)
-    value = exact_values(problem, behaviour_theta)
-    for m in range(reps):
-        for i in range(batch_size):
-            length = int(batch.mask[m, i].sum())
-            rewards = batch.rewards[m, i, :length].tolist()
-            returns = reward_to_go_loop(rewards, gamma)
-            ratio = []
-            for t in range(length):
-                s, a = batch.obs[m, i, t], batch.actions[m, i, t]
-                log_ratio = problem.policy.log_prob(theta, s, a) - problem.policy.log_prob(behaviour_theta, s, a)
-                ratio.append(math.exp(float(log_ratio)))
-            for t in range(length):
-                leaf = theta.detach().clone().requires_grad_(True)
-                log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
-                score = torch.autograd.grad(log_pi, leaf)[0]
-                b = value(batch.obs[m, i, t], t) if value_baseline else 0.0
-                advantage = returns[t] - b
-                if name == "is-trajectory":
-                    weight = math.prod(ratio) * gamma**t * returns[t]
-                elif name == "is-per-decision":
-                    weight = gamma**t * sum(gamma ** (k - t) * math.prod(ratio[: k + 1]) * rewards[k]
-                                            for k in range(t, length))
-                elif name == "is-first-order":
-                    weight = gamma**t * ratio[t] * advantage
-                else:
-                    clipped = (advantage > 0 and ratio[t] > 1 + clip) or (advantage < 0 and ratio[t] < 1 - clip)
-                    weight = 0.0 if clipped else gamma**t * ratio[t] * advantage
-                out[m] += weight * score / batch_size
-    return out
-
 
 TWIN_PROBLEMS = [("frozenlake", {}), GARNET, ("lqr", {}), ("gaussian-bandit", {})]
 TWIN_BATCH = {"frozenlake": (2, 16)}  # (M, N); frozenlake needs 16 to reach the goal in this batch

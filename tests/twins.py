@@ -13,14 +13,19 @@ in one test file imported by another.
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import torch
 
 from bench.metrics import GradientMetrics, gradient_metrics
+from envs.lqr import LinearQuadratic, QuadraticActionValues
+from envs.policies import MLPCategorical
 from envs.problem import Problem
 from envs.tabular import TabularProblem
 from envs.values import TableBasis, ValueFunction
+from estimators.autodiff import weighted_score_per_trajectory
 from estimators.critics import RIDGE, SameBatchCritic
 
 # ------------------------------------------------------------------ returns (estimators/returns.py)
@@ -132,6 +137,65 @@ def policy_gradient_theorem_loop(problem: TabularProblem, theta: torch.Tensor) -
     return grad.reshape(-1)
 
 
+def lqr_value_forward(problem, theta, x: np.ndarray, t: int) -> float:
+    """V_t(x) by propagating the state's mean and covariance forward from x_t = x: the slow,
+    independent twin of the backward recursion in `LinearQuadratic.oracle_values`."""
+    a, b = problem.dynamics.numpy(), problem.control.numpy()
+    q, r = problem.state_cost.numpy(), problem.action_cost.numpy()
+    gain, variance = problem.policy.gain(theta).numpy(), float(torch.exp(2 * theta[-1]))
+    closed = a - b @ gain
+    mean, cov, value = x.copy(), np.zeros((len(x), len(x))), 0.0
+    for k in range(t, problem.horizon):
+        second = np.outer(mean, mean) + cov
+        reward = -np.trace(q @ second) - np.trace(r @ (gain @ second @ gain.T)) - variance * np.trace(r)
+        value += problem.gamma ** (k - t) * reward
+        mean = closed @ mean
+        cov = closed @ cov @ closed.T + variance * b @ b.T + problem.noise**2 * np.eye(len(x))
+    return value
+
+
+def tabular_fisher_loop(problem, theta) -> np.ndarray:
+    """Slow twin of `TabularProblem.fisher`: F = Σ_t Σ_s d_t(s) Σ_a π(a|s) ψ_{s,a} ψ_{s,a}ᵀ with
+    ψ_{s,a} = e_a − π(·|s) on row s's logits, d_t(s) the probability of being alive in s at t,
+    propagated outcome by outcome with Python loops."""
+    mdp = problem.mdp
+    S, A, K = mdp.prob.shape
+    logits = theta.reshape(S, A).numpy()
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    pi /= pi.sum(1, keepdims=True)
+    prob, nxt, terminal = mdp.prob.numpy(), mdp.next_state.numpy(), mdp.terminal.numpy()
+    alive_now = mdp.initial.numpy().copy()
+    visits = np.zeros(S)  # Σ_t d_t(s)
+    for _ in range(problem.horizon):
+        visits += alive_now
+        alive_next = np.zeros(S)
+        for s in np.flatnonzero(alive_now):
+            for a in range(A):
+                for k in range(K):
+                    if prob[s, a, k] > 0 and not terminal[s, a, k]:
+                        alive_next[nxt[s, a, k]] += alive_now[s] * pi[s, a] * prob[s, a, k]
+        alive_now = alive_next
+    fisher = np.zeros((S * A, S * A))
+    for s in range(S):
+        for a in range(A):
+            psi = -pi[s].copy()
+            psi[a] += 1.0
+            fisher[s * A:(s + 1) * A, s * A:(s + 1) * A] += visits[s] * pi[s, a] * np.outer(psi, psi)
+    return fisher
+
+
+def torch_nn_twin(policy: MLPCategorical, theta: torch.Tensor) -> torch.nn.Sequential:
+    """Slow twin of `envs.policies.MLPCategorical` (its hand-written layers over a flat θ): the network
+    as one writes it with torch.nn, θ loaded through torch's own flattening order."""
+    modules: list[torch.nn.Module] = []
+    for n_in, n_out in policy.net.layer_sizes:
+        modules += [torch.nn.Linear(n_in, n_out, dtype=torch.float64), torch.nn.Tanh()]
+    network = torch.nn.Sequential(*modules[:-1])
+    assert policy.num_params == sum(p.numel() for p in network.parameters())
+    torch.nn.utils.vector_to_parameters(theta, network.parameters())
+    return network
+
+
 # ------------------------------------------------------------------ estimators (estimators/)
 
 
@@ -241,6 +305,106 @@ def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, ent
                 else:
                     b = float(baseline.split(":")[1])
                 out[m] += weight[i][t] * (ret[i][t] - b) * scores[i][t] / N
+    return out
+
+
+def grpo_loop(problem, theta, batch, group_size, normalize) -> torch.Tensor:
+    """Slow twin of `estimators.group.grpo`: group means and standard deviations by hand over Python
+    floats, the score Σ_t ∇ log π per trajectory from one backward pass per (m, i, t) (autodiff "naive")."""
+    M, N, _ = batch.rewards.shape
+    scores = weighted_score_per_trajectory(problem.policy, theta, batch, batch.mask, method="naive")  # Σ_t ∇ log π per trajectory
+    out = torch.zeros(M, problem.num_params, dtype=torch.float64)
+    for m in range(M):
+        returns = [float((batch.rewards[m, i] * batch.discount).sum()) for i in range(N)]
+        for i in range(N):
+            group = returns[i - i % group_size: i - i % group_size + group_size]
+            mean = sum(group) / group_size
+            advantage = returns[i] - mean
+            if normalize == "std":
+                std = (sum((r - mean) ** 2 for r in group) / (group_size - 1)) ** 0.5
+                advantage = advantage / std if std > 0 else 0.0
+            out[m] += advantage * scores[m, i] / N
+    return out
+
+
+def batch_fisher_loop(problem, theta, batch, m: int) -> torch.Tensor:
+    """Slow twin of `estimators.natural.batch_fisher`: F̂_m = (1/N) Σ_i Σ_t ψψᵀ, one backward pass per alive step."""
+    fisher = torch.zeros(problem.num_params, problem.num_params, dtype=torch.float64)
+    for i in range(batch.batch_size):
+        for t in range(batch.horizon):
+            if batch.mask[m, i, t] == 0:
+                continue
+            leaf = theta.detach().clone().requires_grad_(True)
+            log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
+            (score,) = torch.autograd.grad(log_pi, leaf)
+            fisher += torch.outer(score, score)
+    return fisher / batch.batch_size
+
+
+def dpg_loop(problem: LinearQuadratic, theta: torch.Tensor, batch, critic: QuadraticActionValues) -> torch.Tensor:
+    """Slow twin of `estimators.deterministic.dpg`: per (m, i, t), the Jacobian ∇_θμ(s) [du, P] by autograd and ∇_a Q̂_t by
+    autograd through Q̂_t(s, ·) (not the closed form), summed with γ^t and divided by N. → [M, P]"""
+    M, N, T = batch.rewards.shape
+    out = torch.zeros(M, problem.num_params, dtype=torch.float64)
+    for m in range(M):
+        for i in range(N):
+            for t in range(T):
+                state = batch.obs[m, i, t]
+                jacobian = torch.autograd.functional.jacobian(lambda th: problem.policy.action(th, state), theta)
+                action = problem.policy.action(theta, state).detach().requires_grad_(True)
+                (action_gradient,) = torch.autograd.grad(critic.at(state, action, torch.tensor(t)), action)
+                out[m] += batch.gamma**t * batch.mask[m, i, t] * jacobian.T @ action_gradient / N
+    return out
+
+
+def exact_values(problem, behaviour_theta: torch.Tensor):
+    """(state, t) ↦ V^{π_b}_t(s) from the problem's own recursion (not through `ValueFunction`)."""
+    if isinstance(problem, TabularProblem):
+        table = problem.values(behaviour_theta)  # [H + 1, S]
+        return lambda state, t: float(table[t, int(state)])
+    if problem.name == "lqr":
+        matrices, constants = problem.value_recursion(behaviour_theta)
+        return lambda state, t: -float(state @ matrices[t] @ state + constants[t])
+    value = float(problem.objective(behaviour_theta))  # gaussian-bandit: V_0 = J, H = 1
+    return lambda state, t: value
+
+
+def off_policy_loop(problem, theta, behaviour_theta, batch, name: str, clip: float = 0.0,
+                    value_baseline: bool = False) -> torch.Tensor:
+    """Slow twin of the four off-policy estimators (`estimators.off_policy`: is-trajectory,
+    is-per-decision, is-first-order, ppo-clip): the docstrings' sums written out trajectory by trajectory and step
+    by step, ratios as products of per-step Python floats, one backward pass per (m, i, t) for the score,
+    and PPO's clipping as its case analysis (a clipped term contributes 0). → [M, P]"""
+    reps, batch_size, _ = batch.rewards.shape
+    gamma, out = batch.gamma, torch.zeros(reps, problem.num_params, dtype=torch.float64)
+    value = exact_values(problem, behaviour_theta)
+    for m in range(reps):
+        for i in range(batch_size):
+            length = int(batch.mask[m, i].sum())
+            rewards = batch.rewards[m, i, :length].tolist()
+            returns = reward_to_go_loop(rewards, gamma)
+            ratio = []
+            for t in range(length):
+                s, a = batch.obs[m, i, t], batch.actions[m, i, t]
+                log_ratio = problem.policy.log_prob(theta, s, a) - problem.policy.log_prob(behaviour_theta, s, a)
+                ratio.append(math.exp(float(log_ratio)))
+            for t in range(length):
+                leaf = theta.detach().clone().requires_grad_(True)
+                log_pi = problem.policy.log_prob(leaf, batch.obs[m, i, t], batch.actions[m, i, t])
+                score = torch.autograd.grad(log_pi, leaf)[0]
+                b = value(batch.obs[m, i, t], t) if value_baseline else 0.0
+                advantage = returns[t] - b
+                if name == "is-trajectory":
+                    weight = math.prod(ratio) * gamma**t * returns[t]
+                elif name == "is-per-decision":
+                    weight = gamma**t * sum(gamma ** (k - t) * math.prod(ratio[: k + 1]) * rewards[k]
+                                            for k in range(t, length))
+                elif name == "is-first-order":
+                    weight = gamma**t * ratio[t] * advantage
+                else:
+                    clipped = (advantage > 0 and ratio[t] > 1 + clip) or (advantage < 0 and ratio[t] < 1 - clip)
+                    weight = 0.0 if clipped else gamma**t * ratio[t] * advantage
+                out[m] += weight * score / batch_size
     return out
 
 
