@@ -569,7 +569,8 @@ def test_unreadable_files_are_skipped_and_named_on_the_first_screen(tiny_results
 
 
 def test_failed_cells_are_counted_on_the_first_screen(tiny_results, tmp_path):
-    from bench.sweep import expand, failure_record
+    from bench.cells import expand
+    from bench.executors import failure_record
 
     results = _copy(tiny_results, tmp_path)
     path = tmp_path / "tiny.toml"

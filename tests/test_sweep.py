@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.cells import expand
 from bench.store import ResultsStore
-from bench.sweep import expand, load_config, run_sweep
+from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
 
 SMALL = """
@@ -109,7 +110,7 @@ batch_sizes = [4, 8]
 @pytest.mark.parametrize("edit,message", [
     (("reps = 20", "reps = 1"), "sweep.toml: reps: expected an integer ≥ 2, got 1"),
     (("reps = 20", "reps = 20\nbogus = 1"), "sweep.toml: bogus: unknown key; allowed:"),
-    (("batch_sizes = [1, 4]", "batch_sizes = [0]"), "batch_sizes: expected a non-empty list of integers ≥ 1"),
+    (("batch_sizes = [1, 4]", "batch_sizes = [0]"), "batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1"),
     (('env = "garnet"', 'env = "garnett"'), "problems[1].env: unknown env 'garnett'; valid: frozenlake"),
     (("gamma = 0.9", "gamma = 1.5"), "problems[1]: option gamma=1.5 for env garnet: expected a number in [0, 1]"),
     (('sweep.baseline = ["none", "rloo"]', 'sweep.baseline = ["none", "nope"]'),
@@ -142,8 +143,8 @@ batch_sizes = [4, 8]
     (("reps = 20", "reps = 1000000000000"), "reps=1000000000000"),
     (("batch_sizes = [1, 4]", "batch_sizes = [1, 1000000000000]"), "N=1000000000000"),
     (("repetitions = 2", "repetitions = 1000000000000"), "expands to more than 1000000 cells"),
-    (("[report]", "[report]\nseed = 4294967296"), "seed: expected an integer in [0, 4294967295], got 4294967296"),
-    (("[report]", "[report]\nbootstrap_reps = 1000000000000"), "bootstrap_reps: expected an integer in [100, 100000]"),
+    (("[report]", "[report]\nseed = 4294967296"), "report.seed: expected an integer ≥ 0 and ≤ 4294967295, got 4294967296"),
+    (("[report]", "[report]\nbootstrap_reps = 1000000000000"), "report.bootstrap_reps: expected an integer ≥ 100 and ≤ 100000"),
     (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 2 ×"),
     (("[report]", "[reference]\nsample = 10\n[report]"), "reference.sample: unknown key; allowed: batch_size, samples"),
 ])
@@ -416,7 +417,7 @@ def test_a_failing_cell_fails_alone_and_is_recorded(tmp_path, executor):
 
 
 def test_a_cell_that_succeeds_on_a_rerun_loses_its_failure_record(tmp_path):
-    from bench.sweep import failure_record
+    from bench.executors import failure_record
 
     config = load_config(write(tmp_path, TWO))
     run_sweep(config, tmp_path, executor="inprocess")

@@ -1,0 +1,305 @@
+"""Cells: a sweep config expanded into measurements, and `run_cell`, which turns one into a row.
+
+A cell is one measurement (problem, θ, estimator variant, batch size, repetition) and `run_cell` is a pure,
+picklable function of it, so the same cell gives the same row in-process, in a local process pool or on a
+Dask cluster, in any order. The cell seed is derived from the root seed and the cell's (problem, θ, batch
+size, repetition) with `numpy.random.SeedSequence`: every estimator variant of a (problem, N, repetition)
+sees the same trajectories (common random numbers), which makes variance ratios between estimators much
+tighter than independent draws would. A cell id hashes the Cell's fields: finished cells are reused by id,
+so the fields, their order and their values are part of the results format.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import platform
+import subprocess
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from bench.config import EstimatorConfig, SweepConfig
+from bench.harness import check_memory, measure
+from bench.metrics import METRICS_WITH_CI
+from bench.reference import ReferenceConfig, check_reference
+from envs import make_problem
+from envs.problem import Problem, problem_spec
+from envs.spec import ConfigError, resolve_options
+from estimators import resolve_estimator
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement of a sweep; `run_cell(cell)` is a pure function of it."""
+
+    sweep: str
+    problem: str  # label
+    env: str
+    env_options: tuple[tuple[str, Any], ...]
+    theta: str
+    estimator: str
+    variant: str  # label: name and non-default options
+    estimator_options: tuple[tuple[str, Any], ...]
+    batch_size: int
+    reps: int
+    repetition: int
+    seed: int  # derived; shared by every variant of (problem, θ, N, repetition)
+    reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields, when not the defaults
+
+    @property
+    def cell_id(self) -> str:
+        return digest(asdict(self))[:20]
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def cell_seed(root: int, *identity: Any) -> int:
+    """A 63-bit seed for `identity` under `root`, independent of order and scheduling."""
+    words = [int(digest(list(identity))[i:i + 8], 16) for i in range(0, 32, 8)]
+    return int(np.random.SeedSequence(root, spawn_key=words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _label(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    changed = [f"{k}={_show(v)}" for k, v in options.items() if v != defaults[k]]
+    return " ".join([name, *changed])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _combinations(fixed, axes) -> Iterator[dict[str, Any]]:
+    names = [a for a, _ in axes]
+    for values in itertools.product(*(v for _, v in axes)):
+        yield {**dict(fixed), **dict(zip(names, values))}
+
+
+# ------------------------------------------------------------------------------------- expansion
+
+MAX_CELLS = 1_000_000  # more is a typo (repetitions = 10**12), not a plan: refused before a cell is built
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One problem of the expanded sweep: a [[problems]] table at one combination of its axes."""
+
+    key: str  # "problems[i]", for errors
+    name: str  # how estimator tables' `problems` name it: its label, else its env
+    label: str
+    env: str
+    options: tuple[tuple[str, Any], ...]  # resolved, sorted
+    theta: str
+    problem: Problem
+
+
+@dataclass(frozen=True)
+class _Measurement:
+    """A (problem, variant, N) the sweep asks for, before the checks that it applies and fits."""
+
+    problem: _Problem
+    estimator: str
+    spec: Any  # the estimator's registry entry
+    options: dict[str, Any]  # resolved
+    variant: str
+    batch_size: int
+
+
+def _problems(config: SweepConfig) -> Iterator[_Problem]:
+    """Every problem, built and its θ checked; two different problems under one label are refused (the
+    report tells problems apart by label: they would be mixed)."""
+    owners: dict[str, tuple[str, tuple]] = {}  # label → (the first problems[i] that has it, problem identity)
+    for index, pconf in enumerate(config.problems):
+        key = f"problems[{index}]"
+        pspec = problem_spec(pconf.env)
+        for env_options in _combinations(pconf.options, pconf.sweep):
+            resolved = resolve_options(f"env {pconf.env}", pspec.options, env_options)
+            label = pconf.label or _label(pconf.env, resolved, {k: o.default for k, o in pspec.options.items()})
+            if pconf.label and pconf.sweep:
+                label = _label(pconf.label, {k: resolved[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
+            identity = (pconf.env, tuple(sorted(resolved.items())), pconf.theta)
+            owner, owned = owners.setdefault(label, (key, identity))
+            if owned != identity:
+                raise ConfigError(f"{key}: label {label!r} also names a different problem of {owner} (env, options "
+                                  "or θ differ); give each problem a distinct `label`")
+            try:
+                problem = make_problem(pconf.env, env_options)
+                problem.check_theta(theta_for(problem, pconf.theta))
+            except ConfigError as err:
+                raise ConfigError(f"{key} ({label}): {err}") from None
+            yield _Problem(key, pconf.label or pconf.env, label, pconf.env, identity[1], pconf.theta, problem)
+
+
+def _variants(econf: EstimatorConfig) -> Iterator[tuple[Any, dict[str, Any], str]]:
+    """(spec, resolved options, label) of every combination of an estimator table's axes."""
+    for options in _combinations(econf.options, econf.sweep):
+        spec, resolved = resolve_estimator(econf.name, options)
+        yield spec, resolved, _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
+
+
+def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
+    """Problem × (the estimator tables that run on it) × variant × N, in config order."""
+    for problem in _problems(config):
+        for econf in config.estimators:
+            if econf.problems and problem.name not in econf.problems:
+                continue  # not asked for: not a skip
+            for spec, resolved, variant in _variants(econf):
+                for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
+                    yield _Measurement(problem, econf.name, spec, resolved, variant, batch_size)
+
+
+def _repetitions(config: SweepConfig, m: _Measurement) -> Iterator[Cell]:
+    p = m.problem
+    for repetition in range(config.repetitions):
+        seed = cell_seed(config.seed, p.env, list(p.options), p.theta, m.batch_size, repetition)
+        yield Cell(config.name, p.label, p.env, p.options, p.theta, m.estimator, m.variant,
+                   tuple(sorted(m.options.items())), m.batch_size, config.reps, repetition, seed, config.reference)
+
+
+def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
+    """All distinct cells of the sweep, and a description of each combination that does not apply
+    (e.g. rloo at N = 1), which is skipped and reported, never silently dropped.
+
+    Duplicated estimator tables, axis values or batch sizes give the same cell twice: each cell id is
+    kept once, in first-occurrence order, so the planned count is the distinct count. Expanding is
+    also the last validation before any compute (ConfigError, one line, naming the problem): two
+    different problems (env, options or θ) under one label, a θ that is not finite, a (problem, N, M)
+    that would not fit in memory (bench.harness.check_memory), more than MAX_CELLS cells."""
+    cells: dict[str, Cell] = {}
+    skipped: dict[str, None] = {}  # ordered, without repeats
+    sized: set[tuple] = set()  # (env, options, N, group size) already checked against memory
+    for m in _measurements(config):
+        try:
+            m.spec.check(m.options, m.problem.problem, m.batch_size)
+            check_reference(m.problem.problem, m.spec.target_of(m.options))
+        except ConfigError as err:
+            skipped.setdefault(f"{m.problem.label} / {m.variant} / N={m.batch_size}: {err}")
+            continue
+        _check_size(m, config.reps, sized)
+        if len(cells) + config.repetitions > MAX_CELLS:
+            raise ConfigError(f"the sweep expands to more than {MAX_CELLS} cells; lower repetitions or the axes")
+        for cell in _repetitions(config, m):
+            cells.setdefault(cell.cell_id, cell)
+    return list(cells.values()), list(skipped)
+
+
+def _check_size(m: _Measurement, reps: int, sized: set[tuple]) -> None:
+    """The memory guard, once per (problem, N, group size): it does not depend on the rest of the variant."""
+    group_size = m.spec.group_size(m.options)
+    key = (m.problem.env, m.problem.options, m.batch_size, group_size)
+    if key in sized:
+        return
+    sized.add(key)
+    try:
+        check_memory(m.problem.problem, m.batch_size, reps, group_size=group_size)
+    except ConfigError as err:  # its knobs are named as measure's flags: name the config's keys
+        text = str(err).replace("--batch-size", "batch_sizes").replace("--reps", "reps")
+        raise ConfigError(f"{m.problem.key} ({m.problem.label}), N={m.batch_size}, reps={reps}: {text}") from None
+
+
+def check_cells(config: SweepConfig, source: str) -> None:
+    """Expand the config, which builds every problem and checks every cell (labels, θ, sizes), and check that
+    the report's variants are among the sweep's: one ConfigError naming `source` (the file)."""
+    try:
+        variants = {cell.variant for cell in expand(config)[0]}
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    report = config.report
+    for label in [report.reference_variant, *(x for p in report.pairs for x in p)]:
+        if label not in variants:
+            raise ConfigError(f"{source}: report: variant {label!r} is not in the sweep; variants: "
+                              f"{', '.join(sorted(variants))}")
+
+
+# ------------------------------------------------------------------------------------------- rows
+
+def theta_for(problem, choice: str) -> torch.Tensor:
+    """θ of a cell: the problem's default, or seeded N(0, scale²) noise around it."""
+    if choice == "default":
+        return problem.default_theta()
+    _, scale, seed = choice.split(":")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives ±inf, refused by check_theta
+        noise = np.random.default_rng(int(seed)).normal(scale=float(scale), size=problem.num_params)
+    return problem.default_theta() + torch.as_tensor(noise)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Numbers must not depend on the executor: every cell runs with one torch thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Run one cell → one tidy row (config, metrics with CI bounds, cost, provenance)."""
+    with single_thread():
+        problem = make_problem(cell.env, dict(cell.env_options))
+        result = measure(problem, cell.estimator, cell.batch_size, cell.reps, cell.seed,
+                         theta_for(problem, cell.theta), dict(cell.estimator_options), show_progress=False,
+                         reference_config=ReferenceConfig(**dict(cell.reference)))
+    record = result.to_dict()
+    row: dict[str, Any] = {
+        "cell_id": cell.cell_id, "sweep": cell.sweep, "problem": cell.problem, "env": cell.env,
+        "env_options": json.dumps(dict(cell.env_options), sort_keys=True), "theta": cell.theta,
+        "estimator": cell.estimator, "variant": cell.variant,
+        "estimator_options": json.dumps(dict(cell.estimator_options), sort_keys=True),
+        "estimator_info": json.dumps(record["estimator_info"], sort_keys=True),
+        "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
+    }
+    for key in ("num_params", "horizon", "reference_kind", "reference_samples", "target", "declared_unbiased",
+                "reps_used", "nonfinite", "heavy_tailed", "degenerate", "trustworthy", "env_steps"):
+        row[key] = record[key]
+    # Every float column stays float64 in every file (NaN, never null), so the dataset has one schema.
+    for key in ("gamma", "objective", "objective_se", "reference_norm", "bias_resolution", "bias_pvalue", "bias_dof",
+                "tail_kurtosis", "nonfinite_fraction", "seconds", "seconds_per_estimate", "env_steps_per_estimate"):
+        row[key] = _float(record[key])
+    for name in METRICS_WITH_CI:
+        row[name] = _float(record[name])
+        low, high = record[f"{name}_ci"]
+        row[f"{name}_lo"], row[f"{name}_hi"] = _float(low), _float(high)
+    row.update(provenance())
+    return row
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+@functools.cache
+def provenance() -> Mapping[str, str]:
+    """Library versions and the git commit of the code that produced a row: computed once per process (the
+    commit costs a subprocess) and read-only, so no caller can change what later rows record."""
+    from importlib.metadata import version
+
+    import gymnasium
+    import pandas
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return MappingProxyType({
+        "pgvar_version": version("pgvar"), "python_version": platform.python_version(),
+        "torch_version": torch.__version__, "numpy_version": np.__version__,
+        "gymnasium_version": gymnasium.__version__, "pandas_version": pandas.__version__,
+        "git_commit": commit,
+    })

@@ -1,0 +1,255 @@
+"""Sweep configs: a TOML file → validated, frozen dataclasses.
+
+Each table of the file has its own small parser; every mistake is one ConfigError line naming the file and
+the key. Integers and numbers go through the option parsers of `envs.spec` (`Int`, `Float`), so a bound is
+written once and reads the same as an option's. This checks the file alone: whether its problems, θ, sizes and
+report variants make sense together is checked by expanding it into cells (`bench.cells.check_cells`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.reference import ReferenceConfig
+from bench.store import check_name
+from envs.problem import problem_spec
+from envs.spec import ConfigError, Float, Int, Parser, resolve_options
+from estimators import ESTIMATORS
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    """One problem of a sweep."""
+
+    env: str  # registered problem name
+    options: tuple[tuple[str, Any], ...] = ()  # fixed options, resolved
+    sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # options crossed as axes
+    theta: str = "default"  # "default" or "random:<scale>:<seed>" (seeded N(0, scale²) around the default)
+    label: str = ""  # how the report names it; default: env and its non-default options
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """One estimator of a sweep; every combination of its `sweep` axes is a variant."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    problems: tuple[str, ...] = ()  # labels (env names of unlabelled problems) it runs on; empty: every problem
+    batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The sweep config's [report] table: what `pgvar report` compares. The report reads it back from the
+    config `_sweep.json` records, through the same parser (`parse_report`)."""
+
+    reference_variant: str = "reinforce"  # scores are −log(variance / this variant's variance)
+    pairs: tuple[tuple[str, str], ...] = ()  # (X, Y): probability that X improves on Y
+    bootstrap_reps: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A whole sweep: problems × estimator variants × batch sizes × repetitions."""
+
+    name: str
+    problems: tuple[ProblemConfig, ...]
+    estimators: tuple[EstimatorConfig, ...]
+    batch_sizes: tuple[int, ...]
+    reps: int  # M, independent batches per measurement
+    repetitions: int  # independent measurements per cell (rliable's runs)
+    seed: int  # root seed
+    report: ReportSettings = field(default_factory=ReportSettings)
+    reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields (samples, batch_size, seed) if not default
+
+
+MAX_BOOTSTRAP_REPS = 100_000  # the report's rliable resamples: more only costs memory and time
+_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference"}
+_PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
+_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
+_REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
+_REFERENCE_KEYS = {"samples", "batch_size", "seed"}
+_THETA_SCALE, _THETA_SEED = Float(0), Int(0, 2 ** 128 - 1)  # a finite scale, and a seed numpy accepts
+
+
+class Where:
+    """Builds errors that name the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def table(self, raw: Any, key: str, allowed: set[str]) -> Mapping[str, Any]:
+        """`raw` if it is a table of `allowed` keys (`key`: where it is, "" for the file's top level)."""
+        if not isinstance(raw, Mapping):
+            raise self.error(key, "expected a table")
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise self.error(f"{key}.{unknown[0]}" if key else unknown[0],
+                             f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        return raw
+
+    def parsed(self, table: Mapping, key: str, parser: Parser, default: Any = None, within: str = "") -> Any:
+        """`table[key]` (or `default`) through an `envs.spec` parser, whose allowed range the error names
+        (`within`: the table's key, "" at the top level)."""
+        value = table.get(key, default)
+        try:
+            return parser(value)
+        except ValueError as err:
+            raise self.error(f"{within}.{key}" if within else key, f"expected {err}, got {value!r}") from None
+
+
+def read_config(path: str | Path) -> SweepConfig:
+    """Read and parse a sweep TOML file; every problem is one ConfigError naming file and key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a sweep TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a sweep config is a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({' '.join(str(err).split())})") from None
+    return parse_config(raw, Where(str(path)), default_name=path.stem)
+
+
+def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> SweepConfig:
+    where.table(raw, "", _SWEEP_KEYS)
+    name = raw.get("name", default_name)
+    try:  # the name becomes results/<name>/: a plain identifier, so it can never be '..', '.' or a path
+        check_name(name)
+    except ValueError as err:
+        raise where.error("name", str(err)) from None
+    problems = tuple(parse_problem(where, f"problems[{i}]", t) for i, t in enumerate(raw.get("problems") or []))
+    if not problems:
+        raise where.error("problems", "expected at least one [[problems]] table")
+    batch_sizes = _batch_sizes(where, "batch_sizes", raw.get("batch_sizes"))
+    problem_names = {p.label or p.env for p in problems}  # a labelled problem is named by its label only
+    estimators = tuple(parse_estimator(where, f"estimators[{i}]", t, problem_names)
+                       for i, t in enumerate(raw.get("estimators") or []))
+    if not estimators:
+        raise where.error("estimators", "expected at least one [[estimators]] table")
+    return SweepConfig(
+        name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes,
+        reps=where.parsed(raw, "reps", Int(2)), repetitions=where.parsed(raw, "repetitions", Int(1), 1),
+        seed=where.parsed(raw, "seed", Int(0), 0), report=parse_report(where, raw.get("report", {})),
+        reference=parse_reference(where, raw.get("reference", {})),
+    )
+
+
+def parse_problem(where: Where, key: str, raw: Any) -> ProblemConfig:
+    table = where.table(raw, key, _PROBLEM_KEYS)
+    env, options, axes = _registered(where, key, table, "env", "env", problem_spec)
+    label = table.get("label", "")
+    if not isinstance(label, str):
+        raise where.error(f"{key}.label", "expected a string")
+    return ProblemConfig(env, options, axes, parse_theta_choice(where, f"{key}.theta", table.get("theta", "default")),
+                         label)
+
+
+def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -> EstimatorConfig:
+    table = where.table(raw, key, _ESTIMATOR_KEYS)
+    name, options, axes = _registered(where, key, table, "name", "estimator", ESTIMATORS.get)
+    only = table.get("problems", [])
+    if not isinstance(only, list) or any(p not in problem_names for p in only):
+        raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
+                                             f"({', '.join(sorted(problem_names))}), got {only!r}")
+    own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
+    return EstimatorConfig(name, options, axes, tuple(only), own_sizes)
+
+
+def parse_report(where: Where, raw: Any) -> ReportSettings:
+    table = where.table(raw, "report", _REPORT_KEYS)
+    pairs = table.get("pairs", [])
+    if not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or not all(isinstance(x, str) for x in p)
+                                          for p in pairs):
+        raise where.error("report.pairs", "expected a list of [variant, variant] pairs")
+    reference = table.get("reference_variant", ReportSettings.reference_variant)
+    if not isinstance(reference, str):
+        raise where.error("report.reference_variant", "expected a variant label")
+    return ReportSettings(
+        reference_variant=reference, pairs=tuple(tuple(p) for p in pairs),
+        bootstrap_reps=where.parsed(table, "bootstrap_reps", Int(100, MAX_BOOTSTRAP_REPS),
+                                    ReportSettings.bootstrap_reps, "report"),
+        seed=where.parsed(table, "seed", Int(0, 2 ** 32 - 1), ReportSettings.seed, "report"),  # numpy's is 32-bit
+    )
+
+
+def parse_reference(where: Where, raw: Any) -> tuple[tuple[str, Any], ...]:
+    """The [reference] table (sampled references of problems without an exact gradient), validated."""
+    table = where.table(raw, "reference", _REFERENCE_KEYS)
+    try:
+        ReferenceConfig(**table)
+    except (ConfigError, TypeError) as err:
+        raise where.error("reference", str(err)) from None
+    return tuple(sorted(table.items()))
+
+
+def parse_theta_choice(where: Where, key: str, text: Any) -> str:
+    if text == "default":
+        return text
+    parts = str(text).split(":")
+    try:
+        if not isinstance(text, str) or parts[0] != "random" or len(parts) != 3:
+            raise ValueError
+        _THETA_SCALE(parts[1]), _THETA_SEED(parts[2])
+    except ValueError:
+        raise where.error(key, f"expected 'default' or 'random:<finite scale ≥ 0>:<integer seed ≥ 0>', "
+                               f"got {text!r}") from None
+    return text
+
+
+def _registered(where: Where, key: str, table: Mapping, name_field: str, kind: str, lookup):
+    """The registered name of a [[problems]] or [[estimators]] table (`lookup` raises ConfigError listing the
+    valid ones), its parsed options and axes."""
+    name = table.get(name_field)
+    if not isinstance(name, str):
+        raise where.error(f"{key}.{name_field}", f"expected the name of a registered {kind}, got {name!r}")
+    try:
+        spec = lookup(name)
+    except ConfigError as err:
+        raise where.error(f"{key}.{name_field}", str(err)) from None
+    return (name, *_options(where, key, f"{kind} {name}", spec.options, table.get("options", {}),
+                            table.get("sweep", {})))
+
+
+def _options(where: Where, key: str, owner: str, specs, fixed: Any, sweep: Any):
+    """Parse fixed options and every axis value with the registry's parsers; errors name the key."""
+    if not isinstance(fixed, Mapping) or not isinstance(sweep, Mapping):
+        raise where.error(key, "options and sweep must be tables")
+    for axis, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise where.error(f"{key}.sweep.{axis}", "expected a non-empty list of values")
+        if axis in fixed:
+            raise where.error(f"{key}.sweep.{axis}", "is also a fixed option")
+    try:
+        resolved = resolve_options(owner, specs, fixed)
+        axes = tuple((axis, tuple(resolve_options(owner, specs, {axis: v})[axis] for v in values))
+                     for axis, values in sweep.items())
+    except ConfigError as err:
+        raise where.error(key, str(err)) from None
+    return tuple((k, resolved[k]) for k in fixed), axes
+
+
+_BATCH_SIZE = Int(1)
+
+
+def _batch_sizes(where: Where, key: str, value: Any) -> tuple[int, ...]:
+    try:
+        if not isinstance(value, list) or not value:
+            raise ValueError
+        return tuple(_BATCH_SIZE(n) for n in value)
+    except ValueError:
+        raise where.error(key, f"expected a non-empty list of batch sizes, each {_BATCH_SIZE.allowed}, "
+                               f"got {value!r}") from None
