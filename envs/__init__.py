@@ -1,6 +1,6 @@
 """Problems: environments, policy classes, parameters θ and explicit objectives."""
 
-from envs import bandits, control, lqr, tabular  # noqa: F401  (registers the problems)
+from envs import bandits, control, gym_vector, lqr, tabular  # noqa: F401  (register the problems, gym:<id>)
 from envs.problem import PROBLEMS, Batch, Problem, make_problem
 from envs.spec import ConfigError
 

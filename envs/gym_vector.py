@@ -50,9 +50,10 @@ from gymnasium.utils import seeding
 
 from envs.control import MLPProblem, mlp_problem_options
 from envs.policies import MLPCategorical, MLPGaussian
-from envs.problem import GYM_PREFIX, Batch, ProblemSpec, stack_steps
+from envs.problem import FAMILIES, Batch, ProblemFamily, ProblemSpec, stack_steps
 from envs.spec import ConfigError, Int, Option
 
+GYM_PREFIX = "gym:"  # `gym:<id>` names any registered gymnasium environment
 SEED_BOUND = 2**62  # reset seeds are drawn uniformly from [0, SEED_BOUND)
 
 
@@ -266,4 +267,8 @@ def gym_problem_spec(env_id: str) -> ProblemSpec:
                        "no exact gradient: sampled reference")
 
 
-__all__ = ["GymProblem", "OneHotObservation", "episode_seeds", "gym_problem_spec", "make_gym_env", "probe"]
+FAMILIES[GYM_PREFIX] = ProblemFamily(gym_problem_spec, f"{GYM_PREFIX}<id> for a registered gymnasium id (e.g. "
+                                      f"{GYM_PREFIX}CartPole-v1)")
+
+__all__ = ["GYM_PREFIX", "GymProblem", "OneHotObservation", "episode_seeds", "gym_problem_spec", "make_gym_env",
+           "probe"]

@@ -199,24 +199,35 @@ class ProblemSpec:
 
 
 PROBLEMS: Registry[ProblemSpec] = Registry("env")
-GYM_PREFIX = "gym:"  # `gym:<id>` names any registered gymnasium environment (envs.gym_vector)
+
+
+@dataclass(frozen=True)
+class ProblemFamily:
+    """Names `<prefix><rest>` served by one module rather than registered one by one (envs.gym_vector:
+    `gym:<id>` for any registered gymnasium id): `spec(rest)` builds the entry, `hint` completes the error of
+    an unknown name."""
+
+    spec: Callable[[str], ProblemSpec]
+    hint: str
+
+
+FAMILIES: dict[str, ProblemFamily] = {}  # prefix → family, registered by the module that serves it
 
 
 def problem_spec(name: str) -> ProblemSpec:
-    """The registry entry of `name`, or for `gym:<id>` the spec envs.gym_vector builds for that id;
-    unknown names raise ConfigError listing the valid ones."""
-    if name.startswith(GYM_PREFIX):
-        from envs.gym_vector import gym_problem_spec  # deferred: envs.gym_vector imports this module
-
-        return gym_problem_spec(name.removeprefix(GYM_PREFIX))
+    """The registry entry of `name`, or for a family's `<prefix><rest>` (e.g. `gym:<id>`) the spec its module
+    builds; unknown names raise ConfigError listing the valid ones."""
+    for prefix, family in FAMILIES.items():
+        if name.startswith(prefix):
+            return family.spec(name.removeprefix(prefix))
     try:
         return PROBLEMS.get(name)
     except ConfigError as err:
-        raise ConfigError(f"{err}, or {GYM_PREFIX}<id> for a registered gymnasium id (e.g. gym:CartPole-v1)") from None
+        raise ConfigError(f"{err}" + "".join(f", or {family.hint}" for family in FAMILIES.values())) from None
 
 
 def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:
-    """Build a registered problem or `gym:<id>`; unknown names and bad option values raise ConfigError."""
+    """Build a registered problem or a family's (`gym:<id>`); unknown names and bad option values raise ConfigError."""
     spec = problem_spec(name)
     resolved = resolve_options(f"env {name}", spec.options, options)
     return spec.build(**resolved)

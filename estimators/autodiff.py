@@ -30,7 +30,7 @@ from torch.func import grad, vmap
 
 from envs.problem import Batch, Policy
 from envs.spec import Choice, ConfigError, Option
-from estimators import mlp_backprop
+import estimators.mlp_backprop as mlp_backprop
 
 METHODS = ("auto", "packed", "vmap", "surrogate", "naive")
 # The estimators' `autodiff` option. Its test grid is the default alone: the methods are tested equal

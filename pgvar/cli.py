@@ -18,8 +18,8 @@ from bench.harness import Measurement, measure
 from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
 from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
 from envs import PROBLEMS, make_problem
+from envs.gym_vector import GYM_PREFIX
 from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
-from envs.problem import GYM_PREFIX
 from envs.spec import ConfigError, Option, parse_key_values
 from estimators import ESTIMATORS
 
