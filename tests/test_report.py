@@ -19,10 +19,10 @@ import pytest
 from rliable import metrics
 from scipy import stats
 
-from bench.cli import main
 from bench.store import ResultsStore
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
+from pgvar.cli import main
 from reports.families import (
     UNMATCHED_FAMILY,
     axis_points,

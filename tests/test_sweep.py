@@ -238,7 +238,7 @@ def test_sigkill_mid_sweep_then_resume_gives_every_cell_once_and_same_numbers(tm
     text = SMALL.replace("reps = 20", "reps = 400").replace("repetitions = 2", "repetitions = 4")
     path = write(tmp_path, text)
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
-    command = [sys.executable, "-m", "bench", "sweep", str(path), "--results", str(killed_root), "--workers", "2"]
+    command = [sys.executable, "-m", "pgvar", "sweep", str(path), "--results", str(killed_root), "--workers", "2"]
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = ResultsStore(killed_root / "small")
     deadline = time.monotonic() + 120
@@ -431,7 +431,7 @@ def test_a_cell_that_succeeds_on_a_rerun_loses_its_failure_record(tmp_path):
 
 
 def test_cli_sweep_with_failing_cells_exits_2_with_one_line_naming_where_the_errors_are(tmp_path, capsys):
-    from bench.cli import main
+    from pgvar.cli import main
 
     path = write(tmp_path, FAILING)
     code = main(["sweep", str(path), "--results", str(tmp_path), "--executor", "inprocess"])
