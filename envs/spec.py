@@ -146,12 +146,13 @@ def _parse_list(raw: Any, item: Parser, min_len: int, allowed: str) -> tuple[Any
     return values
 
 
-def number_text(x: float) -> str:
-    """The text of an option value that reads back as exactly x: `:g` where six digits are exact (so the
-    labels and cell ids of such values stay as they always were), else the fewest of 15–17 digits that are.
-    A `kind:<number>` option is parsed into this text and parsed again where it is used, so rounding here
-    would silently change the value run (0.479401936 ran as 0.479402)."""
-    for digits in (6, 15, 16, 17):
+def number_text(x: float, digits: int = 6) -> str:
+    """The text of an option value that reads back as exactly x: `.{digits}g` where that is exact (so the
+    labels and cell ids of such values stay as they always were: 6 digits for most options, 15 for the
+    behaviour policy's), else the fewest of 15–17 digits that are. A `kind:<number>` option is parsed into
+    this text and parsed again where it is used, so rounding here would silently change the value run
+    (0.479401936 ran as 0.479402)."""
+    for digits in (digits, 15, 16, 17):
         text = f"{x:.{digits}g}"
         if float(text) == x:
             return text

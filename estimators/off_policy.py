@@ -62,7 +62,7 @@ class BehaviourParser(Parser):
         if kind not in ("kl", "distance") or not sep:
             raise ValueError(self.allowed)
         try:
-            return f"{kind}:{number_text(Float(0.0, low_open=True)(value))}"
+            return f"{kind}:{number_text(Float(0.0, low_open=True)(value), 15)}"
         except ValueError:
             raise ValueError(self.allowed) from None
 
