@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from pgvar.cli import main
 from reports.report import build_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
