@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.config import ReportSettings, Where, parse_report
 from bench.metrics import METRICS_WITH_CI, flag_counts_text, trust_flags
 from bench.store import (
     LOCK_FILE,
@@ -49,16 +50,6 @@ INTEGER_COLUMNS = frozenset({"batch_size", "reps", "repetition", "nonfinite", "r
 BOOLEAN_COLUMNS = frozenset({"declared_unbiased", "heavy_tailed"})
 TEXT_COLUMNS = frozenset({"problem", "variant", "estimator", "estimator_options", "estimator_info", "target"})
 JSON_COLUMNS = ("estimator_options", "estimator_info")
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """The sweep config's [report] table."""
-
-    reference_variant: str
-    pairs: tuple[tuple[str, str], ...]  # (X, Y): does X improve on Y?
-    bootstrap_reps: int
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -117,9 +108,7 @@ def load_sweep(results_dir: Path) -> Sweep:
     try:
         meta = store.meta()
         config = meta["config"]
-        report = config["report"]
-        settings = ReportSettings(str(report["reference_variant"]), tuple(tuple(p) for p in report["pairs"]),
-                                  int(report["bootstrap_reps"]), int(report["seed"]))
+        settings = parse_report(Where("config"), config["report"])  # through the parser the sweep used
         tables = parse_tables(config["estimators"], config["batch_sizes"])
         recorded = meta.get("cell_ids")
         if recorded is not None and (not isinstance(recorded, list) or not all(isinstance(i, str) for i in recorded)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from rliable import metrics
 from scipy import stats
 
+from bench.config import ReportSettings
 from bench.store import ResultsStore
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
@@ -37,7 +39,7 @@ from reports.families import (
 from reports.figures import _spaced_labels
 from reports.findings import bias_findings, nonfinite_findings, reliability_findings, sweep_findings
 from reports.report import build_report
-from reports.results import variance_ratios
+from reports.results import load_sweep, variance_ratios
 from reports.rliable_stats import (
     aggregate_intervals,
     improvement_probabilities,
@@ -566,6 +568,19 @@ def test_unreadable_files_are_skipped_and_named_on_the_first_screen(tiny_results
         assert re.search(f"<li>{re.escape(name)}: [^<]*{re.escape(why)}", listed), name
         assert str(results) not in listed  # named, not a long absolute path
     assert f"{TINY_CELLS - 5} finished of {TINY_CELLS} planned" in html
+
+
+def test_the_report_reads_the_report_table_through_the_sweeps_parser(tiny_results, tmp_path):
+    # One class and one parser for [report]: what the sweep recorded is what the report compares.
+    assert load_sweep(tiny_results).settings == ReportSettings("reinforce", (("reinforce baseline=rloo", "reinforce"),),
+                                                              bootstrap_reps=100, seed=0)
+    results = _copy(tiny_results, tmp_path)
+    meta = json.loads((results / "_sweep.json").read_text())
+    meta["config"]["report"]["bootstrap_reps"] = 5
+    (results / "_sweep.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"_sweep.json: unreadable sweep metadata \(ConfigError: config: "
+                                          r"report.bootstrap_reps: expected an integer ≥ 100 and ≤ 100000, got 5\)"):
+        load_sweep(results)
 
 
 def test_failed_cells_are_counted_on_the_first_screen(tiny_results, tmp_path):
