@@ -151,6 +151,13 @@ def _variants(econf: EstimatorConfig) -> Iterator[tuple[Any, dict[str, Any], str
         yield spec, resolved, _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
 
 
+def table_variants(config: SweepConfig) -> list[list[str]]:
+    """Each [[estimators]] table's variant labels, one per combination of its axes in config order. The
+    sweep records them in `_sweep.json`, so a report tells which table produced a row without resolving
+    options through the registry of its own day (an option renamed since would otherwise break it)."""
+    return [[variant for _, _, variant in _variants(econf)] for econf in config.estimators]
+
+
 def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
     """Problem × (the estimator tables that run on it) × variant × N, in config order."""
     for problem in _problems(config):

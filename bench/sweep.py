@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.cells import Cell, check_cells, digest, expand, single_thread, theta_for
+from bench.cells import Cell, check_cells, digest, expand, single_thread, table_variants, theta_for
 from bench.config import SweepConfig, read_config
 from bench.executors import check_executor, run_cells
 from bench.harness import progress_bar
@@ -81,8 +81,8 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
     cells, skipped = expand(config)
     store = ResultsStore.for_sweep(results_root, config.name)
     with store:  # the lock comes before any clean-up or deletion
-        deleted = store.prepare({"config": asdict(config), "cells": len(cells), "cell_ids": [c.cell_id for c in cells]},
-                                fresh=fresh)
+        deleted = store.prepare({"config": asdict(config), "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
+                                 "table_variants": table_variants(config)}, fresh=fresh)
         planned = {c.cell_id for c in cells}
         broken = store.verify(store.finished() & planned)
         for cell_id in broken:

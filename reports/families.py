@@ -2,10 +2,12 @@
 comes from, the estimator families (one figure of variance, bias and cosine against N each) and
 the one-option sweeps (each metric against the swept value).
 
-Tables are matched to rows through their exact resolved options: every combination of a table's
-axes is resolved with the estimator registry, as the sweep did, and compared with the rows'
-`estimator` and `estimator_options` JSON, so which table a variant comes from never depends on
-parsing its label.
+Tables are matched to rows through the variant labels the sweep recorded in `_sweep.json` for each
+combination of each table's axes (`table_variants`), so a report never resolves options through the
+registry of its own day, and results stay readable after an option is renamed or removed. Records
+written before pgvar kept those labels fall back to resolving every combination with the current
+registry, as the sweep did, and comparing with the rows' `estimator` and `estimator_options` JSON;
+either way which table a variant comes from never depends on parsing its label.
 
 The family rule: the tables of one estimator that sweep the same option names form one family;
 a table that sweeps nothing joins the first family of its estimator (or forms its own). So
@@ -22,7 +24,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
@@ -43,6 +45,7 @@ class EstimatorTable:
     fixed: tuple[tuple[str, Any], ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (option, values in config order)
     batch_sizes: tuple[int, ...]  # the N it is configured for: its own, else the sweep's
+    variants: tuple[str, ...] = ()  # the label of each combination, as the sweep recorded it (older records: none)
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -59,13 +62,25 @@ class EstimatorTable:
             yield {**dict(self.fixed), **dict(zip(self.swept, values))}
 
 
-def parse_tables(raw: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int]) -> tuple[EstimatorTable, ...]:
-    """The `estimators` list of `_sweep.json` (and the sweep's batch sizes) → tables;
-    KeyError/TypeError/ValueError on a malformed entry."""
-    return tuple(EstimatorTable(i, str(t["name"]), tuple((str(k), v) for k, v in t["options"]),
-                                tuple((str(axis), tuple(values)) for axis, values in t["sweep"]),
-                                tuple(int(n) for n in t.get("batch_sizes") or batch_sizes))
-                 for i, t in enumerate(raw))
+def parse_tables(raw: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int],
+                 variants: Sequence[Sequence[str]] | None = None) -> tuple[EstimatorTable, ...]:
+    """The `estimators` list of `_sweep.json`, the sweep's batch sizes and, where recorded, its
+    `table_variants` → tables; KeyError/TypeError/ValueError on a malformed entry."""
+    tables = tuple(EstimatorTable(i, str(t["name"]), tuple((str(k), v) for k, v in t["options"]),
+                                  tuple((str(axis), tuple(values)) for axis, values in t["sweep"]),
+                                  tuple(int(n) for n in t.get("batch_sizes") or batch_sizes))
+                   for i, t in enumerate(raw))
+    if variants is None:
+        return tables
+    if len(variants) != len(tables):
+        raise ValueError(f"table_variants has {len(variants)} entries for {len(tables)} tables")
+    labelled = []
+    for table, labels in zip(tables, variants):
+        combinations = math.prod(len(values) for _, values in table.axes)
+        if len(labels) != combinations or not all(isinstance(label, str) for label in labels):
+            raise ValueError(f"table_variants[{table.index}] is not one label per combination of its axes")
+        labelled.append(replace(table, variants=tuple(labels)))
+    return tuple(labelled)
 
 
 def options_key(name: str, options: Mapping[str, Any]) -> str:
@@ -73,25 +88,30 @@ def options_key(name: str, options: Mapping[str, Any]) -> str:
     return json.dumps(resolve_estimator(name, options)[1], sort_keys=True)
 
 
-MEMBERSHIP_COLUMNS = ["estimator", "estimator_options", "table", "position", "value"]
+MEMBERSHIP_COLUMNS = ["variant", "estimator", "estimator_options", "table", "position", "value"]
 
 
 def memberships(tables: Sequence[EstimatorTable]) -> pd.DataFrame:
-    """Every (table, combination): the estimator and options JSON it produces (together they
-    identify a variant: estimators may share option names), its position in the table and, for a
-    one-option sweep, the swept value as text. → MEMBERSHIP_COLUMNS"""
+    """Every (table, combination): what identifies the variant it produces — the label the sweep
+    recorded, or (older records) the estimator and the options JSON it resolves to now (together
+    they identify a variant: estimators may share option names) —, its position in the table and,
+    for a one-option sweep, the swept value as text. → MEMBERSHIP_COLUMNS"""
     records = []
     for table in tables:
         for position, options in enumerate(table.combinations()):
-            try:
-                key = options_key(table.name, options)
-            except ConfigError as err:
-                raise ConfigError(f"estimators[{table.index}] of the recorded config no longer resolves ({err}); "
-                                  "rerun the sweep with this pgvar") from None
+            variant, key = (table.variants[position], None) if table.variants else (None, _resolved_key(table, options))
             value = value_text(options[table.axis]) if table.axis else ""
-            records.append({"estimator": table.name, "estimator_options": key, "table": table.index,
-                            "position": position, "value": value})
+            records.append({"variant": variant, "estimator": table.name, "estimator_options": key,
+                            "table": table.index, "position": position, "value": value})
     return pd.DataFrame(records, columns=MEMBERSHIP_COLUMNS)
+
+
+def _resolved_key(table: EstimatorTable, options: Mapping[str, Any]) -> str:
+    try:
+        return options_key(table.name, options)
+    except ConfigError as err:
+        raise ConfigError(f"estimators[{table.index}] of the recorded config no longer resolves ({err}); "
+                          "rerun the sweep with this pgvar") from None
 
 
 def value_text(value: Any) -> str:
@@ -124,8 +144,10 @@ def table_label(table: EstimatorTable, variant: str) -> str:
 def variants_by_table(rows: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     """[variant, table, position, value] for every (variant in the rows, table producing it),
     sorted by table and position."""
-    variant_options = rows[["variant", "estimator", "estimator_options"]].drop_duplicates()
-    return (variant_options.merge(members, on=["estimator", "estimator_options"])
+    recorded = len(members) > 0 and members["variant"].notna().all()  # one _sweep.json: all or none
+    keys = ["variant"] if recorded else ["estimator", "estimator_options"]
+    measured = rows[list(dict.fromkeys(["variant", *keys]))].drop_duplicates()
+    return (measured.merge(members[[*keys, "table", "position", "value"]], on=keys)
             .sort_values(["table", "position"], kind="stable")[["variant", "table", "position", "value"]]
             .reset_index(drop=True))
 

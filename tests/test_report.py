@@ -583,6 +583,27 @@ def test_the_report_reads_the_report_table_through_the_sweeps_parser(tiny_result
         load_sweep(results)
 
 
+def test_results_whose_options_no_longer_resolve_still_report(tiny_results, tmp_path):
+    # The sweep recorded each table's variant labels: the report groups rows by table without the registry, so an
+    # option renamed since (here every swept one) does not break old results.
+    results = _copy(tiny_results, tmp_path)
+    meta = json.loads((results / "_sweep.json").read_text())
+    assert len(meta["table_variants"]) == len(meta["config"]["estimators"])
+    for table in meta["config"]["estimators"]:
+        table["sweep"] = [[f"{axis}_renamed", values] for axis, values in table["sweep"]]
+    (results / "_sweep.json").write_text(json.dumps(meta))
+    sweep = load_sweep(results)
+    by_table = variants_by_table(sweep.rows, memberships(sweep.tables))
+    assert set(by_table["variant"]) == set(sweep.variants)
+    assert UNMATCHED_FAMILY not in {f.title for f in families(sweep.tables, by_table, sweep.variants)}
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    # Records from before the labels were kept fall back to resolving options with today's registry.
+    del meta["table_variants"]
+    (results / "_sweep.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"estimators\[0\] of the recorded config no longer resolves"):
+        memberships(load_sweep(results).tables)
+
+
 def test_failed_cells_are_counted_on_the_first_screen(tiny_results, tmp_path):
     from bench.cells import expand
     from bench.executors import failure_record
