@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -114,7 +114,10 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
             return index, False
         sweep = load_sweep(results_dir)  # before anything is created: a bad results folder leaves no trace
         try:
-            building = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_BUILDING}-", dir=out.parent))
+            # mkdir, not mkdtemp: mkdtemp's folder is private (0700) and would become the report folder; this
+            # one gets the user's umask like any folder they create. The pid and random part make the name ours.
+            building = out.parent / f".{out.name}.{_BUILDING}-{os.getpid()}-{secrets.token_hex(4)}"
+            building.mkdir()
         except OSError as err:
             raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
         try:
@@ -125,7 +128,7 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
             raise ConfigError(f"--out {out_dir}: cannot write the report ({err.strerror or err})") from None
         finally:
             if building.exists():
-                shutil.rmtree(building, ignore_errors=True)  # ours: a name mkdtemp made for this build
+                shutil.rmtree(building, ignore_errors=True)  # ours: the name made for this build
     if warn is not None and (sweep.unreadable or sweep.failed or sweep.stale):
         warn(f"{results_dir}: {_problem_counts(sweep)}; named at the top of {index}")
     return index, True

@@ -12,7 +12,9 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,6 @@ def test_results_written_before_still_load_and_report(tmp_path):
     shutil.copytree(FIXTURES / "results_2675de6", results)
     index, rebuilt = build_report(results, tmp_path / "out")
     assert rebuilt and index.is_file() and "softmax-bandit" in index.read_text(encoding="utf-8")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(index.parent.stat().st_mode) == 0o777 & ~umask  # a report folder others may read, as usual
