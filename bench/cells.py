@@ -27,14 +27,14 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from bench.config import EstimatorConfig, SweepConfig
+from bench.config import EstimatorTable, SweepConfig
 from bench.harness import check_memory, measure
 from bench.metrics import METRICS_WITH_CI
 from bench.reference import ReferenceConfig, check_reference
 from envs import make_problem
-from envs.problem import Problem, problem_spec
+from envs.problem import Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
-from estimators import resolve_estimator
+from estimators import ESTIMATORS, Estimator, resolve_estimator
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,7 @@ class _Measurement:
     """A (problem, variant, N) the sweep asks for, before the checks that it applies and fits."""
 
     problem: _Problem
-    estimator: str
-    spec: Any  # the estimator's registry entry
-    options: dict[str, Any]  # resolved
+    estimator: Estimator | ConfigError  # the variant's config, or why its options do not go together
     variant: str
     batch_size: int
 
@@ -125,10 +123,14 @@ def _problems(config: SweepConfig) -> Iterator[_Problem]:
     owners: dict[str, tuple[str, tuple]] = {}  # label → (the first problems[i] that has it, problem identity)
     for index, pconf in enumerate(config.problems):
         key = f"problems[{index}]"
-        pspec = problem_spec(pconf.env)
+        config_class = problem_config_class(pconf.env)
         for env_options in _combinations(pconf.options, pconf.sweep):
-            resolved = resolve_options(f"env {pconf.env}", pspec.options, env_options)
-            label = pconf.label or _label(pconf.env, resolved, {k: o.default for k, o in pspec.options.items()})
+            try:
+                problem_config = config_class.parse(env_options)
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}") from None
+            resolved = problem_config.as_dict()
+            label = pconf.label or _label(pconf.env, resolved, config_class.defaults())
             if pconf.label and pconf.sweep:
                 label = _label(pconf.label, {k: resolved[k] for k, _ in pconf.sweep}, {k: None for k, _ in pconf.sweep})
             identity = (pconf.env, tuple(sorted(resolved.items())), pconf.theta)
@@ -137,25 +139,31 @@ def _problems(config: SweepConfig) -> Iterator[_Problem]:
                 raise ConfigError(f"{key}: label {label!r} also names a different problem of {owner} (env, options "
                                   "or θ differ); give each problem a distinct `label`")
             try:
-                problem = make_problem(pconf.env, env_options)
+                problem = problem_config.build()
                 problem.check_theta(theta_for(problem, pconf.theta))
             except ConfigError as err:
                 raise ConfigError(f"{key} ({label}): {err}") from None
             yield _Problem(key, pconf.label or pconf.env, label, pconf.env, identity[1], pconf.theta, problem)
 
 
-def _variants(econf: EstimatorConfig) -> Iterator[tuple[Any, dict[str, Any], str]]:
-    """(spec, resolved options, label) of every combination of an estimator table's axes."""
+def _variants(econf: EstimatorTable) -> Iterator[tuple[Estimator | ConfigError, str]]:
+    """(config, label) of every combination of an estimator table's axes; a combination its config refuses
+    (an option that applies only to another value of an axis) comes as its ConfigError, to be skipped and said."""
+    config_class = ESTIMATORS.get(econf.name)
     for options in _combinations(econf.options, econf.sweep):
-        spec, resolved = resolve_estimator(econf.name, options)
-        yield spec, resolved, _label(econf.name, resolved, {k: o.default for k, o in spec.options.items()})
+        every = resolve_options(config_class.owner(), config_class.options(), options)  # each value parsed alone
+        label = _label(econf.name, every, config_class.defaults())
+        try:
+            yield resolve_estimator(econf.name, options), label
+        except ConfigError as err:
+            yield err, label
 
 
 def table_variants(config: SweepConfig) -> list[list[str]]:
     """Each [[estimators]] table's variant labels, one per combination of its axes in config order. The
     sweep records them in `_sweep.json`, so a report tells which table produced a row without resolving
     options through the registry of its own day (an option renamed since would otherwise break it)."""
-    return [[variant for _, _, variant in _variants(econf)] for econf in config.estimators]
+    return [[variant for _, variant in _variants(econf)] for econf in config.estimators]
 
 
 def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
@@ -164,17 +172,18 @@ def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
         for econf in config.estimators:
             if econf.problems and problem.name not in econf.problems:
                 continue  # not asked for: not a skip
-            for spec, resolved, variant in _variants(econf):
+            for estimator, variant in _variants(econf):
                 for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
-                    yield _Measurement(problem, econf.name, spec, resolved, variant, batch_size)
+                    yield _Measurement(problem, estimator, variant, batch_size)
 
 
 def _repetitions(config: SweepConfig, m: _Measurement) -> Iterator[Cell]:
     p = m.problem
     for repetition in range(config.repetitions):
         seed = cell_seed(config.seed, p.env, list(p.options), p.theta, m.batch_size, repetition)
-        yield Cell(config.name, p.label, p.env, p.options, p.theta, m.estimator, m.variant,
-                   tuple(sorted(m.options.items())), m.batch_size, config.reps, repetition, seed, config.reference)
+        yield Cell(config.name, p.label, p.env, p.options, p.theta, m.estimator.name, m.variant,
+                   tuple(sorted(m.estimator.as_dict().items())), m.batch_size, config.reps, repetition, seed,
+                   config.reference)
 
 
 def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
@@ -191,8 +200,10 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
     sized: set[tuple] = set()  # (env, options, N, group size) already checked against memory
     for m in _measurements(config):
         try:
-            m.spec.check(m.options, m.problem.problem, m.batch_size)
-            check_reference(m.problem.problem, m.spec.target_of(m.options))
+            if isinstance(m.estimator, ConfigError):
+                raise m.estimator
+            m.estimator.check(m.problem.problem, m.batch_size)
+            check_reference(m.problem.problem, m.estimator.target)
         except ConfigError as err:
             skipped.setdefault(f"{m.problem.label} / {m.variant} / N={m.batch_size}: {err}")
             continue
@@ -206,7 +217,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
 
 def _check_size(m: _Measurement, reps: int, sized: set[tuple]) -> None:
     """The memory guard, once per (problem, N, group size): it does not depend on the rest of the variant."""
-    group_size = m.spec.group_size(m.options)
+    group_size = m.estimator.group_size
     key = (m.problem.env, m.problem.options, m.batch_size, group_size)
     if key in sized:
         return

@@ -15,13 +15,13 @@ from typing import Any, Mapping
 
 from bench.reference import ReferenceConfig
 from bench.store import check_name
-from envs.problem import problem_spec
+from envs.problem import problem_config_class
 from envs.spec import ConfigError, Float, Int, Parser, resolve_options
 from estimators import ESTIMATORS
 
 
 @dataclass(frozen=True)
-class ProblemConfig:
+class ProblemTable:
     """One problem of a sweep."""
 
     env: str  # registered problem name
@@ -32,7 +32,7 @@ class ProblemConfig:
 
 
 @dataclass(frozen=True)
-class EstimatorConfig:
+class EstimatorTable:
     """One estimator of a sweep; every combination of its `sweep` axes is a variant."""
 
     name: str
@@ -58,8 +58,8 @@ class SweepConfig:
     """A whole sweep: problems × estimator variants × batch sizes × repetitions."""
 
     name: str
-    problems: tuple[ProblemConfig, ...]
-    estimators: tuple[EstimatorConfig, ...]
+    problems: tuple[ProblemTable, ...]
+    estimators: tuple[EstimatorTable, ...]
     batch_sizes: tuple[int, ...]
     reps: int  # M, independent batches per measurement
     repetitions: int  # independent measurements per cell (rliable's runs)
@@ -148,17 +148,17 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
     )
 
 
-def parse_problem(where: Where, key: str, raw: Any) -> ProblemConfig:
+def parse_problem(where: Where, key: str, raw: Any) -> ProblemTable:
     table = where.table(raw, key, _PROBLEM_KEYS)
-    env, options, axes = _registered(where, key, table, "env", "env", problem_spec)
+    env, options, axes = _registered(where, key, table, "env", "env", problem_config_class)
     label = table.get("label", "")
     if not isinstance(label, str):
         raise where.error(f"{key}.label", "expected a string")
-    return ProblemConfig(env, options, axes, parse_theta_choice(where, f"{key}.theta", table.get("theta", "default")),
+    return ProblemTable(env, options, axes, parse_theta_choice(where, f"{key}.theta", table.get("theta", "default")),
                          label)
 
 
-def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -> EstimatorConfig:
+def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -> EstimatorTable:
     table = where.table(raw, key, _ESTIMATOR_KEYS)
     name, options, axes = _registered(where, key, table, "name", "estimator", ESTIMATORS.get)
     only = table.get("problems", [])
@@ -166,7 +166,7 @@ def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -
         raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
                                              f"({', '.join(sorted(problem_names))}), got {only!r}")
     own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
-    return EstimatorConfig(name, options, axes, tuple(only), own_sizes)
+    return EstimatorTable(name, options, axes, tuple(only), own_sizes)
 
 
 def parse_report(where: Where, raw: Any) -> ReportSettings:
@@ -220,7 +220,7 @@ def _registered(where: Where, key: str, table: Mapping, name_field: str, kind: s
         spec = lookup(name)
     except ConfigError as err:
         raise where.error(f"{key}.{name_field}", str(err)) from None
-    return (name, *_options(where, key, f"{kind} {name}", spec.options, table.get("options", {}),
+    return (name, *_options(where, key, f"{kind} {name}", spec.options(), table.get("options", {}),
                             table.get("sweep", {})))
 
 

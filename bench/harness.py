@@ -15,13 +15,14 @@ from bench.reference import Reference, ReferenceConfig, check_reference, referen
 from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
 from envs.memory import check_bytes, format_bytes, memory_limit
 from envs.problem import Problem
-from envs.spec import ConfigError, check_seed
+from envs.spec import ConfigError, Int, check_int, check_seed
 from estimators.registry import resolve_estimator
 
 # Rough multiplicity behind `check_memory` (beside bench.sampling.GRADIENT_COPIES): the metrics hold the [M, P] estimates in a few forms at once (the
 # chunks and their concatenation, finite rows, deviations, centered rows, leave-one-out sums, unit rows)
 # and the smaller Gram matrix [min(M, P)]² twice.
 ESTIMATE_COPIES = 8
+BATCH_SIZE, REPS = Int(1), Int(2)
 
 
 def check_memory(problem: Problem, batch_size: int, reps: int, group_size: int = 1) -> float:
@@ -143,15 +144,13 @@ def measure(
     whose noise the bias metrics account for. Before the first batch the estimator's `prepare` runs
     once (critics, behaviour policy); its time counts in `seconds` (the reference's does not).
     The batches' randomness comes from `seed`, the reference's from its own seed."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r}: expected an integer ≥ 1")
-    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
-        raise ConfigError(f"reps={reps!r}: expected an integer ≥ 2 (variance needs two estimates)")
+    batch_size = check_int(batch_size, "batch_size", BATCH_SIZE)
+    reps = check_int(reps, "reps", REPS, "variance needs two estimates")
     seed = check_seed(seed, "seed")
-    spec, options = resolve_estimator(estimator, estimator_options)
-    spec.check(options, problem, batch_size)
-    check_memory(problem, batch_size, reps, spec.group_size(options))
-    target = spec.target_of(options)
+    config = resolve_estimator(estimator, estimator_options)
+    config.check(problem, batch_size)
+    check_memory(problem, batch_size, reps, config.group_size)
+    target = config.target
     theta = problem.default_theta() if theta is None else problem.check_theta(theta)
     problem.check_policy_outputs(theta)
     reference_config = reference_config or ReferenceConfig()
@@ -162,11 +161,11 @@ def measure(
     reference = reference_for(problem, theta, target, reference_config, show_progress)
 
     began = time.perf_counter()
-    prepared = spec.prepare(options, problem, theta, make_generator(seed, PREPARE_STREAM))
+    prepared = config.prepare(problem, theta, make_generator(seed, PREPARE_STREAM))
     seconds = time.perf_counter() - began
     estimates, env_steps = [], 0
     with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
-        for estimate, batch, chunk_seconds in draw_estimates(problem, spec, options, theta, batch_size, reps,
+        for estimate, batch, chunk_seconds in draw_estimates(problem, config, theta, batch_size, reps,
                                                              make_generator(seed), bar, prepared):
             estimates.append(estimate)
             env_steps += batch.env_steps
@@ -175,8 +174,8 @@ def measure(
 
     return Measurement(
         env=problem.name, env_options=dict(problem.options),
-        estimator=estimator, estimator_options=options,
-        target=target.label, declared_unbiased=spec.unbiased(options, problem),
+        estimator=estimator, estimator_options=config.as_dict(),
+        target=target.label, declared_unbiased=config.unbiased(problem),
         estimator_info=dict(prepared.info),
         batch_size=batch_size, reps=reps, seed=seed, theta=theta.numpy(),
         gamma=problem.gamma, horizon=problem.horizon, reference=reference,

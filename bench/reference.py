@@ -36,9 +36,9 @@ import torch
 
 from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
 from envs.memory import check_bytes
-from envs.problem import Problem
-from envs.spec import ConfigError, check_seed
-from estimators.registry import resolve_estimator
+from envs.problem import Capability, Problem
+from envs.spec import ConfigError, Int, check_int, check_seed
+from estimators.registry import Target, resolve_estimator
 
 REFERENCE_STREAM = 2  # sub-stream of the reference seed (batches: 0 of the measurement seed, prepare: 1)
 REFERENCE_ESTIMATOR = "reinforce"
@@ -65,12 +65,10 @@ class ReferenceConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"reference kind {self.kind!r}: expected one of {', '.join(KINDS)}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise ConfigError(f"reference batch_size={self.batch_size!r}: expected an integer ≥ 2 (leave-one-out "
-                              "baseline)")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2 * self.batch_size:
-            raise ConfigError(f"reference samples={self.samples!r}: expected an integer ≥ 2 × reference batch size "
-                              f"= {2 * self.batch_size} (a standard error needs two batches)")
+        object.__setattr__(self, "batch_size", check_int(self.batch_size, "reference batch_size", Int(2),
+                                                         "leave-one-out baseline"))
+        object.__setattr__(self, "samples", check_int(self.samples, "reference samples", Int(2 * self.batch_size),
+                                                      "2 × reference batch size: a standard error needs two batches"))
         object.__setattr__(self, "seed", check_seed(self.seed, "reference seed"))
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
             raise ConfigError(f"reference cache_dir={self.cache_dir!r}: expected a folder path")
@@ -131,33 +129,52 @@ class Reference:
         return max(self.batches - 1, 0)
 
 
-def exact_reference(problem: Problem, theta: torch.Tensor, target) -> Reference:
+def exact_target(problem: Problem, theta: torch.Tensor, target: Target) -> torch.Tensor:
+    """The exact value of `target` at θ [P], float64: ∇J_α = ∇J + α ∇E[Σ_t γ^t H], damped by (F + δI)⁻¹ for the
+    natural gradient's target."""
+    theta = theta.to(torch.float64)
+    gradient = problem.exact_gradient(theta)
+    if target.entropy_coef:
+        gradient = gradient + target.entropy_coef * torch.func.grad(problem.entropy_objective)(theta)
+    if target.damping is None:
+        return gradient.detach()
+    damped = problem.fisher(theta) + target.damping * torch.eye(len(theta), dtype=torch.float64)
+    return torch.linalg.solve(damped, gradient.detach())
+
+
+def exact_reference(problem: Problem, theta: torch.Tensor, target: Target) -> Reference:
     began = time.perf_counter()
-    grad = target.reference(problem, theta).numpy()
+    grad = exact_target(problem, theta, target).numpy()
     objective = float(problem.objective(theta).detach())
     problem.check_objective(theta, objective, grad)
     return Reference("exact", grad, np.zeros_like(grad), objective, 0.0, 0, 0, "exact", 0, 0,
                      time.perf_counter() - began, False)
 
 
-def reference_for(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
+def reference_for(problem: Problem, theta: torch.Tensor, target: Target, config: ReferenceConfig,
                   show_progress: bool = True) -> Reference:
     """The reference of `target` (estimators.registry.Target) at θ [P] under `config`."""
     check_reference(problem, target, config.kind)
-    if config.kind == "exact" or (config.kind == "auto" and problem.has_exact_gradient):
+    if config.kind == "exact" or (config.kind == "auto" and problem.supports(Capability.EXACT_GRADIENT)):
         return exact_reference(problem, theta, target)
     return sampled_reference(problem, theta, target, config, show_progress)
 
 
-def check_reference(problem: Problem, target, kind: str = "auto") -> None:
+def check_reference(problem: Problem, target: Target, kind: str = "auto") -> None:
     """ConfigError unless `target` has a reference of this kind on `problem` (exact, or a sampled estimate)."""
-    if kind == "exact" and not problem.has_exact_gradient:
+    exact = problem.supports(Capability.EXACT_GRADIENT)
+    if kind == "exact" and not exact:
         raise ConfigError(f"env {problem.name} has no exact gradient: use a sampled reference")
-    if kind == "sampled" or not problem.has_exact_gradient:
+    if kind == "sampled" or not exact:
         reference_options(target)
+        return
+    if target.entropy_coef:
+        problem.require(Capability.ENTROPY_OBJECTIVE, because=f"which the exact target {target.label} needs")
+    if target.damping is not None:
+        problem.require(Capability.FISHER, because=f"which the exact target {target.label} needs")
 
 
-def reference_options(target) -> dict:
+def reference_options(target: Target) -> dict:
     """The options of REFERENCE_ESTIMATOR that estimate `target` without bias."""
     if target.damping is not None:
         raise ConfigError(f"the target {target.label} (damped natural gradient) is a ratio of expectations with no "
@@ -239,12 +256,12 @@ def check_reference_memory(problem: Problem, batch_size: int, batches: int) -> N
                 f"P = {problem.num_params})", "--reference-batch-size")
 
 
-def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: ReferenceConfig,
+def sampled_reference(problem: Problem, theta: torch.Tensor, target: Target, config: ReferenceConfig,
                       show_progress: bool = True) -> Reference:
     """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present."""
     options = reference_options(target)
-    spec, resolved = resolve_estimator(REFERENCE_ESTIMATOR, options)
-    spec.check(resolved, problem, config.batch_size)
+    estimator = resolve_estimator(REFERENCE_ESTIMATOR, options)
+    estimator.check(problem, config.batch_size)
     described = (f"{REFERENCE_ESTIMATOR}({', '.join(f'{k}={v}' for k, v in options.items())}) "
                  f"N={config.batch_size}")
     path = config.directory() / f"{cache_key(problem, theta, options, config)}.npz"
@@ -256,10 +273,10 @@ def sampled_reference(problem: Problem, theta: torch.Tensor, target, config: Ref
     began = time.perf_counter()
     gradient, returns = RunningMoments(problem.num_params), RunningMoments(1)
     nonfinite = env_steps = 0
-    prepared = spec.prepare(resolved, problem, theta, make_generator(config.seed, REFERENCE_STREAM, PREPARE_STREAM))
+    prepared = estimator.prepare(problem, theta, make_generator(config.seed, REFERENCE_STREAM, PREPARE_STREAM))
     description = f"reference {problem.name} ({config.batches * config.batch_size} trajectories)"
     with progress_bar(config.batches, description, show_progress) as bar:
-        for estimates, batch, _ in draw_estimates(problem, spec, resolved, theta, config.batch_size, config.batches,
+        for estimates, batch, _ in draw_estimates(problem, estimator, theta, config.batch_size, config.batches,
                                                   make_generator(config.seed, REFERENCE_STREAM), bar, prepared):
             rows = estimates.numpy()
             finite = np.isfinite(rows).all(axis=1)

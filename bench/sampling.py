@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from envs.problem import Batch, Problem
-from estimators.registry import EstimatorSpec, Prepared
+from estimators.registry import Estimator, Prepared
 
 # Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
 # only on (N, H, P), so the numbers depend only on the configuration and the seed.
@@ -51,21 +51,21 @@ def chunk_bytes(problem: Problem, batch_size: int, reps: int) -> tuple[int, floa
     return chunk, problem.sample_bytes(trajectories) + 8.0 * GRADIENT_COPIES * trajectories * problem.num_params
 
 
-def draw_estimates(problem: Problem, spec: EstimatorSpec, options: Mapping[str, Any], theta: torch.Tensor,
-                   batch_size: int, reps: int, generator: torch.Generator, bar: tqdm | None = None,
+def draw_estimates(problem: Problem, estimator: Estimator, theta: torch.Tensor, batch_size: int, reps: int,
+                   generator: torch.Generator, bar: tqdm | None = None,
                    prepared: Prepared | None = None) -> Iterator[tuple[torch.Tensor, Batch, float]]:
     """`reps` independent batches of `batch_size` trajectories drawn from π at `prepared.sample_theta` (θ when
     None), in chunks of `chunk_reps`, each chunk turned into its estimates at θ → yields (estimates [M_chunk, P]
     detached, the chunk's Batch, seconds spent on it), advancing `bar` (a `progress_bar`) by each chunk's count.
     `prepared` defaults to the options as keyword arguments."""
-    prepared = prepared or Prepared(dict(options))
+    prepared = prepared or Prepared(estimator.kwargs())
     sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
     chunk = chunk_reps(problem, batch_size, reps)
     for start in range(0, reps, chunk):
         count = min(chunk, reps - start)
         began = time.perf_counter()
-        batch = problem.sample(sample_theta, count, batch_size, generator, spec.group_size(options))
-        estimate = spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach()
+        batch = problem.sample(sample_theta, count, batch_size, generator, estimator.group_size)
+        estimate = estimator.estimate(problem.policy, theta, batch, prepared).detach()
         yield estimate, batch, time.perf_counter() - began
         if bar is not None:
             bar.update(count)

@@ -19,6 +19,7 @@ from bench.harness import progress_bar
 from bench.reference import ReferenceConfig, reference_for
 from bench.store import ResultsStore
 from envs import make_problem
+from envs.problem import Capability
 from envs.spec import ConfigError
 from estimators import resolve_estimator
 
@@ -40,10 +41,9 @@ def prepare_references(cells: list[Cell]) -> None:
     for cell in cells:
         problem_key = (cell.env, cell.env_options)
         if problem_key not in exact:
-            exact[problem_key] = make_problem(cell.env, dict(cell.env_options)).has_exact_gradient
+            exact[problem_key] = make_problem(cell.env, dict(cell.env_options)).supports(Capability.EXACT_GRADIENT)
         if not exact[problem_key]:
-            spec, options = resolve_estimator(cell.estimator, dict(cell.estimator_options))
-            target = spec.target_of(options)
+            target = resolve_estimator(cell.estimator, dict(cell.estimator_options)).target
             needed.setdefault(digest([cell.env, cell.env_options, cell.theta, repr(target), cell.reference]),
                               (cell, target))
     with single_thread():

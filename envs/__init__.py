@@ -1,7 +1,7 @@
 """Problems: environments, policy classes, parameters θ and explicit objectives."""
 
 from envs import bandits, control, gym_vector, lqr, tabular  # noqa: F401  (register the problems, gym:<id>)
-from envs.problem import PROBLEMS, Batch, Problem, make_problem
+from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig, make_problem
 from envs.spec import ConfigError
 
-__all__ = ["PROBLEMS", "Batch", "ConfigError", "Problem", "make_problem"]
+__all__ = ["PROBLEMS", "Batch", "Capability", "ConfigError", "Problem", "ProblemConfig", "make_problem"]

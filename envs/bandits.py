@@ -4,6 +4,10 @@
     J = −((μ − c)² + σ²),   ∂J/∂μ = −2(μ − c),   ∂J/∂s = −2σ².
 `softmax-bandit`: K arms, π = softmax(θ), reward ~ Bernoulli(p_a).
     J = Σ_k π_k p_k,   ∂J/∂θ_k = π_k (p_k − J).
+
+Each declares its optimum J* = sup over all policies of J (`optimal_objective`), in closed form: 0 for the
+Gaussian bandit (approached as σ → 0, not attained), max_k p_k for the softmax bandit, E_c[max_k p[c, k]] for
+the contextual bandit (approached as the logits of the best arms → +∞).
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import numpy as np
 import torch
 
 from envs.policies import ScalarGaussian
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector
-from envs.spec import ConfigError, Float, FloatList, Int, Option
+from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig
+from envs.spec import ConfigError, Float, FloatList, Int, option
 from envs.memory import check_bytes
 from envs.tabular import TabularMDP, TabularProblem, table_bytes
 from envs.values import TableBasis, ValueFunction
@@ -28,8 +32,6 @@ def _one_step_batch(actions: torch.Tensor, rewards: torch.Tensor) -> Batch:
         rewards=rewards,
         mask=torch.ones(reps, batch_size, 1, dtype=torch.float64),
         terminated=torch.ones(reps, batch_size, dtype=torch.bool),
-        truncated=torch.zeros(reps, batch_size, dtype=torch.bool),
-        discount=discount_vector(1.0, 1),
         gamma=1.0,
         final_obs=torch.zeros(reps, batch_size, dtype=torch.long),
     )
@@ -41,10 +43,14 @@ class GaussianBandit(Problem):
     horizon = 1
     theta_shape = (2,)
     theta_layout = "[μ, s]: mean and log standard deviation"
+    capabilities = frozenset({
+        Capability.EXACT_GRADIENT, Capability.STOCHASTIC_POLICY, Capability.ORACLE_VALUES, Capability.VALUE_BASIS,
+        Capability.ENTROPY_OBJECTIVE, Capability.FISHER, Capability.OPTIMUM,
+    })
 
-    def __init__(self, target: float):
-        self.target = target
-        self.options = {"target": target}
+    def __init__(self, config: GaussianBanditConfig):
+        self.config = config
+        self.target = config.target
         self.policy = ScalarGaussian()
 
     def default_theta(self) -> torch.Tensor:
@@ -73,6 +79,13 @@ class GaussianBandit(Problem):
         """E[ψψᵀ] with ψ = [z/σ, z² − 1]: diag(1/σ², 2)."""
         return torch.diag(torch.stack([torch.exp(-2 * theta[1]), torch.tensor(2.0, dtype=theta.dtype)])).detach()
 
+    def optimal_objective(self) -> float:
+        """J* = sup over all action distributions of E[−(a − c)²] = 0: any distribution has
+        E[−(a − c)²] = −((E a − c)² + Var a) ≤ 0, and the point mass at c reaches 0. The Gaussian class
+        has J = −((μ − c)² + e^{2s}) < 0 everywhere: it approaches 0 as μ → c, s → −∞ and never attains it."""
+        self.require(Capability.OPTIMUM)
+        return 0.0
+
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
                group_size: int = 1) -> Batch:  # no state: a group is any G draws
         noise = torch.randn(reps, batch_size, 1, dtype=torch.float64, generator=generator)
@@ -86,10 +99,11 @@ class SoftmaxBandit(TabularProblem):
 
     theta_layout = "softmax logits, one per arm"
 
-    def __init__(self, probs: tuple[float, ...]):
+    def __init__(self, config: SoftmaxBanditConfig):
+        probs = config.probs
         arms = len(probs)
         table = {0: {k: [(p, 0, 1.0, True), (1.0 - p, 0, 0.0, True)] for k, p in enumerate(probs)}}
-        super().__init__("softmax-bandit", TabularMDP.from_outcomes([1.0], table), 1.0, 1, {"probs": probs})
+        super().__init__(config, TabularMDP.from_outcomes([1.0], table), 1.0, 1)
         self.arm_probs = torch.tensor(probs, dtype=torch.float64)
         self.theta_shape = (arms,)
 
@@ -100,17 +114,32 @@ class SoftmaxBandit(TabularProblem):
         pi = torch.softmax(theta.to(torch.float64), -1)
         return pi * (self.arm_probs - pi @ self.arm_probs)
 
+    def optimal_objective(self) -> float:
+        """J* = max_k p_k (one step: the best arm; no distribution over arms does better). The softmax class
+        approaches it as the best arm's logit → +∞ relative to the others and attains it only in that limit."""
+        self.require(Capability.OPTIMUM)
+        return float(self.arm_probs.max())
 
-PROBLEMS.register("gaussian-bandit", ProblemSpec(
-    GaussianBandit,
-    {"target": Option(Float(), 1.0, "reward is −(a − target)²")},
-    "one step, a ~ N(μ, exp(s)²), reward −(a − target)², θ = [μ, s] (default [0, 0])",
-))
-PROBLEMS.register("softmax-bandit", ProblemSpec(
-    lambda probs: SoftmaxBandit(probs),
-    {"probs": Option(FloatList(0.0, 1.0, 2), (0.9, 0.4, 0.1), "Bernoulli success probability of each arm")},
-    "one step, K Bernoulli arms, softmax policy, θ = K logits (default zeros)",
-))
+
+@PROBLEMS.entry("gaussian-bandit")
+class GaussianBanditConfig(ProblemConfig):
+    target: float = option(Float(), 1.0, "reward is −(a − target)²")
+
+    doc = "one step, a ~ N(μ, exp(s)²), reward −(a − target)², θ = [μ, s] (default [0, 0])"
+
+    def build(self) -> GaussianBandit:
+        return GaussianBandit(self)
+
+
+@PROBLEMS.entry("softmax-bandit")
+class SoftmaxBanditConfig(ProblemConfig):
+    probs: tuple[float, ...] = option(FloatList(0.0, 1.0, 2), (0.9, 0.4, 0.1),
+                                      "Bernoulli success probability of each arm")
+
+    doc = "one step, K Bernoulli arms, softmax policy, θ = K logits (default zeros)"
+
+    def build(self) -> SoftmaxBandit:
+        return SoftmaxBandit(self)
 
 
 # θ has one logit per (context, arm) and every measurement holds M × N_chunk per-trajectory gradients of that
@@ -127,13 +156,11 @@ class ContextualBandit(TabularProblem):
 
     theta_layout = "softmax logits θ[context, arm]"
 
-    def __init__(self, contexts: int, arms: int, reward_seed: int):
-        if contexts * arms > MAX_CONTEXT_LOGITS:
-            raise ConfigError(f"env contextual-bandit: contexts × arms = {contexts} × {arms} = {contexts * arms} logits, "
-                              f"more than the {MAX_CONTEXT_LOGITS} allowed; lower contexts or arms")
+    def __init__(self, config: ContextualBanditConfig):
+        contexts, arms = config.contexts, config.arms
         check_bytes(table_bytes(contexts, arms, 2, 1), f"env contextual-bandit with contexts × arms = {contexts} × "
                     f"{arms} = {contexts * arms} logits", "contexts or arms")
-        rng = np.random.default_rng(reward_seed)
+        rng = np.random.default_rng(config.reward_seed)
         # context c's success probabilities are scaled by (c + 1)/C: small and large reward scales
         probs = rng.uniform(size=(contexts, arms)) * (np.arange(1, contexts + 1)[:, None] / contexts)
         # the outcome tables of P[c][k] = [(p, c, 1, terminal), (1 − p, c, 0, terminal)], built as arrays
@@ -144,8 +171,7 @@ class ContextualBandit(TabularProblem):
             torch.tensor([1.0, 0.0], dtype=torch.float64).expand(contexts, arms, 2).contiguous(),
             torch.ones(contexts, arms, 2, dtype=torch.bool),
         )
-        options = {"contexts": contexts, "arms": arms, "reward_seed": reward_seed}
-        super().__init__("contextual-bandit", mdp, 1.0, 1, options)
+        super().__init__(config, mdp, 1.0, 1)
         self.success = torch.as_tensor(probs)  # p [C, K]
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
@@ -156,14 +182,28 @@ class ContextualBandit(TabularProblem):
         per_context = (pi * self.success).sum(-1, keepdim=True)
         return (pi * (self.success - per_context) / len(pi)).reshape(-1)
 
+    def optimal_objective(self) -> float:
+        """J* = E_c[max_k p[c, k]] = (1/C) Σ_c max_k p[c, k] under the uniform context distribution (one step:
+        the best arm of each context). The per-context softmax class approaches it as each context's best logit
+        → +∞ relative to the others, and attains it only in that limit."""
+        self.require(Capability.OPTIMUM)
+        return float(self.success.amax(-1).mean())
 
-PROBLEMS.register("contextual-bandit", ProblemSpec(
-    ContextualBandit,
-    {
-        "contexts": Option(Int(1, 10_000), 4, "number of contexts C, drawn uniformly"),
-        "arms": Option(Int(2, 1_000), 3, "number of arms K"),
-        "reward_seed": Option(Int(0), 0, "seed of the success probabilities p[c, k]"),
-    },
-    "one step, C uniform contexts × K Bernoulli arms, softmax policy per context, θ = [C, K] logits (zeros); "
-    f"C × K ≤ {MAX_CONTEXT_LOGITS}",
-))
+
+@PROBLEMS.entry("contextual-bandit")
+class ContextualBanditConfig(ProblemConfig):
+    contexts: int = option(Int(1, 10_000), 4, "number of contexts C, drawn uniformly")
+    arms: int = option(Int(2, 1_000), 3, "number of arms K")
+    reward_seed: int = option(Int(0), 0, "seed of the success probabilities p[c, k]")
+
+    doc = ("one step, C uniform contexts × K Bernoulli arms, softmax policy per context, θ = [C, K] logits (zeros); "
+           f"C × K ≤ {MAX_CONTEXT_LOGITS}")
+
+    def validate(self) -> None:
+        contexts, arms = self.contexts, self.arms
+        if contexts * arms > MAX_CONTEXT_LOGITS:
+            raise ConfigError(f"env contextual-bandit: contexts × arms = {contexts} × {arms} = {contexts * arms} logits, "
+                              f"more than the {MAX_CONTEXT_LOGITS} allowed; lower contexts or arms")
+
+    def build(self) -> ContextualBandit:
+        return ContextualBandit(self)

@@ -466,9 +466,7 @@ def rollout(
             if not lanes.numel():
                 break
     final_obs[lanes] = obs
-    truncated_lanes = torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True)
-    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, truncated_lanes,
-                       final_obs, gamma)
+    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, final_obs, gamma)
 
 
 def check_policy(env: ClassicEnv, policy: MLPCategorical | MLPGaussian) -> None:

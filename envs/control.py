@@ -8,13 +8,18 @@ No exact gradient exists here: the harness measures against a high-sample refere
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 
 from envs.classic import CLASSIC_ENVS, ClassicEnv, rollout
 from envs.memory import MEMORY_FRACTION, check_bytes
 from envs.policies import ACTIVATIONS, MLP, MLPCategorical, MLPGaussian
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec
-from envs.spec import Choice, ConfigError, Float, Int, IntList, Option
+from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig
+from envs.spec import Choice, ConfigError, Int, IntList, Option, option, reuse
+from envs.tabular import GAMMA
 
 
 # Bytes per parameter of an MLP problem before any batch: θ, its orthogonal initialisation (a QR of each
@@ -22,28 +27,59 @@ from envs.spec import Choice, ConfigError, Float, Int, IntList, Option
 PARAM_BYTES = 48
 
 
+HIDDEN = Option(IntList(1), (64, 64), "hidden layer widths of the policy MLP")
+ACTIVATION = Option(Choice(tuple(ACTIVATIONS)), "tanh", "activation after each hidden layer")
+THETA_SEED = Option(Int(0), 0, "seed of the default θ (orthogonal PPO-style initialisation)")
+
+
+def time_limit_horizon(steps: int) -> Option:
+    """The horizon option of an environment whose TimeLimit is `steps`: H ≤ steps, by default steps."""
+    return Option(Int(1, steps), steps, f"horizon H (≤ the TimeLimit, {steps})")
+
+
+@dataclass(frozen=True)
+class MLPProblemConfig(ProblemConfig):
+    """The options of a simulated problem under an MLP policy (the problems here and `gym:<id>`). The horizon's
+    range and default are each environment's: its config class is made by `with_horizon`."""
+
+    hidden: tuple[int, ...] = reuse(HIDDEN)
+    activation: str = reuse(ACTIVATION)
+    horizon: int = option(Int(1), 1, "horizon H")  # replaced by each environment's (`with_horizon`)
+    gamma: float = reuse(GAMMA)
+    theta_seed: int = reuse(THETA_SEED)
+
+
+def with_horizon(base: type[MLPProblemConfig], class_name: str, horizon: Option,
+                 **class_vars: Any) -> type[MLPProblemConfig]:
+    """The frozen subclass `class_name` of `base` whose `horizon` option is `horizon` (the field keeps its place
+    among the options) and whose class variables (`doc`, the environment's id…) are `class_vars`."""
+    namespace = {"__module__": base.__module__, "__qualname__": class_name, **class_vars}
+    return dataclasses.make_dataclass(class_name, [("horizon", int, reuse(horizon))], bases=(base,), frozen=True,
+                                      namespace=namespace)
+
+
 class MLPProblem(Problem):
     """A simulator under an MLP policy: no exact objective (measured against a sampled reference), θ by
-    default the seeded PPO-style initialisation. Subclasses set the problem's fields through `_set_up`."""
+    default the seeded PPO-style initialisation. Built from an `MLPProblemConfig` and the environment's
+    spaces (`__init__`)."""
 
-    has_exact_gradient = False
+    capabilities = frozenset({Capability.STOCHASTIC_POLICY})
     mlp_policy: MLPCategorical | MLPGaussian
 
-    def _set_up(self, name: str, obs_dim: int, inputs: str, discrete_actions: int, action_dim: int,
-                hidden: tuple[int, ...], activation: str, horizon: int, gamma: float, theta_seed: int,
-                **more_options) -> None:
-        """Options, horizon, γ and the policy: a softmax over `discrete_actions` actions if non-zero, else a
-        diagonal Gaussian over `action_dim`; `inputs` names the network's input in the θ layout."""
-        self.name, self.horizon, self.gamma, self.theta_seed = name, horizon, gamma, theta_seed
+    def __init__(self, config: MLPProblemConfig, obs_dim: int, inputs: str, discrete_actions: int,
+                 action_dim: int) -> None:
+        """The options (`config`), horizon, γ and the policy: a softmax over `discrete_actions` actions if
+        non-zero, else a diagonal Gaussian over `action_dim`; `inputs` names the network's input in the θ layout."""
+        self.config, self.name = config, config.name
+        self.horizon, self.gamma, self.theta_seed = config.horizon, config.gamma, config.theta_seed
+        hidden, activation = config.hidden, config.activation
         outputs = discrete_actions or action_dim
         params = MLP(obs_dim, hidden, outputs).num_params + (0 if discrete_actions else action_dim)
         self.memory_bytes = PARAM_BYTES * params
-        check_bytes(self.memory_bytes, f"env {name} with hidden={','.join(map(str, hidden))} ({params:.3g} "
+        check_bytes(self.memory_bytes, f"env {self.name} with hidden={','.join(map(str, hidden))} ({params:.3g} "
                     "parameters: θ, its initialisation and gradients)", "the hidden layer widths")
         self.step_values = obs_dim + (1 if discrete_actions else action_dim) + 2 + outputs
         self.lane_bytes = 24.0 * (sum(hidden) + outputs)  # the policy's forward pass at one sampler step
-        self.options = {"hidden": hidden, "activation": activation, "horizon": horizon, "gamma": gamma,
-                        "theta_seed": theta_seed, **more_options}
         if discrete_actions:
             self.mlp_policy = MLPCategorical(obs_dim, hidden, discrete_actions, activation)
             head = f"softmax over {discrete_actions} actions"
@@ -75,22 +111,25 @@ class MLPProblem(Problem):
                               "choose a θ of moderate size")
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
-        raise self.unsupported("exact objective J(θ) (it is estimated with the sampled reference)")
+        """No exact J(θ) here, a ConfigError: it is estimated with the sampled reference."""
+        self.require(Capability.EXACT_GRADIENT)
+        raise NotImplementedError
 
     def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
-        raise self.unsupported("exact gradient (measurements use a sampled reference)")
+        """No exact ∇J here, a ConfigError: measurements use a sampled reference."""
+        self.require(Capability.EXACT_GRADIENT)
+        raise NotImplementedError
 
 
 class ControlProblem(MLPProblem):
     """A `CLASSIC_ENVS` environment, an MLP policy (categorical for discrete actions, diagonal Gaussian
     for continuous ones) and J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H ≤ max_episode_steps."""
 
-    def __init__(self, name: str, env_id: str, hidden: tuple[int, ...], activation: str, horizon: int,
-                 gamma: float, theta_seed: int):
-        self.env_id = env_id
-        self.env: ClassicEnv = CLASSIC_ENVS[env_id]
+    def __init__(self, config: ControlConfig):
+        self.env_id = config.env_id
+        self.env: ClassicEnv = CLASSIC_ENVS[self.env_id]
         dim = self.env.observation_dim
-        self._set_up(name, dim, str(dim), self.env.num_actions, 1, hidden, activation, horizon, gamma, theta_seed)
+        super().__init__(config, dim, str(dim), self.env.num_actions, 1)
         self.policy = self.mlp_policy
 
     def sample(self, theta: torch.Tensor, reps: int, batch_size: int, generator: torch.Generator,
@@ -99,32 +138,27 @@ class ControlProblem(MLPProblem):
                        group_size)
 
 
-def mlp_problem_options(horizon: Option) -> dict[str, Option]:
-    """The options of a simulated problem under an MLP policy (here and `gym:<id>`), its horizon given."""
-    return {
-        "hidden": Option(IntList(1), (64, 64), "hidden layer widths of the policy MLP"),
-        "activation": Option(Choice(tuple(ACTIVATIONS)), "tanh", "activation after each hidden layer"),
-        "horizon": horizon,
-        "gamma": Option(Float(0.0, 1.0), 0.99, "discount γ of the objective"),
-        "theta_seed": Option(Int(0), 0, "seed of the default θ (orthogonal PPO-style initialisation)"),
-    }
+@dataclass(frozen=True)
+class ControlConfig(MLPProblemConfig):
+    """A `CLASSIC_ENVS` environment's options; each registered problem's subclass (`_register`) names the env and
+    bounds the horizon by its TimeLimit."""
+
+    env_id: ClassVar[str]
+
+    def build(self) -> ControlProblem:
+        return ControlProblem(self)
 
 
 def _register(name: str, env_id: str, what: str) -> None:
     env = CLASSIC_ENVS[env_id]
     steps = env.params.max_episode_steps
-
-    def build(hidden, activation, horizon, gamma, theta_seed):
-        return ControlProblem(name, env_id, hidden, activation, horizon, gamma, theta_seed)
-
     policy = f"softmax over {env.num_actions} actions" if env.num_actions else "diagonal Gaussian, θ ends with log σ"
-    PROBLEMS.register(name, ProblemSpec(
-        build,
-        mlp_problem_options(Option(Int(1, steps), steps, f"horizon H (≤ the TimeLimit, {steps})")),
-        f"gymnasium {env_id} ({what}), batched in torch; MLP policy ({policy}); no exact gradient: "
-        f"sampled reference; refused when θ and its gradients, ≈ {PARAM_BYTES}·P bytes, exceed "
-        f"{MEMORY_FRACTION:.0%} of the available memory",
-    ))
+    doc = (f"gymnasium {env_id} ({what}), batched in torch; MLP policy ({policy}); no exact gradient: "
+           f"sampled reference; refused when θ and its gradients, ≈ {PARAM_BYTES}·P bytes, exceed "
+           f"{MEMORY_FRACTION:.0%} of the available memory")
+    class_name = "".join(part.title() for part in name.split("-")) + "Config"  # CartpoleConfig, …
+    config_class = with_horizon(ControlConfig, class_name, time_limit_horizon(steps), env_id=env_id, doc=doc)
+    globals()[class_name] = PROBLEMS.entry(name)(config_class)  # module-level, so its configs pickle
 
 
 _register("cartpole", "CartPole-v1", "balance a pole, +1 per step")

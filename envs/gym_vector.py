@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -48,10 +49,10 @@ import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from envs.control import MLPProblem, mlp_problem_options
+from envs.control import MLPProblem, MLPProblemConfig, time_limit_horizon, with_horizon
 from envs.policies import MLPCategorical, MLPGaussian
-from envs.problem import FAMILIES, Batch, ProblemFamily, ProblemSpec, stack_steps
-from envs.spec import ConfigError, Int, Option
+from envs.problem import FAMILIES, Batch, ProblemFamily, stack_steps
+from envs.spec import ConfigError, Int, Option, option
 
 GYM_PREFIX = "gym:"  # `gym:<id>` names any registered gymnasium environment
 SEED_BOUND = 2**62  # reset seeds are drawn uniformly from [0, SEED_BOUND)
@@ -134,16 +135,15 @@ class GymProblem(MLPProblem):
     """A gymnasium id stepped through `SyncVectorEnv(num_envs)`, an MLP policy chosen from its spaces, and
     J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H (see the module docstring)."""
 
-    def __init__(self, info: GymEnvInfo, hidden: tuple[int, ...], activation: str, horizon: int, gamma: float,
-                 theta_seed: int, num_envs: int):
-        self.info, self.env_id, self.num_envs = info, info.env_id, num_envs
+    def __init__(self, config: GymConfig):
+        info = config.info
+        self.info, self.env_id, self.num_envs = info, info.env_id, config.num_envs
         obs_space, action_space = info.observation_space, info.action_space
         one_hot = isinstance(obs_space, spaces.Discrete)
         obs_dim = int(obs_space.n) if one_hot else math.prod(obs_space.shape)
         discrete_actions = int(action_space.n) if isinstance(action_space, spaces.Discrete) else 0
-        self._set_up(GYM_PREFIX + info.env_id, obs_dim, f"one-hot of {obs_dim} states" if one_hot else str(obs_dim),
-                     discrete_actions, 0 if discrete_actions else action_space.shape[0], hidden, activation, horizon,
-                     gamma, theta_seed, num_envs=num_envs)
+        super().__init__(config, obs_dim, f"one-hot of {obs_dim} states" if one_hot else str(obs_dim),
+                         discrete_actions, 0 if discrete_actions else action_space.shape[0])
         self.policy = OneHotObservation(self.mlp_policy) if one_hot else self.mlp_policy
 
     def make_env(self) -> gym.Env:
@@ -246,29 +246,56 @@ class GymProblem(MLPProblem):
         alive = torch.arange(horizon) < torch.from_numpy(length)[:, None]  # [count, T]
         terminated_t = torch.from_numpy(terminated)
         return stack_steps(reps, batch_size, per_step(obs), per_step(actions), per_step(rewards),
-                           list(alive.unbind(1)), terminated_t, ~terminated_t, torch.from_numpy(final_obs), self.gamma)
+                           list(alive.unbind(1)), terminated_t, torch.from_numpy(final_obs), self.gamma)
 
 
-def gym_problem_spec(env_id: str) -> ProblemSpec:
-    """The options and builder of `gym:<env_id>`, its horizon bounded by the id's TimeLimit (required when
-    it has none)."""
-    info = probe(env_id)
-    limit = info.max_episode_steps
+@dataclass(frozen=True)
+class GymConfig(MLPProblemConfig):
+    """The options of `gym:<id>`: those of an MLP problem and the SyncVectorEnv's width. One subclass per id
+    (`gym_config_class`) holds what `probe` found and bounds the horizon by the id's TimeLimit."""
 
-    def build(hidden, activation, horizon, gamma, theta_seed, num_envs):
-        if horizon == 0:
-            raise ConfigError(f"env {GYM_PREFIX}{env_id} has no TimeLimit: set its horizon (--env-opt horizon=H)")
-        return GymProblem(info, hidden, activation, horizon, gamma, theta_seed, num_envs)
+    num_envs: int = option(Int(1, 4096), 8, "width L of the SyncVectorEnv")
 
-    horizon = (Option(Int(1, limit), limit, f"horizon H (≤ the TimeLimit, {limit})") if limit
-               else Option(Int(1), 0, "horizon H (required: the id has no TimeLimit)"))
-    options = {**mlp_problem_options(horizon), "num_envs": Option(Int(1, 4096), 8, "width L of the SyncVectorEnv")}
-    return ProblemSpec(build, options, f"gymnasium {env_id} through SyncVectorEnv; MLP policy from its spaces; "
-                       "no exact gradient: sampled reference")
+    info: ClassVar[GymEnvInfo]
+
+    def validate(self) -> None:
+        if self.horizon == 0:
+            raise ConfigError(f"env {self.name} has no TimeLimit: set its horizon (--env-opt horizon=H)")
+
+    def build(self) -> GymProblem:
+        return GymProblem(self)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled by id and options: the class is made at run time (`gym_config_class`), so it is made again."""
+        return gym_config, (self.info.env_id, self.as_dict())
 
 
-FAMILIES[GYM_PREFIX] = ProblemFamily(gym_problem_spec, f"{GYM_PREFIX}<id> for a registered gymnasium id (e.g. "
+_GYM_CONFIGS: dict[str, type[GymConfig]] = {}  # env id → its config class, made once
+
+
+def gym_config_class(env_id: str) -> type[GymConfig]:
+    """The config class of `gym:<env_id>` (the same class object for the same id), its horizon bounded by the
+    id's TimeLimit (required when it has none); ConfigError for an id gymnasium cannot make or whose spaces are
+    not supported."""
+    if env_id not in _GYM_CONFIGS:
+        info = probe(env_id)
+        limit = info.max_episode_steps
+        horizon = (time_limit_horizon(limit) if limit
+                   else Option(Int(0), 0, "horizon H (required: the id has no TimeLimit)"))
+        _GYM_CONFIGS[env_id] = with_horizon(
+            GymConfig, f"GymConfig[{env_id}]", horizon, name=GYM_PREFIX + env_id, info=info,
+            doc=f"gymnasium {env_id} through SyncVectorEnv; MLP policy from its spaces; no exact gradient: sampled "
+                "reference")
+    return _GYM_CONFIGS[env_id]
+
+
+def gym_config(env_id: str, options: Mapping[str, Any] | None = None) -> GymConfig:
+    """The config of `gym:<env_id>` with `options` over its defaults (how a pickled one is rebuilt)."""
+    return gym_config_class(env_id).parse(options)
+
+
+FAMILIES[GYM_PREFIX] = ProblemFamily(gym_config_class, f"{GYM_PREFIX}<id> for a registered gymnasium id (e.g. "
                                       f"{GYM_PREFIX}CartPole-v1)")
 
-__all__ = ["GYM_PREFIX", "GymProblem", "OneHotObservation", "episode_seeds", "gym_problem_spec", "make_gym_env",
-           "probe"]
+__all__ = ["GYM_PREFIX", "GymConfig", "GymProblem", "OneHotObservation", "episode_seeds", "gym_config",
+           "gym_config_class", "make_gym_env", "probe"]

@@ -9,12 +9,16 @@ Everything exact is one set of recursions in the action-noise variance σ² (σ�
 deterministic policy). The closed loop keeps x_t Gaussian with mean 0 and covariance
 Σ_{t+1} = (A − BK) Σ_t (A − BK)ᵀ + σ² B Bᵀ + ν² I, so E[r_{t+1}] = −tr(Q Σ_t) − tr(R (K Σ_t Kᵀ + σ² I))
 gives J(θ), and ∇J by autograd through it in float64; V_t and Q_t follow from the backward
-recursion (`oracle_values`, `action_values`). A and B are drawn once from `system_seed`:
-B standard normal, A standard normal rescaled to spectral radius 0.95.
+recursion (`oracle_values`, `action_values`); the deterministic policy's Gaussian twin
+u = −Kx + σ_e ε (`exploratory_twin`) is the behaviour a fitted critic explores with. A and B are
+drawn once from `system_seed`: B standard normal, A standard normal rescaled to spectral radius 0.95.
+The optimum J* over all policies (`optimal_objective`) is the discounted finite-horizon Riccati recursion with
+time-varying gains K_t (`optimal_recursion`); no stationary linear policy need reach it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +26,9 @@ import torch
 
 from envs.memory import MEMORY_FRACTION, check_bytes
 from envs.policies import LinearDeterministic, LinearGaussian
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped
-from envs.spec import Choice, ConfigError, Float, Int, Option
+from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig, discount_vector, grouped
+from envs.spec import Choice, ConfigError, Float, Int, option, reuse
+from envs.tabular import GAMMA
 from envs.values import QuadraticBasis, ValueFunction
 
 ACTION_COST = 0.1  # R = ACTION_COST · I
@@ -73,33 +78,45 @@ def lqr_bytes(state_dim: int, action_dim: int, horizon: int) -> float:
     return 8.0 * (5 * horizon * (state_dim + action_dim) ** 2 + 3 * params**2)
 
 
+# What each policy's problem provides: everything exact for both; log π (score, entropy, Fisher) only for the
+# Gaussian, the Gaussian twin that explores around μ_θ (`exploratory_twin`) only for the deterministic one.
+GAUSSIAN_CAPABILITIES = frozenset({
+    Capability.EXACT_GRADIENT, Capability.STOCHASTIC_POLICY, Capability.ORACLE_VALUES, Capability.VALUE_BASIS,
+    Capability.ENTROPY_OBJECTIVE, Capability.FISHER, Capability.ACTION_VALUES, Capability.OPTIMUM,
+})
+DETERMINISTIC_CAPABILITIES = frozenset({
+    Capability.EXACT_GRADIENT, Capability.DETERMINISTIC_POLICY, Capability.ORACLE_VALUES, Capability.VALUE_BASIS,
+    Capability.ACTION_VALUES, Capability.EXPLORATORY_TWIN, Capability.OPTIMUM,
+})
+
+
 class LinearQuadratic(Problem):
     name = "lqr"
 
-    def __init__(self, state_dim: int, action_dim: int, horizon: int, gamma: float, noise: float, system_seed: int,
-                 policy: str):
-        self.options = dict(state_dim=state_dim, action_dim=action_dim, horizon=horizon, gamma=gamma, noise=noise,
-                            system_seed=system_seed, policy=policy)
-        self.horizon, self.gamma, self.noise = horizon, gamma, noise
+    def __init__(self, config: LQRConfig):
+        self.config = config
+        state_dim, action_dim, horizon = config.state_dim, config.action_dim, config.horizon
+        self.horizon, self.gamma, self.noise = horizon, config.gamma, config.noise
         self.memory_bytes = lqr_bytes(state_dim, action_dim, horizon)
         check_bytes(self.memory_bytes, f"env lqr with state_dim {state_dim}, action_dim {action_dim} and horizon "
                     f"{horizon} (its exact objective, gradient and Fisher matrix)", "state_dim, action_dim or horizon")
         self.step_values = 2 * (state_dim + action_dim) + 2  # x, u, reward, mask and the gradient's per-step Kx, z
         self.lane_bytes = 32.0 * (state_dim + action_dim)  # a step's products and noise draws
-        rng = np.random.default_rng(system_seed)
+        rng = np.random.default_rng(config.system_seed)
         a = rng.normal(size=(state_dim, state_dim))
         a *= 0.95 / max(abs(np.linalg.eigvals(a)).max(), 1e-12)
         self.dynamics = torch.as_tensor(a)  # A [dx, dx]
         self.control = torch.as_tensor(rng.normal(size=(state_dim, action_dim)))  # B [dx, du]
         self.state_cost = torch.eye(state_dim, dtype=torch.float64)  # Q
         self.action_cost = ACTION_COST * torch.eye(action_dim, dtype=torch.float64)  # R
-        if policy == "deterministic":
+        if config.policy == "deterministic":
             self.policy = LinearDeterministic(state_dim, action_dim)
-            self.stochastic_policy = False
+            self.capabilities = DETERMINISTIC_CAPABILITIES
             self.theta_shape = (action_dim * state_dim,)
             self.theta_layout = "K row-major (action_dim × state_dim)"
         else:
             self.policy = LinearGaussian(state_dim, action_dim)
+            self.capabilities = GAUSSIAN_CAPABILITIES
             self.theta_shape = (action_dim * state_dim + 1,)
             self.theta_layout = "[K row-major (action_dim × state_dim), log σ]"
 
@@ -154,6 +171,42 @@ class LinearQuadratic(Problem):
             constants.append(constant)
         return torch.stack(matrices[::-1]), torch.stack(constants[::-1])
 
+    def optimal_recursion(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The optimal cost-to-go V*_t(x) = −(xᵀ P_t x + c_t), t ≤ H, and the optimal time-varying gains
+        u_t = −K_t x_t, by the discounted finite-horizon Riccati recursion (float64, independent of θ): P_H = 0, c_H = 0,
+            K_t = γ (R + γ Bᵀ P_{t+1} B)⁻¹ Bᵀ P_{t+1} A,
+            P_t = Q + γ Aᵀ P_{t+1} A − γ² Aᵀ P_{t+1} B (R + γ Bᵀ P_{t+1} B)⁻¹ Bᵀ P_{t+1} A,
+            c_t = γ (ν² tr P_{t+1} + c_{t+1}).
+        (Minimising xᵀQx + uᵀRu + γ E[(Ax + Bu + w)ᵀ P_{t+1} (Ax + Bu + w) + c_{t+1}] over u,
+        with E wᵀPw = ν² tr P.)
+        → (P [H + 1, dx, dx], c [H + 1], K [H, du, dx])"""
+        a, b, q, r = self.dynamics, self.control, self.state_cost, self.action_cost
+        matrix = torch.zeros_like(a)
+        constant = torch.zeros((), dtype=torch.float64)
+        matrices, constants, gains = [matrix], [constant], []
+        for _ in range(self.horizon):
+            gain = self.gamma * torch.linalg.solve(r + self.gamma * b.T @ matrix @ b, b.T @ matrix @ a)
+            closed = a - b @ gain
+            constant = self.gamma * (self.noise**2 * torch.trace(matrix) + constant)
+            # Joseph form of the same P_t (equal at the optimal gain, symmetric and positive by construction)
+            matrix = q + gain.T @ r @ gain + self.gamma * closed.T @ matrix @ closed
+            matrix = (matrix + matrix.T) / 2
+            matrices.append(matrix)
+            constants.append(constant)
+            gains.append(gain)
+        return torch.stack(matrices[::-1]), torch.stack(constants[::-1]), torch.stack(gains[::-1])
+
+    def optimal_objective(self) -> float:
+        """J* = sup over all policies (history-dependent and randomised included) of J = Σ_{t<H} γ^t E[r_{t+1}],
+        x_0 ~ N(0, I): J* = −E[x_0ᵀ P_0 x_0 + c_0] = −(tr P_0 + c_0), from `optimal_recursion`. It is attained by the
+        deterministic time-varying gains u_t = −K_t x_t. The problem's policy class is one stationary K (and, for
+        the Gaussian policy, σ > 0): its supremum can be below J* (K_t varies with the steps left), and action
+        noise only adds cost (σ² tr(R + γ Bᵀ P_{t+1} B) per step), so the Gaussian class approaches its own
+        supremum as σ → 0 and never attains it: normalized scores may stay below 1."""
+        self.require(Capability.OPTIMUM)
+        matrices, constants, _ = self.optimal_recursion()
+        return -float(torch.trace(matrices[0]) + constants[0])
+
     def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
         """Exact V_t(x) = −(xᵀ P_t x + c_t), t ≤ H, from `value_recursion`."""
         matrices, constants = self.value_recursion(theta)
@@ -173,21 +226,30 @@ class LinearQuadratic(Problem):
         return QuadraticActionValues(self.dynamics.shape[0], -quadratic,
                                      -self.gamma * (expected_noise + following_constants))
 
-    def no_log_prob(self, what: str) -> ConfigError:
-        return ConfigError(f"env lqr with policy=deterministic has no {what}: a deterministic policy has no log π")
+    def exploratory_twin(self, theta: torch.Tensor, exploration: float) -> tuple[LinearQuadratic, torch.Tensor]:
+        """The behaviour u = −Kx + σ_e ε around μ_θ(x) = −Kx (K from θ [P]): the Gaussian-policy twin of the
+        problem (the same system, options but policy=gaussian) and its θ_b = [K, log σ_e] [P + 1] (σ_e = 0:
+        log σ_e = −∞, the deterministic policy itself)."""
+        self.require(Capability.EXPLORATORY_TWIN)
+        behaviour = self.config.replace(policy="gaussian").build()
+        log_std = math.log(exploration) if exploration > 0 else -math.inf
+        return behaviour, torch.cat([theta.to(torch.float64), torch.tensor([log_std], dtype=torch.float64)])
+
+    def require_log_prob(self, capability: Capability, what: str) -> None:
+        """The refusal of what needs log π, on the deterministic policy: it has none."""
+        if not self.supports(capability):
+            raise ConfigError(f"env lqr with policy=deterministic has no {what}: a deterministic policy has no log π")
 
     def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
         """The Gaussian's entropy does not depend on x: Σ_t γ^t · du (log σ + ½ log 2πe)."""
-        if not self.stochastic_policy:
-            raise self.no_log_prob("entropy objective")
+        self.require_log_prob(Capability.ENTROPY_OBJECTIVE, "entropy objective")
         per_step = self.policy.entropy(theta, theta.new_zeros(self.dynamics.shape[0]))
         return discount_vector(self.gamma, self.horizon).to(theta.dtype).sum() * per_step
 
     def fisher(self, theta: torch.Tensor) -> torch.Tensor:
         """ψ_t = [(u + Kx)_i x_j / σ² … , Σ_i (z_i² − 1)]: the gain block is (1/σ²) I_du ⊗ Σ_t E[x xᵀ]
         (row-major K), log σ contributes 2·du per step, and the cross terms vanish."""
-        if not self.stochastic_policy:
-            raise self.no_log_prob("Fisher matrix")
+        self.require_log_prob(Capability.FISHER, "Fisher matrix")
         theta = theta.to(torch.float64).detach()
         du = self.policy.action_dim
         second_moment = self.state_covariances(theta).sum(0)  # Σ_t E[x_t x_tᵀ]
@@ -203,9 +265,10 @@ class LinearQuadratic(Problem):
         initial = torch.randn(reps * batch_size // group_size, dx, dtype=torch.float64, generator=generator)
         state = grouped(initial, group_size).reshape(*shape, dx)
         states, actions, rewards = [], [], []
+        stochastic = self.supports(Capability.STOCHASTIC_POLICY)
         for _ in range(self.horizon):
             action = -state @ gain.T
-            if self.stochastic_policy:  # the deterministic policy draws nothing: x_0 and w_t stay random
+            if stochastic:  # the deterministic policy draws nothing: x_0 and w_t stay random
                 action = action + std * torch.randn(*shape, du, dtype=torch.float64, generator=generator)
             reward = -(state @ self.state_cost * state).sum(-1) - (action @ self.action_cost * action).sum(-1)
             states.append(state)
@@ -217,24 +280,25 @@ class LinearQuadratic(Problem):
             final_obs=state,
             obs=torch.stack(states, 2), actions=torch.stack(actions, 2), rewards=torch.stack(rewards, 2),
             mask=torch.ones(*shape, self.horizon, dtype=torch.float64),
-            terminated=torch.zeros(shape, dtype=torch.bool), truncated=torch.ones(shape, dtype=torch.bool),
-            discount=discount_vector(self.gamma, self.horizon), gamma=self.gamma,
+            terminated=torch.zeros(shape, dtype=torch.bool), gamma=self.gamma,
         )
 
 
-PROBLEMS.register("lqr", ProblemSpec(
-    LinearQuadratic,
-    {
-        "state_dim": Option(Int(1, 100), 2, "dimension of x"),
-        "action_dim": Option(Int(1, 100), 1, "dimension of u"),
-        "horizon": Option(Int(1, 10_000), 20, "horizon H"),
-        "gamma": Option(Float(0.0, 1.0), 0.99, "discount γ of the objective"),
-        "noise": Option(Float(0.0), 0.1, "standard deviation ν of the process noise w"),
-        "system_seed": Option(Int(0), 0, "seed of the random system (A, B)"),
-        "policy": Option(Choice(("gaussian", "deterministic")), "gaussian",
-                         "gaussian u = −Kx + σε, θ = [K, log σ]; deterministic u = −Kx, θ = K"),
-    },
-    "finite-horizon LQR, linear policy: gaussian u = −Kx + σε, θ = [K, log σ] (default K = 0, σ = 1), "
-    "or deterministic u = −Kx, θ = K (default K = 0); refused when its exact computations, "
-    f"≈ 8·(5·H·(state_dim + action_dim)² + 3·P²) bytes, exceed {MEMORY_FRACTION:.0%} of the available memory",
-))
+@PROBLEMS.entry("lqr")
+class LQRConfig(ProblemConfig):
+    state_dim: int = option(Int(1, 100), 2, "dimension of x")
+    action_dim: int = option(Int(1, 100), 1, "dimension of u")
+    horizon: int = option(Int(1, 10_000), 20, "horizon H")
+    gamma: float = reuse(GAMMA)
+    noise: float = option(Float(0.0), 0.1, "standard deviation ν of the process noise w")
+    system_seed: int = option(Int(0), 0, "seed of the random system (A, B)")
+    policy: str = option(Choice(("gaussian", "deterministic")), "gaussian",
+                         "gaussian u = −Kx + σε, θ = [K, log σ]; deterministic u = −Kx, θ = K")
+
+    doc = ("finite-horizon LQR, linear policy: gaussian u = −Kx + σε, θ = [K, log σ] (default K = 0, σ = 1), "
+           "or deterministic u = −Kx, θ = K (default K = 0); refused when its exact computations, "
+           f"≈ 8·(5·H·(state_dim + action_dim)² + 3·P²) bytes, exceed {MEMORY_FRACTION:.0%} of the available "
+           "memory")
+
+    def build(self) -> LinearQuadratic:
+        return LinearQuadratic(self)

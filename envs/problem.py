@@ -5,15 +5,17 @@ Shapes: M replicate batches, N trajectories per batch, T time steps, P parameter
 
 from __future__ import annotations
 
+import enum
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 import torch
 
-from envs.spec import ConfigError, Option, Registry, resolve_options
+from envs.spec import Config, ConfigError, Registry
 from envs.values import QuadraticBasis, TableBasis, ValueFunction
 
 
@@ -30,13 +32,22 @@ class Batch:
     rewards: torch.Tensor  # [M, N, T] float64, zero where the episode is over
     mask: torch.Tensor  # [M, N, T] float64, 1 while the episode is alive at step t
     terminated: torch.Tensor  # [M, N] bool: ended by a terminal transition within the horizon
-    truncated: torch.Tensor  # [M, N] bool: still alive when the horizon ran out
-    discount: torch.Tensor  # [T] float64, γ^t
     gamma: float
     final_obs: torch.Tensor  # [M, N, ...] the state after each episode's last alive step
 
     @property
-    def horizon(self) -> int:
+    def truncated(self) -> torch.Tensor:
+        """[M, N] bool: still alive when the horizon ran out (an episode that did not terminate)."""
+        return ~self.terminated
+
+    @functools.cached_property
+    def discount(self) -> torch.Tensor:
+        """[T] float64, γ^t."""
+        return discount_vector(self.gamma, self.steps)
+
+    @property
+    def steps(self) -> int:
+        """T, the padded length: the longest episode of the batch (≤ the problem's horizon H)."""
         return self.rewards.shape[2]
 
     @property
@@ -64,25 +75,54 @@ class Policy(Protocol):
         ...
 
 
+class Capability(enum.Enum):
+    """What a problem can provide beyond sampling. A problem declares the set it has (`Problem.capabilities`);
+    estimators and the harness ask through `Problem.supports` / `Problem.require`, never by type or method
+    identity. The value is how a message names it."""
+
+    EXACT_GRADIENT = "exact objective J(θ) and gradient ∇J (else the reference is sampled)"
+    STOCHASTIC_POLICY = "stochastic policy (∇ log π)"
+    DETERMINISTIC_POLICY = "deterministic policy with continuous actions, a = μ_θ(s)"
+    ORACLE_VALUES = "exact value function (oracle critic)"
+    VALUE_BASIS = "value model for a critic"
+    ENTROPY_OBJECTIVE = "exact entropy objective"
+    FISHER = "exact Fisher matrix"
+    ACTION_VALUES = "exact action values Q_t(x, u)"
+    EXPLORATORY_TWIN = "Gaussian-policy twin to explore around μ_θ"
+    OPTIMUM = "exact optimal objective J* (normalized training scores)"
+
+
 class Problem(ABC):
     """An environment, a policy class, default parameters θ and an explicit objective
 
     J(θ) = E[Σ_{t<H} γ^t r_{t+1}], each episode stopping at termination.
+
+    A problem is built from its frozen `config` (a registered `ProblemConfig`), which is its options.
     """
 
     name: str
-    options: Mapping[str, Any]
+    config: ProblemConfig
     gamma: float
     horizon: int
     policy: Policy
     theta_shape: tuple[int, ...]  # the documented layout; θ is this array flattened row-major
     theta_layout: str
-    has_exact_gradient: bool = True
-    value_basis: TableBasis | QuadraticBasis | None = None  # the model class of V^π_t, if the suite has one
-    stochastic_policy: bool = True  # False for a deterministic policy a = μ_θ(s): no log π, no score
+    capabilities: frozenset[Capability] = frozenset({Capability.EXACT_GRADIENT, Capability.STOCHASTIC_POLICY})
+    value_basis: TableBasis | QuadraticBasis | None = None  # the model class of V^π_t (with VALUE_BASIS)
 
-    def unsupported(self, what: str) -> ConfigError:
-        return ConfigError(f"env {self.name} has no {what}")
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.config.as_dict()
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, who: str = "", because: str = "") -> None:
+        """ConfigError naming `who` (e.g. "estimator natural"), the missing capability and why it is needed,
+        unless the problem declares it."""
+        if capability not in self.capabilities:
+            prefix = f"{who}: " if who else ""
+            raise ConfigError(f"{prefix}env {self.name} has no {capability.value}" + (f", {because}" if because else ""))
 
     @property
     def num_params(self) -> int:
@@ -109,17 +149,37 @@ class Problem(ABC):
 
     def oracle_values(self, theta: torch.Tensor) -> ValueFunction:
         """Exact time-indexed V^π_t, t ≤ H (the oracle critic)."""
-        raise self.unsupported("exact value function (oracle critic)")
+        self.require(Capability.ORACLE_VALUES)
+        raise NotImplementedError(f"{self.name} declares {Capability.ORACLE_VALUES.value} but does not implement it")
 
     def entropy_objective(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact E[Σ_{t<H} γ^t H(π_θ(·|s_t))], differentiable in θ: the entropy bonus of the
         regularised objective J_α = J + α · entropy_objective."""
-        raise self.unsupported("exact entropy objective")
+        self.require(Capability.ENTROPY_OBJECTIVE)
+        raise NotImplementedError(f"{self.name} declares {Capability.ENTROPY_OBJECTIVE.value} but does not implement it")
 
     def fisher(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact Fisher information of the trajectory distribution, F = E[Σ_t ψ_t ψ_tᵀ] with
         ψ_t = ∇_θ log π_θ(a_t|s_t) (the dynamics do not depend on θ, so the cross terms vanish). [P, P]"""
-        raise self.unsupported("exact Fisher matrix")
+        self.require(Capability.FISHER)
+        raise NotImplementedError(f"{self.name} declares {Capability.FISHER.value} but does not implement it")
+
+    def action_values(self, theta: torch.Tensor) -> Any:
+        """Exact time-indexed action values Q_t, t < H (the deterministic policy gradient's oracle critic)."""
+        self.require(Capability.ACTION_VALUES)
+        raise NotImplementedError(f"{self.name} declares {Capability.ACTION_VALUES.value} but does not implement it")
+
+    def exploratory_twin(self, theta: torch.Tensor, exploration: float) -> tuple[Problem, torch.Tensor]:
+        """The same problem under a stochastic policy that adds N(0, σ_e²) noise to μ_θ (σ_e = `exploration`), and
+        its parameters θ_b: the behaviour a critic of the deterministic policy is fitted on."""
+        self.require(Capability.EXPLORATORY_TWIN)
+        raise NotImplementedError(f"{self.name} declares {Capability.EXPLORATORY_TWIN.value} but does not implement it")
+
+    def optimal_objective(self) -> float:
+        """J* = sup over policies of J, computed exactly (closed forms, backward induction, the Riccati recursion):
+        the 1 of a normalized training score s = (J(θ) − J(θ₀)) / (J* − J(θ₀))."""
+        self.require(Capability.OPTIMUM)
+        raise NotImplementedError(f"{self.name} declares {Capability.OPTIMUM.value} but does not implement it")
 
     def check_theta(self, theta: Any) -> torch.Tensor:
         """θ as a flat float64 tensor from real numbers (floating or integer) of the documented `theta_shape` or
@@ -190,36 +250,40 @@ class Problem(ABC):
 
 
 @dataclass(frozen=True)
-class ProblemSpec:
-    """A registry entry: how to build a problem from its options."""
+class ProblemConfig(Config):
+    """The options of one problem as a frozen, typed record (fields declared with `envs.spec.option`);
+    `build` makes the problem. Registered in PROBLEMS by `@PROBLEMS.entry(name)`."""
 
-    build: Callable[..., Problem]
-    options: Mapping[str, Option]
-    doc: str
+    kind: ClassVar[str] = "env"
+    doc: ClassVar[str] = ""
+
+    @abstractmethod
+    def build(self) -> Problem:
+        """The problem these options describe (ConfigError if it cannot be built, e.g. too large)."""
 
 
-PROBLEMS: Registry[ProblemSpec] = Registry("env")
+PROBLEMS: Registry[type[ProblemConfig]] = Registry("env")
 
 
 @dataclass(frozen=True)
 class ProblemFamily:
     """Names `<prefix><rest>` served by one module rather than registered one by one (envs.gym_vector:
-    `gym:<id>` for any registered gymnasium id): `spec(rest)` builds the entry, `hint` completes the error of
-    an unknown name."""
+    `gym:<id>` for any registered gymnasium id): `config_class(rest)` makes the entry, `hint` completes the error
+    of an unknown name."""
 
-    spec: Callable[[str], ProblemSpec]
+    config_class: Callable[[str], type[ProblemConfig]]
     hint: str
 
 
 FAMILIES: dict[str, ProblemFamily] = {}  # prefix → family, registered by the module that serves it
 
 
-def problem_spec(name: str) -> ProblemSpec:
-    """The registry entry of `name`, or for a family's `<prefix><rest>` (e.g. `gym:<id>`) the spec its module
-    builds; unknown names raise ConfigError listing the valid ones."""
+def problem_config_class(name: str) -> type[ProblemConfig]:
+    """The registered config class of `name`, or for a family's `<prefix><rest>` (e.g. `gym:<id>`) the class its
+    module makes; unknown names raise ConfigError listing the valid ones."""
     for prefix, family in FAMILIES.items():
         if name.startswith(prefix):
-            return family.spec(name.removeprefix(prefix))
+            return family.config_class(name.removeprefix(prefix))
     try:
         return PROBLEMS.get(name)
     except ConfigError as err:
@@ -228,17 +292,15 @@ def problem_spec(name: str) -> ProblemSpec:
 
 def make_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:
     """Build a registered problem or a family's (`gym:<id>`); unknown names and bad option values raise ConfigError."""
-    spec = problem_spec(name)
-    resolved = resolve_options(f"env {name}", spec.options, options)
-    return spec.build(**resolved)
+    return problem_config_class(name).parse(options).build()
 
 
 def stack_steps(reps: int, batch_size: int, obs: list[torch.Tensor], actions: list[torch.Tensor],
                 rewards: list[torch.Tensor], alive: list[torch.Tensor], terminated: torch.Tensor,
-                alive_at_end: torch.Tensor, final_obs: torch.Tensor, gamma: float) -> Batch:
+                final_obs: torch.Tensor, gamma: float) -> Batch:
     """The Batch of a lane-by-lane sampler: per-step lists (one entry per step t < T) of [B, ...]
-    tensors over B = reps × batch_size lanes, zero where the lane's episode is over; terminated and
-    alive_at_end (= truncated) [B] bool; final_obs [B, ...]."""
+    tensors over B = reps × batch_size lanes, zero where the lane's episode is over; terminated [B] bool
+    (the others were alive when the horizon ran out); final_obs [B, ...]."""
     steps, lanes = len(obs), (reps, batch_size)
 
     def stacked(per_step: list[torch.Tensor]) -> torch.Tensor:  # → [M, N, T, ...]
@@ -248,8 +310,7 @@ def stack_steps(reps: int, batch_size: int, obs: list[torch.Tensor], actions: li
     return Batch(
         obs=stacked(obs), actions=stacked(actions), rewards=stacked(rewards),
         mask=stacked(alive).to(torch.float64),
-        terminated=terminated.reshape(lanes), truncated=alive_at_end.reshape(lanes),
-        discount=discount_vector(gamma, steps), gamma=gamma,
+        terminated=terminated.reshape(lanes), gamma=gamma,
         final_obs=final_obs.reshape(*lanes, *final_obs.shape[1:]),
     )
 

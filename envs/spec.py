@@ -8,10 +8,11 @@ the CLI prints its message and exits non-zero without a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
 
 
 class ConfigError(ValueError):
@@ -166,13 +167,34 @@ def _fmt(x: float) -> str:
 
 
 @dataclass(frozen=True)
+class When:
+    """An `only_if` condition: option `name` of the same config has one of `values`. An option that has it
+    may leave its default only where the condition holds (`critic_samples` only when `critic=fitted`)."""
+
+    name: str
+    values: tuple[Any, ...]
+
+    def __init__(self, name: str, *values: Any):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "values", values)
+
+    def holds(self, config: Any) -> bool:
+        value = getattr(config, self.name)
+        return value in self.values or (isinstance(value, str) and value.partition(":")[0] in self.values)
+
+    def __str__(self) -> str:
+        return " or ".join(f"{self.name}={v if not isinstance(v, bool) else str(v).lower()}" for v in self.values)
+
+
+@dataclass(frozen=True)
 class Option:
-    """One named option: its parser, default (already parsed) and a one-line description."""
+    """One named option: its parser, default (already parsed), a one-line description and where it applies."""
 
     parser: Parser
     default: Any
     doc: str
     grid: tuple[Any, ...] | None = None  # the examples, when the default rule below does not fit
+    only_if: When | None = None
 
     @property
     def examples(self) -> tuple[Any, ...]:
@@ -187,10 +209,91 @@ class Option:
         return getattr(self.parser, "examples", (self.default,))
 
 
+def option(parser: Parser, default: Any, doc: str, *, grid: tuple[Any, ...] | None = None,
+           only_if: When | None = None, key: str | None = None) -> Any:
+    """A field of a `Config`: `name: type = option(Float(0.0), 0.5, "what it is")`. `key` is the option's name for
+    users (CLI, TOML, stored records) when it cannot be the field's (GAE's `lambda` is a Python keyword: field `lam`)."""
+    return dataclasses.field(default=default, metadata={"option": Option(parser, default, doc, grid, only_if),
+                                                        "key": key})
+
+
+def reuse(spec: Option, **changes: Any) -> Any:
+    """A field declared by an `Option` shared between configs (the critic's options), optionally changed."""
+    spec = dataclasses.replace(spec, **changes)
+    return dataclasses.field(default=spec.default, metadata={"option": spec, "key": None})
+
+
+def _key(field: dataclasses.Field) -> str:
+    return field.metadata.get("key") or field.name
+
+
+C = TypeVar("C", bound="Config")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A frozen, typed set of options whose fields are declared by `option(...)`: the one place an option's
+    parser (allowed values), default, doc and `only_if` live. Every way in (`parse` from CLI strings or TOML
+    values, or the constructor from Python values) runs each field through its parser and checks the `only_if`
+    conditions, so a config that exists is valid, with full-precision values."""
+
+    kind: ClassVar[str] = "config"  # "env" or "estimator", in messages
+    name: ClassVar[str] = ""  # the registered name, set by `Registry.register`
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            spec, raw = field.metadata["option"], getattr(self, field.name)
+            try:
+                object.__setattr__(self, field.name, spec.parser(raw))
+            except ValueError as err:
+                raise ConfigError(f"option {_key(field)}={raw!r} for {self.owner()}: expected {err}") from None
+        for field in dataclasses.fields(self):
+            spec = field.metadata["option"]
+            if spec.only_if is not None and getattr(self, field.name) != spec.default and not spec.only_if.holds(self):
+                raise ConfigError(f"{self.owner()}: option {_key(field)} applies only to {spec.only_if}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields beyond `only_if` (ConfigError); by default none."""
+
+    @classmethod
+    def owner(cls) -> str:
+        return f"{cls.kind} {cls.name}"
+
+    @classmethod
+    def options(cls) -> dict[str, Option]:
+        """option name → Option, in declaration order."""
+        return {_key(field): field.metadata["option"] for field in dataclasses.fields(cls)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {key: spec.default for key, spec in cls.options().items()}
+
+    @classmethod
+    def parse(cls: type[C], given: Mapping[str, Any] | None = None) -> C:
+        """The config of `given` (CLI strings or typed values) over the defaults; an unknown key is a
+        ConfigError listing the valid ones."""
+        fields = {_key(field): field.name for field in dataclasses.fields(cls)}
+        given = dict(given or {})
+        unknown = [key for key in given if key not in fields]
+        if unknown:
+            valid = ", ".join(fields) or "(none)"
+            raise ConfigError(f"unknown option '{unknown[0]}' for {cls.owner()}; valid options: {valid}")
+        return cls(**{fields[key]: value for key, value in given.items()})
+
+    def as_dict(self) -> dict[str, Any]:
+        """option name → value, every option (the record stored with a result)."""
+        return {_key(field): getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+
 def resolve_options(
     owner: str, specs: Mapping[str, Option], given: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Defaults overlaid with `given`, every value parsed; `owner` names the thing in errors."""
+    """Defaults overlaid with `given`, every value parsed; `owner` names the thing in errors (the settings
+    tables of the sweep, which are not registered configs)."""
     resolved = {name: spec.default for name, spec in specs.items()}
     for key, raw in (given or {}).items():
         if key not in specs:
@@ -204,15 +307,24 @@ def resolve_options(
 
 
 MAX_SEED = 2**63 - 1  # the largest int64: seeds are stored in int64 columns
+SEED = Int(0, MAX_SEED)
+
+
+def check_int(value: Any, name: str, parser: Int, why: str = "") -> int:
+    """`value` as an integer `parser` accepts, from a Python caller: a bool, float or string is refused (a typo, not
+    a count), anything else a ConfigError naming `name`, the allowed range and `why`."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(parser.allowed)
+        return parser(value)
+    except ValueError as err:
+        raise ConfigError(f"{name}={value!r}: expected {err}" + (f" ({why})" if why else "")) from None
 
 
 def check_seed(value: Any, name: str) -> int:
     """`value` as a seed: an integer in [0, MAX_SEED] (numpy's SeedSequence takes no negative entropy), or a
     ConfigError naming `name`; None (fresh OS entropy) is refused, since a measurement must be reproducible."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"{name}={value!r}: expected an integer in [0, 2^63 − 1] (a fixed seed makes the run "
-                          "reproducible)")
-    return int(value)
+    return check_int(value, name, SEED, "a fixed seed makes the run reproducible")
 
 
 def parse_key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
@@ -242,6 +354,16 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def entry(self, name: str) -> Callable[[type], type]:
+        """Class decorator: `@ESTIMATORS.entry("reinforce")` makes a Config subclass a frozen dataclass (its
+        annotated `option(...)` fields are its options), sets its `name` and registers it."""
+        def register(cls: type) -> type:
+            if "__dataclass_params__" not in cls.__dict__:
+                cls = dataclasses.dataclass(frozen=True)(cls)
+            cls.name = name
+            return self.register(name, cls)
+        return register
+
     def get(self, name: str) -> T:
         if name not in self._entries:
             raise ConfigError(f"unknown {self.kind} '{name}'; valid: {', '.join(self._entries)}")
@@ -255,6 +377,6 @@ class Registry(Generic[T]):
 
 
 __all__ = [
-    "MAX_SEED", "Bool", "Choice", "ConfigError", "Float", "FloatList", "Int", "IntList", "Option", "Parser",
-    "Registry", "check_seed", "parse_key_values", "resolve_options",
+    "MAX_SEED", "Bool", "Choice", "Config", "ConfigError", "Float", "FloatList", "Int", "IntList", "Option", "Parser",
+    "Registry", "When", "check_int", "check_seed", "option", "parse_key_values", "resolve_options", "reuse",
 ]

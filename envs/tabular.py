@@ -8,13 +8,14 @@ the finite-horizon backward recursion
     Q_t(s, a) = Σ_k p_k [r_k + γ (1 − terminal_k) V_{t+1}(s'_k)],   V_t(s) = Σ_a π(a|s) Q_t(s, a),
     V_H ≡ 0,   J = Σ_s ρ₀(s) V_0(s),
 
-and ∇J by autograd through it in float64.
+and ∇J by autograd through it in float64. The optimum J* (`optimal_objective`) is the same recursion with
+max_a in place of Σ_a π(a|s): the best time-indexed policy, which a stationary softmax policy may not match.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -22,8 +23,8 @@ import torch
 
 from envs.memory import MEMORY_FRACTION, check_bytes
 from envs.policies import SoftmaxTabular
-from envs.problem import PROBLEMS, Batch, Problem, ProblemSpec, discount_vector, grouped, stack_steps
-from envs.spec import Bool, Choice, ConfigError, Float, Int, Option
+from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig, discount_vector, grouped, stack_steps
+from envs.spec import Bool, Choice, ConfigError, Float, Int, Option, option, reuse
 from envs.values import TableBasis, ValueFunction
 
 DEFAULT_HORIZON = 100  # for environments without a gymnasium TimeLimit
@@ -104,13 +105,18 @@ class TabularProblem(Problem):
     """A finite MDP under a softmax-tabular policy, θ = [S, A] logits flattened row-major."""
 
     theta_layout = "softmax logits θ[s, a]"
+    capabilities = frozenset({
+        Capability.EXACT_GRADIENT, Capability.STOCHASTIC_POLICY, Capability.ORACLE_VALUES, Capability.VALUE_BASIS,
+        Capability.ENTROPY_OBJECTIVE, Capability.FISHER, Capability.ACTION_VALUES, Capability.OPTIMUM,
+    })
 
     def __init__(
-        self, name: str, mdp: TabularMDP, gamma: float, horizon: int, options: Mapping[str, Any],
+        self, config: ProblemConfig, mdp: TabularMDP, gamma: float, horizon: int,
         gym_id: str | None = None, gym_kwargs: Mapping[str, Any] | None = None,
     ):
-        self.name, self.mdp, self.gamma, self.horizon = name, mdp, gamma, horizon
-        self.options = dict(options)
+        """`config` is the problem's options; γ and H as they apply (H resolved from a 0 option)."""
+        self.config, self.name = config, config.name
+        self.mdp, self.gamma, self.horizon = mdp, gamma, horizon
         self.gym_id, self.gym_kwargs = gym_id, dict(gym_kwargs or {})  # the gymnasium env the tables came from
         self.policy = SoftmaxTabular(mdp.num_states, mdp.num_actions)
         self.theta_shape = (mdp.num_states, mdp.num_actions)
@@ -151,6 +157,30 @@ class TabularProblem(Problem):
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         return self.mdp.initial @ self.values(theta)[0]
+
+    def optimal_values(self) -> torch.Tensor:
+        """V*_t(s) [H + 1, S] by finite-horizon backward induction on the same tables and terminal rule as
+        `action_values`: V*_H ≡ 0, Q*_t(s, a) = Σ_k p_k [r_k + γ (1 − terminal_k) V*_{t+1}(s'_k)],
+        V*_t(s) = max_a Q*_t(s, a). Float64, no autograd (it does not depend on θ)."""
+        mdp = self.mdp
+        with torch.no_grad():
+            prob, reward = mdp.prob.to(torch.float64), mdp.reward.to(torch.float64)
+            alive = (~mdp.terminal).to(torch.float64)
+            value = torch.zeros(mdp.num_states, dtype=torch.float64)  # V*_H
+            out = [value]
+            for _ in range(self.horizon):
+                value = (prob * (reward + self.gamma * alive * value[mdp.next_state])).sum(-1).amax(-1)
+                out.append(value)
+        return torch.stack(out[::-1])
+
+    def optimal_objective(self) -> float:
+        """J* = sup over all policies of J = E[Σ_{t<H} γ^t r_{t+1}] (episodes stopping at termination), from ρ₀:
+        J* = ρ₀ · V*_0 with V* from `optimal_values`. Deterministic time-indexed (non-stationary) Markov policies
+        attain it, and no history-dependent or randomised policy does better. The softmax-tabular class is
+        stationary, so on a finite horizon its supremum can be below J* (the best action may depend on the
+        steps left), and it is approached only as logits → ±∞: normalized scores may stay below 1."""
+        self.require(Capability.OPTIMUM)
+        return float(self.mdp.initial.to(torch.float64) @ self.optimal_values()[0])
 
     @property
     def value_basis(self) -> TableBasis:
@@ -198,8 +228,7 @@ class TabularProblem(Problem):
             alive = alive & ~ends
             if not alive.any():
                 break
-        return stack_steps(reps, batch_size, states, actions, rewards, masks, terminated, alive, final_state,
-                           self.gamma)
+        return stack_steps(reps, batch_size, states, actions, rewards, masks, terminated, final_state, self.gamma)
 
     def occupancy(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact d_t(s, a) = P(s_t = s, a_t = a, episode alive at t) [H, S, A] by forward recursion."""
@@ -228,36 +257,71 @@ def _gym_tables(env_id: str, **kwargs: Any) -> tuple[TabularMDP, int]:
     return mdp, limit or DEFAULT_HORIZON
 
 
-def _gym_problem(name: str, env_id: str, gamma: float, horizon: int, options: Mapping[str, Any], **kwargs):
+def _gym_problem(config: ProblemConfig, env_id: str, **kwargs: Any) -> TabularProblem:
+    """The tables of gymnasium's `env_id` (made with `kwargs`) under `config`'s γ and horizon (0: the TimeLimit)."""
     mdp, limit = _gym_tables(env_id, **kwargs)
-    check_bytes(table_bytes(mdp.num_states, mdp.num_actions, mdp.prob.shape[2], horizon or limit),
-                f"env {name} with horizon {horizon or limit} (its exact objective and gradient)", "horizon")
-    return TabularProblem(name, mdp, gamma, horizon or limit, options, env_id, kwargs)
+    horizon = config.horizon or limit
+    check_bytes(table_bytes(mdp.num_states, mdp.num_actions, mdp.prob.shape[2], horizon),
+                f"env {config.name} with horizon {horizon} (its exact objective and gradient)", "horizon")
+    return TabularProblem(config, mdp, config.gamma, horizon, env_id, kwargs)
 
 
 GAMMA = Option(Float(0.0, 1.0), 0.99, "discount γ of the objective")
 HORIZON = Option(Int(0, 100_000), 0, "horizon H (0: the gymnasium TimeLimit, 100 where none)")
 
 
-def build_frozenlake(map: str, slippery: bool, gamma: float, horizon: int) -> TabularProblem:
-    opts = dict(map=map, slippery=slippery, gamma=gamma, horizon=horizon)
-    return _gym_problem("frozenlake", "FrozenLake-v1", gamma, horizon, opts, map_name=map, is_slippery=slippery)
+@dataclass(frozen=True)
+class GymTableConfig(ProblemConfig):
+    """A gymnasium toy_text id's P table as a problem: subclasses declare the options (γ and horizon among them)
+    and `make_kwargs`, the keyword arguments of `gymnasium.make` that follow from them."""
+
+    gym_id: ClassVar[str]
+
+    def make_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def build(self) -> TabularProblem:
+        return _gym_problem(self, self.gym_id, **self.make_kwargs())
 
 
-def build_cliffwalking(gamma: float, horizon: int) -> TabularProblem:
-    return _gym_problem("cliffwalking", "CliffWalking-v1", gamma, horizon, dict(gamma=gamma, horizon=horizon))
+@PROBLEMS.entry("frozenlake")
+class FrozenLakeConfig(GymTableConfig):
+    map: str = option(Choice(("4x4", "8x8")), "4x4", "FrozenLake-v1 map_name")
+    slippery: bool = option(Bool(), True, "FrozenLake-v1 is_slippery")
+    gamma: float = reuse(GAMMA)
+    horizon: int = reuse(HORIZON)
+
+    gym_id = "FrozenLake-v1"
+    doc = "FrozenLake-v1 (gymnasium P table), softmax-tabular policy; reward 1 at the goal"
+
+    def make_kwargs(self) -> dict[str, Any]:
+        return {"map_name": self.map, "is_slippery": self.slippery}
 
 
-def build_taxi(gamma: float, horizon: int) -> TabularProblem:
-    return _gym_problem("taxi", "Taxi-v4", gamma, horizon, dict(gamma=gamma, horizon=horizon))
+@dataclass(frozen=True)
+class DiscountedTableConfig(GymTableConfig):
+    """A toy_text id whose only options are γ and the horizon."""
+
+    gamma: float = reuse(GAMMA)
+    horizon: int = reuse(HORIZON)
+
+
+@PROBLEMS.entry("cliffwalking")
+class CliffWalkingConfig(DiscountedTableConfig):
+    gym_id = "CliffWalking-v1"
+    doc = "CliffWalking-v1 (gymnasium P table), softmax-tabular policy; −1 a step, −100 for the cliff"
+
+
+@PROBLEMS.entry("taxi")
+class TaxiConfig(DiscountedTableConfig):
+    gym_id = "Taxi-v4"
+    doc = "Taxi-v4 (gymnasium P table), softmax-tabular policy over 500 states × 6 actions"
 
 
 def garnet_mdp(states: int, actions: int, branching: int, mdp_seed: int) -> TabularMDP:
     """A Garnet MDP (Archibald et al. 1995; Bhatnagar et al. 2009): each (s, a) moves to
-    `branching` distinct states with probabilities from uniform stick-breaking, reward
-    r(s, a) ~ U(0, 1); ρ₀ uniform; no terminal states. Fixed by `mdp_seed`."""
-    if branching > states:
-        raise ConfigError(f"env garnet: branching={branching} must be ≤ states={states}")
+    `branching` distinct states (branching ≤ states) with probabilities from uniform stick-breaking,
+    reward r(s, a) ~ U(0, 1); ρ₀ uniform; no terminal states. Fixed by `mdp_seed`."""
     rng = np.random.default_rng(mdp_seed)
     table: dict[int, dict[int, list[tuple]]] = {}
     for s in range(states):
@@ -271,44 +335,27 @@ def garnet_mdp(states: int, actions: int, branching: int, mdp_seed: int) -> Tabu
     return TabularMDP.from_outcomes(np.full(states, 1.0 / states), table)
 
 
-def build_garnet(states: int, actions: int, branching: int, mdp_seed: int, gamma: float, horizon: int):
-    opts = dict(states=states, actions=actions, branching=branching, mdp_seed=mdp_seed, gamma=gamma, horizon=horizon)
-    if branching <= states:  # else garnet_mdp says why
-        check_bytes(table_bytes(states, actions, branching, horizon or DEFAULT_HORIZON),
+@PROBLEMS.entry("garnet")
+class GarnetConfig(ProblemConfig):
+    states: int = option(Int(1, 10_000), 10, "number of states")
+    actions: int = option(Int(1, 1_000), 3, "number of actions")
+    branching: int = option(Int(1, 10_000), 3, "next states reachable from each (s, a)")
+    mdp_seed: int = option(Int(0), 0, "seed of the random MDP itself")
+    gamma: float = reuse(GAMMA)
+    horizon: int = reuse(HORIZON)
+
+    doc = ("random Garnet MDP, softmax-tabular policy (horizon 0 means 100); refused when its tables and exact "
+           f"gradient, ≈ states·actions·(branching·({TABLE_BYTES} + {RECURSION_BYTES}·H) + {RECURSION_BYTES}·H) "
+           f"bytes, exceed {MEMORY_FRACTION:.0%} of the available memory")
+
+    def validate(self) -> None:
+        if self.branching > self.states:
+            raise ConfigError(f"env garnet: branching={self.branching} must be ≤ states={self.states}")
+
+    def build(self) -> TabularProblem:
+        states, actions, branching, horizon = self.states, self.actions, self.branching, self.horizon or DEFAULT_HORIZON
+        check_bytes(table_bytes(states, actions, branching, horizon),
                     f"env garnet with states × actions × branching = {states} × {actions} × {branching} = "
-                    f"{states * actions * branching:.3g} transitions and horizon {horizon or DEFAULT_HORIZON} (its "
+                    f"{states * actions * branching:.3g} transitions and horizon {horizon} (its "
                     "tables, exact objective and gradient)", "states, actions, branching or horizon")
-    mdp = garnet_mdp(states, actions, branching, mdp_seed)
-    return TabularProblem("garnet", mdp, gamma, horizon or DEFAULT_HORIZON, opts)
-
-
-PROBLEMS.register("frozenlake", ProblemSpec(
-    build_frozenlake,
-    {
-        "map": Option(Choice(("4x4", "8x8")), "4x4", "FrozenLake-v1 map_name"),
-        "slippery": Option(Bool(), True, "FrozenLake-v1 is_slippery"),
-        "gamma": GAMMA, "horizon": HORIZON,
-    },
-    "FrozenLake-v1 (gymnasium P table), softmax-tabular policy; reward 1 at the goal",
-))
-PROBLEMS.register("cliffwalking", ProblemSpec(
-    build_cliffwalking, {"gamma": GAMMA, "horizon": HORIZON},
-    "CliffWalking-v1 (gymnasium P table), softmax-tabular policy; −1 a step, −100 for the cliff",
-))
-PROBLEMS.register("taxi", ProblemSpec(
-    build_taxi, {"gamma": GAMMA, "horizon": HORIZON},
-    "Taxi-v4 (gymnasium P table), softmax-tabular policy over 500 states × 6 actions",
-))
-PROBLEMS.register("garnet", ProblemSpec(
-    build_garnet,
-    {
-        "states": Option(Int(1, 10_000), 10, "number of states"),
-        "actions": Option(Int(1, 1_000), 3, "number of actions"),
-        "branching": Option(Int(1, 10_000), 3, "next states reachable from each (s, a)"),
-        "mdp_seed": Option(Int(0), 0, "seed of the random MDP itself"),
-        "gamma": GAMMA, "horizon": HORIZON,
-    },
-    "random Garnet MDP, softmax-tabular policy (horizon 0 means 100); refused when its tables and exact gradient, "
-    f"≈ states·actions·(branching·({TABLE_BYTES} + {RECURSION_BYTES}·H) + {RECURSION_BYTES}·H) bytes, exceed "
-    f"{MEMORY_FRACTION:.0%} of the available memory",
-))
+        return TabularProblem(self, garnet_mdp(states, actions, branching, self.mdp_seed), self.gamma, horizon)

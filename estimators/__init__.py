@@ -3,11 +3,12 @@
 from estimators import (  # noqa: F401  (registers the estimators)
     actor_critic,
     deterministic,
+    exact,
     group,
     natural,
     off_policy,
     score,
 )
-from estimators.registry import ESTIMATORS, EstimatorSpec, resolve_estimator
+from estimators.registry import ESTIMATORS, Estimator, resolve_estimator
 
-__all__ = ["ESTIMATORS", "EstimatorSpec", "resolve_estimator"]
+__all__ = ["ESTIMATORS", "Estimator", "resolve_estimator"]

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from envs.problem import Batch, Policy, Problem
-from envs.spec import Float, Option
+from envs.spec import Float, option, reuse
 from envs.values import ValueFunction
 from estimators.autodiff import weighted_score_per_replicate
 from estimators.critics import (
-    CRITIC_OPTIONS,
+    CRITIC,
+    CRITIC_SAMPLES,
     SameBatchCritic,
     check_critic,
     critic_values,
     independent_of_batch,
     prepare_critic,
 )
-from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared, require_stochastic_policy
+from estimators.registry import ESTIMATORS, Estimator, Prepared
 from estimators.returns import gae
 
 
@@ -53,44 +55,50 @@ def actor_critic(policy: Policy, theta: torch.Tensor, batch: Batch,
     return gae_gradient(policy, theta, batch, critic, lam=0.0)
 
 
-def _check(name: str):
-    def check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-        require_stochastic_policy(name, problem)
-        check_critic(f"estimator {name}", options, problem)
-    return check
+@dataclass(frozen=True)
+class CriticAdvantage(Estimator):
+    """What actor-critic and GAE share: a critic (`critic`, `critic_samples`, declared by each subclass with
+    `reuse(CRITIC)`, `reuse(CRITIC_SAMPLES)`, so that each keeps its options in the order its variant labels
+    and cell ids were made with: gae's `lambda` first), its checks and its preparation."""
+
+    def unbiased(self, problem: Problem) -> bool:
+        return self.critic == "oracle"
+
+    def check(self, problem: Problem, batch_size: int) -> None:
+        super().check(problem, batch_size)
+        check_critic(self, problem)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}  # beyond the critic, which `prepare` makes
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        critic, info = prepare_critic(self, problem, theta, generator)
+        return Prepared({"critic": critic, **self.kwargs()}, info=info)
 
 
-def _prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
-             generator: torch.Generator) -> Prepared:
-    critic, info = prepare_critic(options, problem, theta, generator)
-    kwargs: dict[str, Any] = {"critic": critic}
-    if "lambda" in options:
-        kwargs["lam"] = options["lambda"]
-    return Prepared(kwargs, info=info)
+@ESTIMATORS.entry("actor-critic")
+class ActorCritic(CriticAdvantage):
+    critic: str = reuse(CRITIC)
+    critic_samples: int = reuse(CRITIC_SAMPLES)
+
+    function = staticmethod(actor_critic)
+    doc = "one-step actor-critic: TD(0) advantage r + γV̂(s′) − V̂(s)"
+    bias_text = "unbiased only with critic=oracle (the exact V^π_t); any critic error biases it"
 
 
-ESTIMATORS.register("actor-critic", EstimatorSpec(
-    estimate=actor_critic,
-    options=dict(CRITIC_OPTIONS),
-    target="∇J",
-    unbiased=lambda options, problem: options["critic"] == "oracle",
-    check=_check("actor-critic"),
-    doc="one-step actor-critic: TD(0) advantage r + γV̂(s′) − V̂(s)",
-    bias="unbiased only with critic=oracle (the exact V^π_t); any critic error biases it",
-    prepare=_prepare,
-))
-ESTIMATORS.register("gae", EstimatorSpec(
-    estimate=gae_gradient,
-    options={
-        "lambda": Option(Float(0.0, 1.0), 0.95, "λ: 0 is one-step actor-critic, 1 REINFORCE with a value baseline",
-                         grid=(0.0, 0.5, 1.0)),
-        **CRITIC_OPTIONS,
-    },
-    target="∇J",
-    unbiased=lambda options, problem: options["critic"] == "oracle" or (
-        options["lambda"] == 1.0 and independent_of_batch(options)),
-    check=_check("gae"),
-    doc="GAE(λ) advantages from a critic",
-    bias="unbiased with critic=oracle at every λ, and at λ = 1 with any critic not fitted on the batch",
-    prepare=_prepare,
-))
+@ESTIMATORS.entry("gae")
+class Gae(CriticAdvantage):
+    lam: float = option(Float(0.0, 1.0), 0.95, "λ: 0 is one-step actor-critic, 1 REINFORCE with a value baseline",
+                        grid=(0.0, 0.5, 1.0), key="lambda")  # `lambda` is a Python keyword
+    critic: str = reuse(CRITIC)
+    critic_samples: int = reuse(CRITIC_SAMPLES)
+
+    function = staticmethod(gae_gradient)
+    doc = "GAE(λ) advantages from a critic"
+    bias_text = "unbiased with critic=oracle at every λ, and at λ = 1 with any critic not fitted on the batch"
+
+    def unbiased(self, problem: Problem) -> bool:
+        return super().unbiased(problem) or (self.lam == 1.0 and independent_of_batch(self))
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"lam": self.lam}

@@ -18,13 +18,13 @@ REINFORCE unbiased (lecture notes 001, state-dependent baselines); one fitted on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Protocol
 
 import torch
 
 from envs.memory import check_bytes
-from envs.problem import Batch, Problem
-from envs.spec import ConfigError, Float, Int, Option, Parser, number_text
+from envs.problem import Batch, Capability, Problem
+from envs.spec import Float, Int, Option, Parser, When, number_text
 from envs.values import QuadraticBasis, TableBasis, ValueFunction
 from estimators.returns import reward_to_go
 
@@ -50,32 +50,39 @@ class CriticParser(Parser):
         return kind
 
 
-CRITIC_OPTIONS = {
-    "critic": Option(CriticParser(), "oracle", "V̂_t(s): oracle, oracle_noisy:<σ>, fitted (independent "
-                                               "trajectories) or fitted_same_batch"),
-    "critic_samples": Option(Int(2, 10_000_000), 1000, "trajectories the `fitted` critic is regressed on"),
-}
+CRITIC = Option(CriticParser(), "oracle", "V̂_t(s): oracle, oracle_noisy:<σ>, fitted (independent trajectories) or "
+                "fitted_same_batch")
+CRITIC_SAMPLES = Option(Int(2, 10_000_000), 1000, "trajectories the `fitted` critic is regressed on",
+                        only_if=When("critic", "fitted"))
+
+
+class HasCritic(Protocol):
+    """An estimator config with the critic's two options (declared with `reuse(CRITIC)`, `reuse(CRITIC_SAMPLES)`)."""
+
+    critic: str
+    critic_samples: int
+
+    def owner(self) -> str: ...
 
 
 def critic_kind(critic: str) -> str:
     return critic.partition(":")[0]
 
 
-def independent_of_batch(options: Mapping[str, Any]) -> bool:
-    return critic_kind(options["critic"]) in INDEPENDENT_OF_BATCH
+def independent_of_batch(config: HasCritic) -> bool:
+    return critic_kind(config.critic) in INDEPENDENT_OF_BATCH
 
 
-def check_critic(owner: str, options: Mapping[str, Any], problem: Problem) -> None:
-    if problem.value_basis is None:
-        raise ConfigError(f"{owner}: env {problem.name} has no value model for a critic")
-    samples = options.get("critic_samples", CRITIC_OPTIONS["critic_samples"].default)
-    if "critic" in options and critic_kind(options["critic"]) != "fitted" and samples != CRITIC_OPTIONS[
-            "critic_samples"].default:
-        raise ConfigError(f"{owner}: option critic_samples applies only to critic=fitted")
-    if "critic" in options and critic_kind(options["critic"]) == "fitted":
+def check_critic(config: HasCritic, problem: Problem) -> None:
+    problem.require(Capability.VALUE_BASIS, config.owner())
+    if critic_kind(config.critic) in ("oracle", "oracle_noisy"):
+        problem.require(Capability.ORACLE_VALUES, config.owner())
+    if critic_kind(config.critic) == "fitted":
         basis = problem.value_basis
-        check_bytes(critic_bytes(problem, samples, basis.num_features if isinstance(basis, QuadraticBasis) else 0),
-                    f"{owner} with critic=fitted on {samples} trajectories", "critic_samples or the problem's size")
+        check_bytes(critic_bytes(problem, config.critic_samples,
+                                 basis.num_features if isinstance(basis, QuadraticBasis) else 0),
+                    f"{config.owner()} with critic=fitted on {config.critic_samples} trajectories",
+                    "critic_samples or the problem's size")
 
 
 def critic_bytes(problem: Problem, trajectories: int, features: int) -> float:
@@ -93,17 +100,17 @@ class SameBatchCritic:
     horizon: int
 
 
-def prepare_critic(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
+def prepare_critic(config: HasCritic, problem: Problem, theta: torch.Tensor,
                    generator: torch.Generator) -> tuple[ValueFunction | SameBatchCritic, dict[str, Any]]:
     """The critic an estimator's `prepare` hands to `estimate`, and what to report about it."""
-    kind, _, sigma = options["critic"].partition(":")
-    info: dict[str, Any] = {"critic": options["critic"]}
+    kind, _, sigma = config.critic.partition(":")
+    info: dict[str, Any] = {"critic": config.critic}
     if kind == "fitted_same_batch":
         return SameBatchCritic(problem.value_basis, problem.horizon), info
     if kind == "fitted":
-        batch = problem.sample(theta, 1, options["critic_samples"], generator)
+        batch = problem.sample(theta, 1, config.critic_samples, generator)
         fitted = fit_values(problem.value_basis, problem.horizon, batch)
-        info["critic_samples"] = options["critic_samples"]
+        info["critic_samples"] = config.critic_samples
         return ValueFunction(fitted.basis, fitted.weights[0]), info
     oracle = problem.oracle_values(theta)
     if kind == "oracle":

@@ -2,11 +2,11 @@
 
 The critic Q̂_t is a `QuadraticActionValues` (Q_t(x, u) = zᵀ W_t z + c_t, z = [x, u]), either
 
-    oracle   the exact Q_t of μ_θ (`LinearQuadratic.action_values`)
+    oracle   the exact Q_t of μ_θ (`Problem.action_values`, which LQR declares)
     fitted   Monte Carlo regression of the reward-to-go G_t on the quadratic features of (x_t, u_t),
              separately for each t (`critics.fit_values` on the pairs z), over `critic_samples`
-             independent trajectories of the exploratory behaviour u = −Kx + σ_e ε drawn once per
-             measurement from the estimator's own random stream.
+             independent trajectories of the exploratory behaviour u = −Kx + σ_e ε (the problem's
+             `exploratory_twin`) drawn once per measurement from the estimator's own random stream.
 
 Why this data and this regression, and the bias they imply. The regression targets E[G_t | x_t, u_t]
 = Q^β_t, the action value of the behaviour policy. In LQR, Gaussian exploration around the same K
@@ -23,21 +23,19 @@ whose critic learns off-policy from a stochastic behaviour policy.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
-from typing import Any, Mapping
 
 import torch
 
-from envs.lqr import LinearQuadratic, QuadraticActionValues
+from envs.lqr import QuadraticActionValues
 from envs.memory import check_bytes
 from envs.policies import LinearDeterministic
-from envs.problem import Batch, Problem
-from envs.spec import Choice, ConfigError, Float, Option
+from envs.problem import Batch, Capability, Problem
+from envs.spec import Choice, Float, When, option, reuse
 from envs.values import QuadraticBasis
-from estimators.critics import CRITIC_OPTIONS, critic_bytes, fit_values
-from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared
+from estimators.critics import CRITIC_SAMPLES, critic_bytes, fit_values
+from estimators.registry import ESTIMATORS, Estimator, Prepared
 
 
 def dpg(policy: LinearDeterministic, theta: torch.Tensor, batch: Batch, critic: QuadraticActionValues) -> torch.Tensor:
@@ -55,7 +53,7 @@ def dpg(policy: LinearDeterministic, theta: torch.Tensor, batch: Batch, critic: 
     batch [M, N, T] drawn from μ_θ → ĝ [M, P].
     """
     actions = policy.action(theta, batch.obs).detach()  # μ_θ(s) [M, N, T, du]
-    action_gradient = critic.action_gradient(batch.obs, actions, torch.arange(batch.horizon))  # [M, N, T, du]
+    action_gradient = critic.action_gradient(batch.obs, actions, torch.arange(batch.steps))  # [M, N, T, du]
     cotangent = (batch.discount * batch.mask)[..., None] * action_gradient  # [M, N, T, du]
 
     def pullback(obs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # one replicate [N, T, ...] → [P]
@@ -69,74 +67,66 @@ def _policy_kind(problem: Problem) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", type(problem.policy).__name__).lower()  # SoftmaxTabular → softmax-tabular
 
 
-def _dpg_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-    if problem.stochastic_policy or not isinstance(problem, LinearQuadratic):
-        raise ConfigError(f"estimator dpg needs a deterministic policy with continuous actions (env lqr with "
-                          f"policy=deterministic); env {problem.name} has a {_policy_kind(problem)} policy")
-    fit_only = [key for key in ("exploration", "critic_samples") if options[key] != DPG_OPTIONS[key].default]
-    if options["critic"] == "oracle" and fit_only:
-        raise ConfigError(f"estimator dpg: option {fit_only[0]} applies only to critic=fitted")
-    if options["critic"] == "fitted":
-        pairs = QuadraticBasis(sum(problem.control.shape))  # the basis on z = [x, u]
-        check_bytes(critic_bytes(problem, options["critic_samples"], pairs.num_features),
-                    f"estimator dpg with critic=fitted on {options['critic_samples']} trajectories",
-                    "critic_samples, state_dim or action_dim")
-
-
-def exploratory_samples(problem: LinearQuadratic, theta: torch.Tensor, exploration: float, reps: int, count: int,
+def exploratory_samples(problem: Problem, theta: torch.Tensor, exploration: float, reps: int, count: int,
                         generator: torch.Generator) -> Batch:
-    """`reps` × `count` trajectories of the behaviour u = −Kx + σ_e ε (K from θ): the Gaussian-policy
-    twin of the problem at θ_b = [K, log σ_e] (σ_e = 0: log σ_e = −∞, the deterministic policy)."""
-    behaviour = LinearQuadratic(**{**problem.options, "policy": "gaussian"})
-    log_std = math.log(exploration) if exploration > 0 else -math.inf
-    behaviour_theta = torch.cat([theta.to(torch.float64), torch.tensor([log_std], dtype=torch.float64)])
+    """`reps` × `count` trajectories of the behaviour u = −Kx + σ_e ε (K from θ, σ_e = `exploration`): the
+    problem's `exploratory_twin` sampled at its θ_b (σ_e = 0: the deterministic policy)."""
+    behaviour, behaviour_theta = problem.exploratory_twin(theta, exploration)
     return behaviour.sample(behaviour_theta, reps, count, generator)
 
 
-def fit_action_values(problem: LinearQuadratic, batch: Batch) -> list[QuadraticActionValues]:
+def fit_action_values(state_dim: int, action_dim: int, horizon: int, batch: Batch) -> list[QuadraticActionValues]:
     """One Q̂_t (t < H) per replicate of `batch` [M, N, T]: least squares of G_t on the quadratic
     features of z_t = [x_t, u_t] (the model class of the exact Q_t), one regression per t."""
-    dx, du = problem.dynamics.shape[0], problem.control.shape[1]
+    dx, du = state_dim, action_dim
     basis = QuadraticBasis(dx + du)
     pairs = replace(batch, obs=torch.cat([batch.obs, batch.actions], -1))  # regress on z, not on x alone
-    fitted = fit_values(basis, problem.horizon, pairs)  # weights [M, H + 1, F]
-    every = QuadraticActionValues.from_basis_weights(basis, dx, fitted.weights[:, : problem.horizon])
+    fitted = fit_values(basis, horizon, pairs)  # weights [M, H + 1, F]
+    every = QuadraticActionValues.from_basis_weights(basis, dx, fitted.weights[:, :horizon])
     return [QuadraticActionValues(dx, matrices, constants) for matrices, constants in zip(every.matrices,
                                                                                           every.constants)]
 
 
-def _dpg_prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
-                 generator: torch.Generator) -> Prepared:
-    exact = problem.action_values(theta)
-    if options["critic"] == "oracle":
-        return Prepared({"critic": exact}, info={"critic": "oracle"})
-    batch = exploratory_samples(problem, theta, options["exploration"], 1, options["critic_samples"], generator)
-    (fitted,) = fit_action_values(problem, batch)
-    dx = problem.dynamics.shape[0]
-    gradient_rows = slice(dx, None)  # W_t[u, :]: the part of Q̂_t that ∇_u Q̂_t depends on
-    error = torch.linalg.norm(fitted.matrices[:, gradient_rows] - exact.matrices[:, gradient_rows])
-    return Prepared({"critic": fitted}, info={
-        "critic": "fitted", "critic_samples": options["critic_samples"], "exploration": options["exploration"],
-        # ‖Ŵ_u − W_u‖_F / ‖W_u‖_F over all t: the relative error of the fitted ∇_u Q̂
-        "critic_gradient_error": float(error / torch.linalg.norm(exact.matrices[:, gradient_rows])),
-    })
+@ESTIMATORS.entry("dpg")
+class Dpg(Estimator):
+    critic: str = option(Choice(("oracle", "fitted")), "oracle",
+                         "Q̂_t: the exact Q_t, or fitted on independent exploratory trajectories")
+    exploration: float = option(Float(0.0), 1.0, "σ_e of the fitted critic's behaviour u = −Kx + σ_e ε",
+                                only_if=When("critic", "fitted"))
+    critic_samples: int = reuse(CRITIC_SAMPLES)
 
+    function = staticmethod(dpg)
+    doc = "deterministic policy gradient ∇_θμ(s)ᵀ ∇_a Q(s, a)|_{a=μ(s)} with an exact or fitted quadratic Q"
+    bias_text = ("unbiased with critic=oracle; critic=fitted is biased by its critic's error in ∇_a Q "
+                 "(O(1/√critic_samples); not identified at exploration=0)")
+    requires = (Capability.DETERMINISTIC_POLICY, Capability.ACTION_VALUES)
 
-DPG_OPTIONS = {
-    "critic": Option(Choice(("oracle", "fitted")), "oracle",
-                     "Q̂_t: the exact Q_t, or fitted on independent exploratory trajectories"),
-    "exploration": Option(Float(0.0), 1.0, "σ_e of the fitted critic's behaviour u = −Kx + σ_e ε"),
-    "critic_samples": CRITIC_OPTIONS["critic_samples"],
-}
+    def unbiased(self, problem: Problem) -> bool:
+        return self.critic == "oracle"
 
-ESTIMATORS.register("dpg", EstimatorSpec(
-    estimate=dpg,
-    options=DPG_OPTIONS,
-    target="∇J",
-    unbiased=lambda options, problem: options["critic"] == "oracle",
-    check=_dpg_check,
-    doc="deterministic policy gradient ∇_θμ(s)ᵀ ∇_a Q(s, a)|_{a=μ(s)} with an exact or fitted quadratic Q",
-    bias="unbiased with critic=oracle; critic=fitted is biased by its critic's error in ∇_a Q "
-         "(O(1/√critic_samples); not identified at exploration=0)",
-    prepare=_dpg_prepare,
-))
+    def check(self, problem: Problem, batch_size: int) -> None:
+        problem.require(Capability.DETERMINISTIC_POLICY, self.owner(),
+                        because=f"its policy is {_policy_kind(problem)} (env lqr with policy=deterministic "
+                                "has one)")
+        super().check(problem, batch_size)
+        if self.critic == "fitted":
+            problem.require(Capability.EXPLORATORY_TWIN, self.owner(), because="on which critic=fitted is fitted")
+            pairs = QuadraticBasis(problem.policy.state_dim + problem.policy.action_dim)  # the basis on z = [x, u]
+            check_bytes(critic_bytes(problem, self.critic_samples, pairs.num_features),
+                        f"estimator dpg with critic=fitted on {self.critic_samples} trajectories",
+                        "critic_samples, state_dim or action_dim")
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        exact = problem.action_values(theta)
+        if self.critic == "oracle":
+            return Prepared({"critic": exact}, info={"critic": "oracle"})
+        dx, du = problem.policy.state_dim, problem.policy.action_dim
+        batch = exploratory_samples(problem, theta, self.exploration, 1, self.critic_samples, generator)
+        (fitted,) = fit_action_values(dx, du, problem.horizon, batch)
+        gradient_rows = slice(dx, None)  # W_t[u, :]: the part of Q̂_t that ∇_u Q̂_t depends on
+        error = torch.linalg.norm(fitted.matrices[:, gradient_rows] - exact.matrices[:, gradient_rows])
+        return Prepared({"critic": fitted}, info={
+            "critic": "fitted", "critic_samples": self.critic_samples, "exploration": self.exploration,
+            # ‖Ŵ_u − W_u‖_F / ‖W_u‖_F over all t: the relative error of the fitted ∇_u Q̂
+            "critic_gradient_error": float(error / torch.linalg.norm(exact.matrices[:, gradient_rows])),
+        })

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 
 from envs.problem import Batch, Policy, Problem
-from envs.spec import Choice, ConfigError, Int, Option
+from envs.spec import Choice, ConfigError, Int, option
 from estimators.autodiff import weighted_score_per_replicate
-from estimators.registry import ESTIMATORS, EstimatorSpec, require_stochastic_policy
+from estimators.registry import ESTIMATORS, Estimator
 from estimators.returns import total_return
 
 
@@ -41,23 +39,21 @@ def grpo(policy: Policy, theta: torch.Tensor, batch: Batch, group_size: int = 4,
     return weighted_score_per_replicate(policy, theta, batch, advantage[..., None] * batch.mask)
 
 
-def _grpo_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-    require_stochastic_policy("grpo", problem)
-    if batch_size % options["group_size"]:
-        raise ConfigError(f"estimator grpo: batch_size={batch_size} must be a multiple of "
-                          f"group_size={options['group_size']}")
+@ESTIMATORS.entry("grpo")
+class Grpo(Estimator):
+    # the field is also `Estimator.group_size`: the rollouts that share an initial state when sampling
+    group_size: int = option(Int(2, 100_000), 4, "G rollouts per initial state, baselining each other")
+    normalize: str = option(Choice(("none", "std")), "std", "divide the group-centred return by the group's std")
 
+    function = staticmethod(grpo)
+    doc = "GRPO group-relative baseline over G rollouts sharing an initial state"
+    bias_text = "biased: E ĝ = (1 − 1/G) ∇J with normalize=none; normalize=std also changes the direction"
 
-ESTIMATORS.register("grpo", EstimatorSpec(
-    estimate=grpo,
-    options={
-        "group_size": Option(Int(2, 100_000), 4, "G rollouts per initial state, baselining each other"),
-        "normalize": Option(Choice(("none", "std")), "std", "divide the group-centred return by the group's std"),
-    },
-    target="∇J",
-    unbiased=lambda options, problem: False,
-    check=_grpo_check,
-    doc="GRPO group-relative baseline over G rollouts sharing an initial state",
-    bias="biased: E ĝ = (1 − 1/G) ∇J with normalize=none; normalize=std also changes the direction",
-    group_size=lambda options: options["group_size"],
-))
+    def unbiased(self, problem: Problem) -> bool:
+        return False
+
+    def check(self, problem: Problem, batch_size: int) -> None:
+        super().check(problem, batch_size)
+        if batch_size % self.group_size:
+            raise ConfigError(f"estimator grpo: batch_size={batch_size} must be a multiple of "
+                              f"group_size={self.group_size}")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch.func import jacrev, jvp, vmap
 
 from envs.memory import check_bytes
-from envs.problem import Batch, Policy, Problem
-from envs.spec import Choice, ConfigError, Float, Int, Option
+from envs.problem import Batch, Capability, Policy, Problem
+from envs.spec import Choice, ConfigError, Float, Int, When, option
 from estimators.autodiff import weighted_score_per_replicate
-from estimators.registry import ESTIMATORS, EstimatorSpec, Target, require_stochastic_policy
+from estimators.registry import ESTIMATORS, Estimator, Target
 from estimators.score import reinforce
 
 # F = E[Σ_t ψ_t ψ_tᵀ] adds one per-step Fisher per visit, so its eigenvalues are per-step Fisher
@@ -129,37 +128,36 @@ def natural(
     )
 
 
-def _natural_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-    require_stochastic_policy("natural", problem)
-    if type(problem).fisher is Problem.fisher:
-        raise ConfigError(f"estimator natural: env {problem.name} has no exact Fisher matrix, which its "
-                          "target (F + δI)⁻¹∇J needs")
-    if options["baseline"] == "rloo" and batch_size < 2:
-        raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
-    # its target solves with the exact [P, P] Fisher matrix (and a damped copy), the direct solver with F̂
-    check_bytes(8.0 * 3 * problem.num_params**2, f"estimator natural on env {problem.name} ({problem.num_params} "
-                "parameters: [P, P] Fisher matrices)", "the problem's size")
-    cg_only = [key for key in ("cg_iters", "cg_tol") if options[key] != NATURAL_OPTIONS[key].default]
-    if options["solver"] == "direct" and cg_only:
-        raise ConfigError(f"estimator natural: option {cg_only[0]} applies only to solver=cg")
+@ESTIMATORS.entry("natural")
+class Natural(Estimator):
+    baseline: str = option(Choice(("none", "rloo")), "none", "b subtracted from the reward-to-go in ĝ")
+    damping: float = option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal")
+    solver: str = option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve")
+    cg_iters: int = option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations",
+                           only_if=When("solver", "cg"))
+    cg_tol: float = option(Float(0.0, 1.0, low_open=True), DEFAULT_CG_TOL, "CG stops at residual ≤ cg_tol·‖ĝ‖",
+                           only_if=When("solver", "cg"))
 
+    function = staticmethod(natural)
+    doc = "natural gradient (F̂ + δI)⁻¹ĝ with the Fisher matrix estimated from the batch"
+    target_text = "(F + δI)⁻¹∇J, F the exact trajectory Fisher E[Σ_t ψ_t ψ_tᵀ]"
+    bias_text = ("biased: the inverse of the batch Fisher estimate times a gradient from the same batch; "
+                 "consistent, O(1/N)")
+    requires = (Capability.STOCHASTIC_POLICY, Capability.FISHER)
+    because = {Capability.FISHER: "which its target (F + δI)⁻¹∇J needs"}  # completes the message of a refusal
 
-NATURAL_OPTIONS = {
-    "baseline": Option(Choice(("none", "rloo")), "none", "b subtracted from the reward-to-go in ĝ"),
-    "damping": Option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal"),
-    "solver": Option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve"),
-    "cg_iters": Option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations"),
-    "cg_tol": Option(Float(0.0, 1.0, low_open=True), DEFAULT_CG_TOL, "CG stops at residual ≤ cg_tol·‖ĝ‖"),
-}
+    @property
+    def target(self) -> Target:
+        return Target(damping=self.damping)
 
-ESTIMATORS.register("natural", EstimatorSpec(
-    estimate=natural,
-    options=NATURAL_OPTIONS,
-    target="(F + δI)⁻¹∇J, F the exact trajectory Fisher E[Σ_t ψ_t ψ_tᵀ]",
-    unbiased=lambda options, problem: False,
-    check=_natural_check,
-    doc="natural gradient (F̂ + δI)⁻¹ĝ with the Fisher matrix estimated from the batch",
-    bias="biased: the inverse of the batch Fisher estimate times a gradient from the same batch; "
-         "consistent, O(1/N)",
-    target_of=lambda options: Target(damping=options["damping"]),
-))
+    def unbiased(self, problem: Problem) -> bool:
+        return False
+
+    def check(self, problem: Problem, batch_size: int) -> None:
+        for capability in self.requires:  # as `Estimator.check`, saying why the Fisher matrix is needed
+            problem.require(capability, self.owner(), because=self.because.get(capability, ""))
+        if self.baseline == "rloo" and batch_size < 2:
+            raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+        # its target solves with the exact [P, P] Fisher matrix (and a damped copy), the direct solver with F̂
+        check_bytes(8.0 * 3 * problem.num_params**2, f"estimator natural on env {problem.name} "
+                    f"({problem.num_params} parameters: [P, P] Fisher matrices)", "the problem's size")

@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from torch.func import grad, vmap
 
-from envs.problem import Batch, Policy, Problem
-from envs.spec import Choice, ConfigError, Float, Int, Option, Parser, number_text
+from envs.problem import Batch, Capability, Policy, Problem
+from envs.spec import Choice, ConfigError, Float, Int, Option, Parser, When, number_text, option, reuse
 from envs.values import ValueFunction
 from estimators.autodiff import weighted_score_per_replicate
-from estimators.critics import check_critic, critic_values
-from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared, require_stochastic_policy
+from estimators.critics import critic_values
+from estimators.registry import ESTIMATORS, Estimator, Prepared
 from estimators.returns import reward_to_go
 
 KL_SAMPLE_STEPS = 2**16  # time steps of π_θ the KL is estimated on: ⌈KL_SAMPLE_STEPS / H⌉ trajectories
@@ -65,6 +65,12 @@ class BehaviourParser(Parser):
             return f"{kind}:{number_text(Float(0.0, low_open=True)(value), 15)}"
         except ValueError:
             raise ValueError(self.allowed) from None
+
+
+def behaviour_target(behaviour: str) -> tuple[str, float]:
+    """A parsed `behaviour` other than none → (kind "kl" or "distance", its value v)."""
+    kind, _, value = behaviour.partition(":")
+    return kind, float(value)
 
 
 def behaviour_direction(num_params: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,8 +106,7 @@ def select_behaviour(problem: Problem, theta: torch.Tensor, behaviour: str,
     info: dict[str, Any] = {"behaviour": behaviour, "behaviour_seed": behaviour_seed}
     if behaviour == "none":
         return theta, {**info, "behaviour_kl": 0.0, "behaviour_kl_se": 0.0, "behaviour_distance": 0.0}
-    kind, _, raw_value = behaviour.partition(":")
-    target = float(raw_value)
+    kind, target = behaviour_target(behaviour)
     generator = torch.Generator().manual_seed(behaviour_seed)
     direction = behaviour_direction(problem.num_params, generator)
     sample = problem.sample(theta, 1, math.ceil(KL_SAMPLE_STEPS / problem.horizon), generator)
@@ -230,85 +235,89 @@ def ppo_clip(policy: Policy, theta: torch.Tensor, batch: Batch, behaviour_theta:
                      batch.mask) / batch.batch_size
 
 
-BEHAVIOUR_OPTIONS = {
-    "behaviour": Option(BehaviourParser(), "none", "π_b = π_{θ+δu}: none (δ = 0), kl:<v> (mean per-step "
-                                                   "KL(π_θ‖π_b) over π_θ's states = v) or distance:<v> (δ = v)"),
-    "behaviour_seed": Option(Int(0), 0, "seed of the direction u and of the π_θ sample the KL is estimated on"),
-}
-BASELINE_OPTION = {
-    "baseline": Option(Choice(("none", "value")), "none",
-                       "b_t: none, or value = exact V^{π_b}_t(s_t) (the critic of the data-collecting policy)"),
-}
+BEHAVIOUR = Option(BehaviourParser(), "none", "π_b = π_{θ+δu}: none (δ = 0), kl:<v> (mean per-step KL(π_θ‖π_b) "
+                   "over π_θ's states = v) or distance:<v> (δ = v)")
+BEHAVIOUR_SEED = Option(Int(0), 0, "seed of the direction u and of the π_θ sample the KL is estimated on",
+                        only_if=When("behaviour", "kl", "distance"))
+BASELINE = Option(Choice(("none", "value")), "none",
+                  "b_t: none, or value = exact V^{π_b}_t(s_t) (the critic of the data-collecting policy)")
 
 
-def _check(name: str):
-    def check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-        require_stochastic_policy(name, problem)
-        if options["behaviour"] == "none" and options["behaviour_seed"] != 0:
-            raise ConfigError(f"estimator {name}: option behaviour_seed applies only to "
-                              "behaviour=kl:<v>|distance:<v>")
-        if options.get("baseline") == "value":
-            check_critic(f"estimator {name}", options, problem)
-    return check
+@dataclass(frozen=True)
+class OffPolicy(Estimator):
+    """What the off-policy estimators share: the behaviour policy's options, and a `prepare` that selects θ_b
+    and draws the batches from it. `function` takes `behaviour_theta` and `kwargs()`."""
+
+    behaviour: str = reuse(BEHAVIOUR)
+    behaviour_seed: int = reuse(BEHAVIOUR_SEED)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}  # the options `function` takes beyond behaviour_theta (ppo-clip's clip)
+
+    def behaviour_kwargs(self, problem: Problem, behaviour_theta: torch.Tensor) -> dict[str, Any]:
+        """What `function` takes that depends on θ_b (a critic of π_b); by default nothing."""
+        return {}
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        """θ_b from (problem, θ, options) alone; the measurement's `generator` is deliberately unused."""
+        behaviour_theta, info = select_behaviour(problem, theta, self.behaviour, self.behaviour_seed)
+        kwargs = {"behaviour_theta": behaviour_theta, **self.kwargs(),
+                  **self.behaviour_kwargs(problem, behaviour_theta)}
+        return Prepared(kwargs, sample_theta=behaviour_theta, info=info)
 
 
-def _prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
-             generator: torch.Generator) -> Prepared:
-    """θ_b from (problem, θ, options) alone; the measurement's `generator` is deliberately unused."""
-    behaviour_theta, info = select_behaviour(problem, theta, options["behaviour"], options["behaviour_seed"])
-    kwargs: dict[str, Any] = {"behaviour_theta": behaviour_theta}
-    if "clip" in options:
-        kwargs["clip"] = options["clip"]
-    if "baseline" in options:
-        kwargs["critic"] = problem.oracle_values(behaviour_theta) if options["baseline"] == "value" else None
-    return Prepared(kwargs, sample_theta=behaviour_theta, info=info)
+@dataclass(frozen=True)
+class PerStepRatio(OffPolicy):
+    """is-first-order and ppo-clip: the per-step ratio with the advantage G_t − b_t, b_t = V^{π_b}_t(s_t) with
+    baseline=value (each declares `baseline: str = reuse(BASELINE)`, after its own options)."""
+
+    def check(self, problem: Problem, batch_size: int) -> None:
+        super().check(problem, batch_size)
+        if self.baseline == "value":
+            problem.require(Capability.VALUE_BASIS, self.owner())
+            problem.require(Capability.ORACLE_VALUES, self.owner(), because="which baseline=value takes V^{π_b} from")
+
+    def behaviour_kwargs(self, problem: Problem, behaviour_theta: torch.Tensor) -> dict[str, Any]:
+        return {"critic": problem.oracle_values(behaviour_theta) if self.baseline == "value" else None}
 
 
-def _first_order_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
-    return options["behaviour"] == "none" or problem.horizon == 1
+@ESTIMATORS.entry("is-trajectory")
+class IsTrajectory(OffPolicy):
+    function = staticmethod(is_trajectory)
+    doc = "off-policy REINFORCE (reward-to-go) weighted by the whole trajectory's importance ratio"
+    bias_text = "unbiased (variance grows exponentially with horizon × KL)"
 
 
-ESTIMATORS.register("is-trajectory", EstimatorSpec(
-    estimate=is_trajectory,
-    options=BEHAVIOUR_OPTIONS,
-    target="∇J",
-    unbiased=lambda options, problem: True,
-    check=_check("is-trajectory"),
-    doc="off-policy REINFORCE (reward-to-go) weighted by the whole trajectory's importance ratio",
-    bias="unbiased (variance grows exponentially with horizon × KL)",
-    prepare=_prepare,
-))
-ESTIMATORS.register("is-per-decision", EstimatorSpec(
-    estimate=is_per_decision,
-    options=BEHAVIOUR_OPTIONS,
-    target="∇J",
-    unbiased=lambda options, problem: True,
-    check=_check("is-per-decision"),
-    doc="off-policy REINFORCE, each reward weighted by the importance ratio up to its step (Precup et al. 2000)",
-    bias="unbiased",
-    prepare=_prepare,
-))
-ESTIMATORS.register("is-first-order", EstimatorSpec(
-    estimate=is_first_order,
-    options={**BEHAVIOUR_OPTIONS, **BASELINE_OPTION},
-    target="∇J",
-    unbiased=_first_order_unbiased,
-    check=_check("is-first-order"),
-    doc="off-policy gradient with the per-step action ratio only (ignores the state-marginal ratio)",
-    bias="biased unless behaviour=none or H = 1",
-    prepare=_prepare,
-))
-ESTIMATORS.register("ppo-clip", EstimatorSpec(
-    estimate=ppo_clip,
-    options={
-        **BEHAVIOUR_OPTIONS,
-        "clip": Option(Float(0.0, low_open=True), 0.2, "ε: the ratio is clipped to [1 − ε, 1 + ε]"),
-        **BASELINE_OPTION,
-    },
-    target="∇J",
-    unbiased=lambda options, problem: options["behaviour"] == "none",
-    check=_check("ppo-clip"),
-    doc="gradient of PPO's clipped surrogate on data from the behaviour policy",
-    bias="biased unless behaviour=none (then REINFORCE with the same advantages)",
-    prepare=_prepare,
-))
+@ESTIMATORS.entry("is-per-decision")
+class IsPerDecision(OffPolicy):
+    function = staticmethod(is_per_decision)
+    doc = "off-policy REINFORCE, each reward weighted by the importance ratio up to its step (Precup et al. 2000)"
+    bias_text = "unbiased"
+
+
+@ESTIMATORS.entry("is-first-order")
+class IsFirstOrder(PerStepRatio):
+    baseline: str = reuse(BASELINE)
+
+    function = staticmethod(is_first_order)
+    doc = "off-policy gradient with the per-step action ratio only (ignores the state-marginal ratio)"
+    bias_text = "biased unless behaviour=none or H = 1"
+
+    def unbiased(self, problem: Problem) -> bool:
+        return self.behaviour == "none" or problem.horizon == 1
+
+
+@ESTIMATORS.entry("ppo-clip")
+class PpoClip(PerStepRatio):
+    clip: float = option(Float(0.0, low_open=True), 0.2, "ε: the ratio is clipped to [1 − ε, 1 + ε]")
+    baseline: str = reuse(BASELINE)
+
+    function = staticmethod(ppo_clip)
+    doc = "gradient of PPO's clipped surrogate on data from the behaviour policy"
+    bias_text = "biased unless behaviour=none (then REINFORCE with the same advantages)"
+
+    def unbiased(self, problem: Problem) -> bool:
+        return self.behaviour == "none"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"clip": self.clip}

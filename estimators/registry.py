@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-from envs.problem import Problem
-from envs.spec import ConfigError, Option, Registry, resolve_options
+from envs.problem import Capability, Problem
+from envs.spec import Config, Registry
 
 EstimatorFn = Callable[..., torch.Tensor]  # (policy, θ [P], batch, **kwargs) → [M, P]
 
@@ -17,7 +17,8 @@ EstimatorFn = Callable[..., torch.Tensor]  # (policy, θ [P], batch, **kwargs) �
 class Target:
     """What an estimator estimates: ∇J_α with J_α = J + α · E[Σ_t γ^t H(π(·|s_t))] (α = 0: ∇J),
     or with `damping` δ set, the damped natural gradient (F + δI)⁻¹ ∇J_α, F the exact Fisher
-    information of the trajectory distribution."""
+    information of the trajectory distribution. Its exact value and sampled estimate are computed in one place,
+    bench.reference."""
 
     entropy_coef: float = 0.0
     damping: float | None = None
@@ -27,17 +28,6 @@ class Target:
         objective = "J" if self.entropy_coef == 0 else f"(J + {self.entropy_coef:g}·H)"
         gradient = f"∇{objective}"
         return gradient if self.damping is None else f"(F + {self.damping:g}·I)⁻¹{gradient}"
-
-    def reference(self, problem: Problem, theta: torch.Tensor) -> torch.Tensor:
-        """The exact target at θ [P], float64."""
-        theta = theta.to(torch.float64)
-        gradient = problem.exact_gradient(theta)
-        if self.entropy_coef:
-            gradient = gradient + self.entropy_coef * torch.func.grad(problem.entropy_objective)(theta)
-        if self.damping is None:
-            return gradient.detach()
-        damped = problem.fisher(theta) + self.damping * torch.eye(len(theta), dtype=torch.float64)
-        return torch.linalg.solve(damped, gradient.detach())
 
 
 @dataclass(frozen=True)
@@ -52,48 +42,57 @@ class Prepared:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-PrepareFn = Callable[[Mapping[str, Any], Problem, torch.Tensor, torch.Generator], Prepared]
-
-
-def pass_options(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
-                 generator: torch.Generator) -> Prepared:
-    """The default `prepare`: the resolved options are the estimator's keyword arguments."""
-    return Prepared(dict(options))
-
-
 @dataclass(frozen=True)
-class EstimatorSpec:
-    """`estimate(policy, θ, batch, **prepare(options, …).kwargs) → [M, P]`, one gradient per
-    replicate batch.
+class Estimator(Config):
+    """A registered estimator: a frozen, typed config whose fields are its options (declared with
+    `envs.spec.option`), and the methods that say what it needs and promises. `function` is the pure
+    estimator; `estimate(policy, θ, batch, prepared)` calls it with `prepare`'s keyword arguments → [M, P],
+    one gradient per replicate batch. Subclasses register with `@ESTIMATORS.entry(name)`.
 
-    `unbiased(options, problem)` is the declaration the tests hold the estimator to: True means
-    E[ĝ] = `target_of(options)`'s exact value on that problem at every batch size it accepts.
-    `check(options, problem, batch_size)` raises ConfigError for combinations that do not apply.
+    `unbiased(problem)` is the declaration the tests hold the estimator to: True means E[ĝ] = `target`'s
+    exact value on that problem at every batch size it accepts. `check(problem, batch_size)` raises
+    ConfigError for combinations that do not apply (by default: the problem lacks a capability in `requires`).
     """
 
-    estimate: EstimatorFn
-    options: Mapping[str, Option]
-    target: str  # what it estimates, in words, for `pgvar list`
-    unbiased: Callable[[Mapping[str, Any], Problem], bool]
-    check: Callable[[Mapping[str, Any], Problem, int], None]
-    doc: str
-    bias: str = ""  # the declaration in words, for `pgvar list`
-    group_size: Callable[[Mapping[str, Any]], int] = lambda options: 1  # rollouts sharing an initial state
-    prepare: PrepareFn = pass_options
-    target_of: Callable[[Mapping[str, Any]], Target] = lambda options: Target()
+    kind: ClassVar[str] = "estimator"
+    function: ClassVar[EstimatorFn]
+    doc: ClassVar[str] = ""
+    target_text: ClassVar[str] = "∇J"  # what it estimates, in words, for `pgvar list` (agrees with `target`)
+    bias_text: ClassVar[str] = ""  # the declaration in words, for `pgvar list`
+    requires: ClassVar[tuple[Capability, ...]] = (Capability.STOCHASTIC_POLICY,)
+
+    @property
+    def target(self) -> Target:
+        return Target()
+
+    @property
+    def group_size(self) -> int:
+        """Rollouts sharing an initial state (GRPO's group); 1 is i.i.d. sampling."""
+        return 1
+
+    def unbiased(self, problem: Problem) -> bool:
+        return True
+
+    def check(self, problem: Problem, batch_size: int) -> None:
+        for capability in self.requires:
+            problem.require(capability, self.owner())
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options `function` takes as keyword arguments (by default all of them)."""
+        return self.as_dict()
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        """What `estimate` needs beyond the batch, once per measurement (critics, behaviour policy)."""
+        return Prepared(self.kwargs())
+
+    def estimate(self, policy: Any, theta: torch.Tensor, batch: Any, prepared: Prepared) -> torch.Tensor:
+        return type(self).function(policy, theta, batch, **prepared.kwargs)
 
 
-ESTIMATORS: Registry[EstimatorSpec] = Registry("estimator")
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
 
 
-def require_stochastic_policy(estimator: str, problem: Problem) -> None:
-    """Score-function estimators need log π_θ(a|s); a deterministic policy has none."""
-    if not problem.stochastic_policy:
-        raise ConfigError(f"estimator {estimator} needs a stochastic policy (∇ log π); env {problem.name} "
-                          f"with {problem.options} has a deterministic one")
-
-
-def resolve_estimator(name: str, options: Mapping[str, Any] | None) -> tuple[EstimatorSpec, dict[str, Any]]:
-    """Registry entry and fully resolved options; unknown names or bad values raise ConfigError."""
-    spec = ESTIMATORS.get(name)
-    return spec, resolve_options(f"estimator {name}", spec.options, options)
+def resolve_estimator(name: str, options: Mapping[str, Any] | None) -> Estimator:
+    """The config of a registered estimator with `options` over its defaults; unknown names or bad values raise
+    ConfigError."""
+    return ESTIMATORS.get(name).parse(options)

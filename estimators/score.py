@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from envs.problem import Batch, Policy, Problem
-from envs.spec import Bool, Choice, ConfigError, Float, Option, Parser, number_text
+from envs.spec import Bool, Choice, ConfigError, Float, Parser, When, number_text, option, reuse
 from envs.values import ValueFunction
 from estimators.autodiff import (
     AUTODIFF_OPTION,
@@ -19,14 +19,15 @@ from estimators.autodiff import (
 )
 from estimators.baselines import batch_mean, leave_one_out, optimal_constant
 from estimators.critics import (
-    CRITIC_OPTIONS,
+    CRITIC,
+    CRITIC_SAMPLES,
     SameBatchCritic,
     check_critic,
     critic_values,
     independent_of_batch,
     prepare_critic,
 )
-from estimators.registry import ESTIMATORS, EstimatorSpec, Prepared, Target, require_stochastic_policy
+from estimators.registry import ESTIMATORS, Estimator, Prepared, Target
 from estimators.returns import reward_to_go, total_return
 
 BATCH_DEPENDENT_BIASED = ("batch_mean", "optimal", "optimal_per_param")
@@ -123,65 +124,59 @@ def reinforce(
     return estimate
 
 
-def _reinforce_unbiased(options: Mapping[str, Any], problem: Problem) -> bool:
-    if options["baseline"] in BATCH_DEPENDENT_BIASED:
-        return False
-    if options["baseline"] == "value" and not independent_of_batch(options):
-        return False
-    drops_discount = options["returns"] == "reward_to_go" and not options["discount_score"]
-    return not (drops_discount and problem.gamma < 1 and problem.horizon > 1)
+@ESTIMATORS.entry("reinforce")
+class Reinforce(Estimator):
+    returns: str = option(Choice(("total", "reward_to_go")), "reward_to_go", "G_0 for every step, or reward-to-go G_t")
+    baseline: str = option(BaselineParser(), "none", "b subtracted from the returns")
+    discount_score: bool = option(Bool(), True, "weight the score at t by γ^t (unbiased for J)",
+                                  only_if=When("returns", "reward_to_go"))
+    entropy_coef: float = option(Float(0.0), 0.0, "α: estimate ∇(J + α·Σ_t γ^t H(π(·|s_t))), entropy as a reward",
+                                 grid=(0.0, 0.5))
+    autodiff: str = reuse(AUTODIFF_OPTION)
+    critic: str = reuse(CRITIC, only_if=When("baseline", "value"))
+    critic_samples: int = reuse(CRITIC_SAMPLES)
 
+    function = staticmethod(reinforce)
+    doc = "score-function gradient with reward-to-go, baselines (incl. a critic) and an entropy bonus"
+    target_text = "∇J, or ∇(J + α·H) with entropy_coef α > 0"
+    bias_text = ("unbiased for its target, except baseline=batch_mean|optimal|optimal_per_param or value with "
+                 "critic=fitted_same_batch (fitted on the batch) and discount_score=false when γ < 1")
 
-def _reinforce_check(options: Mapping[str, Any], problem: Problem, batch_size: int) -> None:
-    require_stochastic_policy("reinforce", problem)
-    resolve_method(options["autodiff"], problem.policy)  # packed with a policy it does not cover: refused now
-    if options["baseline"] == "rloo" and batch_size < 2:
-        raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
-    if options["baseline"] in BATCH_DEPENDENT_BIASED and batch_size < 2:
-        # fitted to the one trajectory it is applied to, the baseline removes (almost) all of it:
-        # batch_mean and optimal_per_param give exactly 0, optimal gives 0 on one-step problems
-        raise ConfigError(f"estimator reinforce: baseline={options['baseline']} needs batch_size ≥ 2 "
-                          "(fitted to its own single trajectory it cancels the estimate)")
-    if options["baseline"] != "value" and any(options[key] != option.default for key, option in CRITIC_OPTIONS.items()):
-        raise ConfigError("estimator reinforce: options critic and critic_samples apply only to baseline=value")
-    if options["baseline"] == "value":
-        if options["returns"] != "reward_to_go":
+    def validate(self) -> None:
+        if self.baseline == "value" and self.returns != "reward_to_go":
             raise ConfigError("estimator reinforce: baseline=value needs returns=reward_to_go "
                               "(V_t(s_t) estimates G_t, not G_0)")
-        check_critic("estimator reinforce", options, problem)
-    if options["returns"] == "total" and not options["discount_score"]:
-        raise ConfigError(
-            "estimator reinforce: discount_score=false applies only to returns=reward_to_go "
-            "(the total return G_0 is already discounted from t = 0)"
-        )
 
+    @property
+    def target(self) -> Target:
+        return Target(entropy_coef=self.entropy_coef)
 
-def _reinforce_prepare(options: Mapping[str, Any], problem: Problem, theta: torch.Tensor,
-                       generator: torch.Generator) -> Prepared:
-    kwargs = {key: value for key, value in options.items() if key not in CRITIC_OPTIONS}
-    if options["baseline"] != "value":
-        return Prepared(kwargs)
-    critic, info = prepare_critic(options, problem, theta, generator)
-    return Prepared({**kwargs, "critic": critic}, info=info)
+    def unbiased(self, problem: Problem) -> bool:
+        if self.baseline in BATCH_DEPENDENT_BIASED:
+            return False
+        if self.baseline == "value" and not independent_of_batch(self):
+            return False
+        drops_discount = self.returns == "reward_to_go" and not self.discount_score
+        return not (drops_discount and problem.gamma < 1 and problem.horizon > 1)
 
+    def check(self, problem: Problem, batch_size: int) -> None:
+        super().check(problem, batch_size)
+        resolve_method(self.autodiff, problem.policy)  # packed with a policy it does not cover: refused now
+        if self.baseline == "rloo" and batch_size < 2:
+            raise ConfigError("estimator reinforce: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+        if self.baseline in BATCH_DEPENDENT_BIASED and batch_size < 2:
+            # fitted to the one trajectory it is applied to, the baseline removes (almost) all of it:
+            # batch_mean and optimal_per_param give exactly 0, optimal gives 0 on one-step problems
+            raise ConfigError(f"estimator reinforce: baseline={self.baseline} needs batch_size ≥ 2 "
+                              "(fitted to its own single trajectory it cancels the estimate)")
+        if self.baseline == "value":
+            check_critic(self, problem)
 
-ESTIMATORS.register("reinforce", EstimatorSpec(
-    estimate=reinforce,
-    options={
-        "returns": Option(Choice(("total", "reward_to_go")), "reward_to_go", "G_0 for every step, or reward-to-go G_t"),
-        "baseline": Option(BaselineParser(), "none", "b subtracted from the returns"),
-        "discount_score": Option(Bool(), True, "weight the score at t by γ^t (unbiased for J)"),
-        "entropy_coef": Option(Float(0.0), 0.0, "α: estimate ∇(J + α·Σ_t γ^t H(π(·|s_t))), entropy as a reward",
-                               grid=(0.0, 0.5)),
-        "autodiff": AUTODIFF_OPTION,
-        **CRITIC_OPTIONS,
-    },
-    target="∇J, or ∇(J + α·H) with entropy_coef α > 0",
-    unbiased=_reinforce_unbiased,
-    check=_reinforce_check,
-    doc="score-function gradient with reward-to-go, baselines (incl. a critic) and an entropy bonus",
-    bias="unbiased for its target, except baseline=batch_mean|optimal|optimal_per_param or value with "
-         "critic=fitted_same_batch (fitted on the batch) and discount_score=false when γ < 1",
-    prepare=_reinforce_prepare,
-    target_of=lambda options: Target(entropy_coef=options["entropy_coef"]),
-))
+    def kwargs(self) -> dict[str, Any]:
+        return {key: value for key, value in self.as_dict().items() if key not in ("critic", "critic_samples")}
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        if self.baseline != "value":
+            return Prepared(self.kwargs())
+        critic, info = prepare_critic(self, problem, theta, generator)
+        return Prepared({**self.kwargs(), "critic": critic}, info=info)

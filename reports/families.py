@@ -85,7 +85,7 @@ def parse_tables(raw: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int],
 
 def options_key(name: str, options: Mapping[str, Any]) -> str:
     """The `estimator_options` JSON a sweep row carries for these options (resolved as the sweep does)."""
-    return json.dumps(resolve_estimator(name, options)[1], sort_keys=True)
+    return json.dumps(resolve_estimator(name, options).as_dict(), sort_keys=True)
 
 
 MEMBERSHIP_COLUMNS = ["variant", "estimator", "estimator_options", "table", "position", "value"]

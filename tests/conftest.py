@@ -9,7 +9,7 @@ import torch
 
 from envs import PROBLEMS, make_problem
 from envs.policies import MLPCategorical, MLPGaussian
-from envs.problem import Batch, Problem, discount_vector
+from envs.problem import Batch, Capability, Problem
 from envs.tabular import TabularProblem
 
 
@@ -26,7 +26,7 @@ PROBLEM_CASES = [(name, {}) for name in PROBLEMS.names()] + [
 ]
 # Those with an exact gradient: the statistical tests hold estimators to it. The others (classic control) are
 # measured against sampled references, whose calibration is tested on these (tests/test_reference.py).
-EXACT_CASES = [c for c in PROBLEM_CASES if make_problem(*c).has_exact_gradient]
+EXACT_CASES = [c for c in PROBLEM_CASES if make_problem(*c).supports(Capability.EXACT_GRADIENT)]
 SAMPLED_CASES = [c for c in PROBLEM_CASES if c not in EXACT_CASES]
 
 
@@ -81,6 +81,6 @@ def synthetic_mlp_batch(policy: MLPCategorical | MLPGaussian, reps: int, batch_s
     mask = (torch.arange(horizon) < lengths[..., None]).to(torch.float64)  # [M, N, T]
     weights = torch.randn(shape, dtype=torch.float64, generator=generator) * mask
     batch = Batch(obs=obs, actions=actions, rewards=torch.zeros(shape, dtype=torch.float64), mask=mask,
-                  terminated=lengths < horizon, truncated=lengths == horizon, discount=discount_vector(1.0, horizon),
+                  terminated=lengths < horizon,
                   gamma=1.0, final_obs=torch.zeros(reps, batch_size, policy.obs_dim, dtype=torch.float64))
     return batch, weights

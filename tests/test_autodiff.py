@@ -11,7 +11,9 @@ from envs import make_problem
 from envs.policies import MLPCategorical, MLPGaussian, SoftmaxTabular
 from envs.problem import Batch, Policy
 from envs.spec import ConfigError
+from envs.problem import Capability
 from estimators import mlp_backprop, resolve_estimator
+from estimators.registry import Prepared
 from estimators.autodiff import (
     AUTODIFF_OPTION,
     resolve_method,
@@ -58,7 +60,7 @@ def twins_of_vmap(policy: Policy) -> list[str]:
 def test_methods_agree_on_every_problem(problem):
     """Per replicate, per trajectory and the entropy gradient, on each problem's own batches (the MLP
     policies of the classic-control problems through packed as well)."""
-    if not problem.stochastic_policy:
+    if not problem.supports(Capability.STOCHASTIC_POLICY):
         pytest.skip("a deterministic policy has no log π")
     theta = random_theta(problem, seed=30)
     batch = problem.sample(theta, 2, 2, torch.Generator().manual_seed(31))
@@ -165,17 +167,21 @@ def test_reinforce_autodiff_options_agree(case, baseline):
     """Every baseline (the optimal ones go through the per-trajectory gradients), with the entropy
     bonus on so that its direct gradient is computed by the chosen method too; the default (auto) too."""
     problem = make_problem(*case)
-    if baseline == "value" and problem.value_basis is None:
+    if baseline == "value" and not problem.supports(Capability.VALUE_BASIS):
         pytest.skip(f"{problem.name} has no critic model class")
     theta = random_theta(problem, seed=34)
-    spec, options = resolve_estimator("reinforce", {"baseline": baseline, "entropy_coef": 0.5})
-    kwargs = dict(spec.prepare(options, problem, theta, torch.Generator().manual_seed(35)).kwargs)
+    config = resolve_estimator("reinforce", {"baseline": baseline, "entropy_coef": 0.5})
+    kwargs = dict(config.prepare(problem, theta, torch.Generator().manual_seed(35)).kwargs)
     batch = problem.sample(theta, 2, 4, torch.Generator().manual_seed(36))
-    fast = spec.estimate(problem.policy, theta, batch, **{**kwargs, "autodiff": "vmap"})
+
+    def estimate(method: str) -> torch.Tensor:
+        return config.estimate(problem.policy, theta, batch, Prepared({**kwargs, "autodiff": method}))
+
+    fast = estimate("vmap")
     assert fast.abs().max() > 0
     assert kwargs["autodiff"] == "auto"
     for method in ["auto", *twins_of_vmap(problem.policy)]:
-        assert_equal_to_rounding(spec.estimate(problem.policy, theta, batch, **{**kwargs, "autodiff": method}), fast)
+        assert_equal_to_rounding(estimate(method), fast)
 
 
 @pytest.mark.parametrize("hidden", [(), (7,), (6, 5)])

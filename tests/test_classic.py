@@ -287,7 +287,7 @@ def test_rollout_batch_invariants(env_id):
     policy, theta = classic_policy(env_id, 0)
     reps, batch_size = 3, 64
     batch = rollout(env_id, policy, theta, reps, batch_size, torch.Generator().manual_seed(5), gamma=0.99)
-    steps = batch.horizon
+    steps = batch.steps
     assert batch.obs.shape == (reps, batch_size, steps, env.observation_dim) and batch.obs.dtype == torch.float64
     assert batch.actions.shape == batch.rewards.shape == batch.mask.shape == (reps, batch_size, steps)
     assert batch.final_obs.shape == (reps, batch_size, env.observation_dim)

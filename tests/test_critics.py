@@ -40,7 +40,7 @@ def test_value_function_per_replicate_equals_shared_weights():
     batch = problem.sample(problem.default_theta(), 3, 4, torch.Generator().manual_seed(1))
     oracle = problem.oracle_values(problem.default_theta())
     stacked = ValueFunction(oracle.basis, oracle.weights.expand(3, -1, -1))
-    steps = torch.arange(batch.horizon)
+    steps = torch.arange(batch.steps)
     torch.testing.assert_close(stacked.at(batch.obs, steps), oracle.at(batch.obs, steps), rtol=0, atol=0)
 
 
@@ -191,14 +191,11 @@ def test_entropy_objective_matches_sampled_entropy(problem_case):
 def test_critic_option_applies_only_to_value_baselines():
     from envs.spec import ConfigError
 
-    spec, options = resolve_estimator("reinforce", {"critic": "fitted"})
-    with pytest.raises(ConfigError, match="critic and critic_samples apply only to baseline=value"):
-        spec.check(options, make_problem("garnet"), 4)
-    spec, options = resolve_estimator("gae", {"critic_samples": 50})
+    # refused when the options are resolved (`only_if`, `validate`), before any problem is involved
+    with pytest.raises(ConfigError, match="estimator reinforce: option critic applies only to baseline=value"):
+        resolve_estimator("reinforce", {"critic": "fitted"})
     with pytest.raises(ConfigError, match="estimator gae: option critic_samples applies only to critic=fitted"):
-        spec.check(options, make_problem("garnet"), 4)
-    spec, options = resolve_estimator("gae", {"critic_samples": 50, "critic": "fitted"})
-    spec.check(options, make_problem("garnet"), 4)
-    spec, options = resolve_estimator("reinforce", {"baseline": "value", "returns": "total"})
+        resolve_estimator("gae", {"critic_samples": 50})
+    resolve_estimator("gae", {"critic_samples": 50, "critic": "fitted"}).check(make_problem("garnet"), 4)
     with pytest.raises(ConfigError, match="baseline=value needs returns=reward_to_go"):
-        spec.check(options, make_problem("garnet"), 4)
+        resolve_estimator("reinforce", {"baseline": "value", "returns": "total"})

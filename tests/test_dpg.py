@@ -14,6 +14,7 @@ from bench.harness import PREPARE_STREAM, make_generator, measure
 from bench.metrics import gradient_metrics
 from envs import make_problem
 from envs.lqr import LinearQuadratic, QuadraticActionValues
+from envs.problem import Capability
 from envs.spec import ConfigError
 from envs.values import QuadraticBasis
 from estimators import resolve_estimator
@@ -48,7 +49,7 @@ def expected_dpg(problem: LinearQuadratic, theta: torch.Tensor, critic: Quadrati
 def test_deterministic_policy_acts_without_noise():
     problem = make_problem("lqr", DEFAULT)
     theta = theta_for(problem, seed=30)
-    assert not problem.stochastic_policy and problem.num_params == 2
+    assert not problem.supports(Capability.STOCHASTIC_POLICY) and problem.num_params == 2
     batch = problem.sample(theta, 2, 5, torch.Generator().manual_seed(0))
     assert torch.equal(batch.actions, -batch.obs @ problem.policy.gain(theta).T)
 
@@ -125,8 +126,8 @@ def test_dpg_theorem_holds_exactly(options):
 def test_dpg_matches_loop_twin(options, critic):
     problem = make_problem("lqr", options)
     theta = theta_for(problem, seed=35)
-    spec, resolved = resolve_estimator("dpg", {"critic": critic, "critic_samples": 50})
-    prepared = spec.prepare(resolved, problem, theta, torch.Generator().manual_seed(6))
+    config = resolve_estimator("dpg", {"critic": critic, **({"critic_samples": 50} if critic == "fitted" else {})})
+    prepared = config.prepare(problem, theta, torch.Generator().manual_seed(6))
     batch = problem.sample(theta, 2, 3, torch.Generator().manual_seed(7))
     fast = dpg(problem.policy, theta, batch, **prepared.kwargs)
     torch.testing.assert_close(fast, dpg_loop(problem, theta, batch, prepared.kwargs["critic"]), rtol=1e-10, atol=1e-10)
@@ -146,13 +147,16 @@ def test_refusals_are_one_clear_line():
     deterministic = make_problem("lqr", DEFAULT)
     for name, options, kind in [("frozenlake", {}, "softmax-tabular"), ("lqr", {}, "linear-gaussian"),
                                 ("gaussian-bandit", {}, "scalar-gaussian")]:
-        with pytest.raises(ConfigError, match=f"estimator dpg needs a deterministic policy .* has a {kind} policy"):
+        with pytest.raises(ConfigError, match=f"estimator dpg: env {name} has no deterministic policy with continuous "
+                                              f"actions.*its policy is {kind}"):
             measure(make_problem(name, options), "dpg", 4, 2, 0)
     for estimator in ["reinforce", "grpo"]:
-        with pytest.raises(ConfigError, match=f"estimator {estimator} needs a stochastic policy"):
+        with pytest.raises(ConfigError, match=rf"estimator {estimator}: env lqr has no stochastic policy \(∇ log π\)"):
             measure(deterministic, estimator, 4, 2, 0)
     with pytest.raises(ConfigError, match="estimator dpg: option exploration applies only to critic=fitted"):
         measure(deterministic, "dpg", 4, 2, 0, estimator_options={"exploration": 0.5})
+    with pytest.raises(ConfigError, match="estimator dpg: option critic_samples applies only to critic=fitted"):
+        resolve_estimator("dpg", {"critic_samples": 50})
     for method in [deterministic.entropy_objective, deterministic.fisher]:
         with pytest.raises(ConfigError, match="policy=deterministic has no .*: a deterministic policy has no log π"):
             method(deterministic.default_theta())
@@ -188,8 +192,7 @@ def test_dpg_with_fitted_q_is_biased_by_exactly_its_critic_error(exploration):
                      show_progress=False)
     assert not result.declared_unbiased and not result.metrics.heavy_tailed
     assert result.metrics.bias_pvalue < ALPHA, f"p = {result.metrics.bias_pvalue:.2e}"
-    spec, resolved = resolve_estimator("dpg", options)
-    critic = spec.prepare(resolved, problem, theta, make_generator(seed, PREPARE_STREAM)).kwargs["critic"]
+    critic = resolve_estimator("dpg", options).prepare(problem, theta, make_generator(seed, PREPARE_STREAM)).kwargs["critic"]
     expected = expected_dpg(problem, theta, critic).numpy()
     assert gradient_metrics(result.estimates, expected).bias_pvalue >= ALPHA
 
@@ -208,7 +211,8 @@ def test_fitted_critic_error_averages_out_and_shrinks_with_samples():
     generator = torch.Generator().manual_seed(8)
     squared_bias = {}
     for count in (50, 400):
-        critics = fit_action_values(problem, exploratory_samples(problem, theta, 1.0, 200, count, generator))
+        batch = exploratory_samples(problem, theta, 1.0, 200, count, generator)
+        critics = fit_action_values(problem.policy.state_dim, problem.policy.action_dim, problem.horizon, batch)
         means = torch.stack([expected_dpg(problem, theta, critic) for critic in critics])  # [R, P]
         if count == 50:
             metrics = gradient_metrics(means.numpy(), exact.numpy())

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy import stats
 
-from envs import make_problem
-from envs.bandits import ContextualBandit, GaussianBandit, SoftmaxBandit
+from envs import PROBLEMS, make_problem
+from envs.bandits import ContextualBandit, GaussianBandit, GaussianBanditConfig, SoftmaxBandit
+from envs.problem import Capability, ProblemConfig
 from envs.spec import ConfigError
 from envs.tabular import TabularProblem
 from tests.conftest import random_theta
@@ -63,11 +64,103 @@ def test_bandit_closed_forms_match_generic_recursion(name, options):
 
 
 def test_gaussian_bandit_closed_form_by_hand():
-    problem = GaussianBandit(target=1.0)
+    problem = GaussianBandit(GaussianBanditConfig(target=1.0))
     theta = torch.tensor([0.5, math.log(2.0)], dtype=torch.float64)
     # J = −((0.5 − 1)² + 2²) = −4.25; ∇J = [−2(0.5 − 1), −2·4] = [1, −8]
     assert float(problem.objective(theta)) == pytest.approx(-4.25)
     torch.testing.assert_close(problem.exact_gradient(theta), torch.tensor([1.0, -8.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", PROBLEMS.names())
+def test_registry_entries_are_frozen_configs(name):
+    """Every entry is a registered config class: its fields are its options (parsed, with the defaults) and
+    `build` makes the problem, which keeps the config as its options; configs pickle (they travel in cells)."""
+    import dataclasses
+    import pickle
+
+    cls = PROBLEMS.get(name)
+    assert issubclass(cls, ProblemConfig) and cls.name == name and cls.doc and cls.owner() == f"env {name}"
+    assert list(cls.options()) == [field.name for field in dataclasses.fields(cls)]
+    config = cls.parse({})
+    assert config == cls() and config.as_dict() == cls.defaults()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(config, next(iter(cls.options())), None)
+    assert pickle.loads(pickle.dumps(config)) == config
+    problem = make_problem(name)
+    assert problem.config == config and problem.options == cls.defaults() and problem.name == name
+
+
+def run_capability(problem, capability: Capability) -> object:
+    """Call what `capability` declares at the default θ (the problem's own method for it)."""
+    theta = problem.default_theta()
+    calls = {
+        Capability.EXACT_GRADIENT: lambda: (problem.objective(theta), problem.exact_gradient(theta)),
+        Capability.ORACLE_VALUES: lambda: problem.oracle_values(theta),
+        Capability.ENTROPY_OBJECTIVE: lambda: problem.entropy_objective(theta),
+        Capability.FISHER: lambda: problem.fisher(theta),
+        Capability.ACTION_VALUES: lambda: problem.action_values(theta),
+        Capability.EXPLORATORY_TWIN: lambda: problem.exploratory_twin(theta, 0.5),
+    }
+    return calls[capability]()
+
+
+METHOD_CAPABILITIES = [Capability.EXACT_GRADIENT, Capability.ORACLE_VALUES, Capability.ENTROPY_OBJECTIVE,
+                       Capability.FISHER, Capability.ACTION_VALUES, Capability.EXPLORATORY_TWIN]
+
+
+@pytest.mark.parametrize("capability", METHOD_CAPABILITIES, ids=[c.name for c in METHOD_CAPABILITIES])
+def test_capabilities_are_what_each_problem_implements(problem, capability):
+    """A declared capability's method works; an undeclared one is a one-line ConfigError, not an AttributeError
+    or NotImplementedError. The policy kind and the value model agree with the declaration."""
+    if problem.supports(capability):
+        run_capability(problem, capability)
+    else:
+        with pytest.raises(ConfigError, match="^[^\n]*$"):
+            run_capability(problem, capability)
+    assert problem.supports(Capability.STOCHASTIC_POLICY) != problem.supports(Capability.DETERMINISTIC_POLICY)
+    assert problem.supports(Capability.VALUE_BASIS) == (problem.value_basis is not None)
+    if problem.supports(Capability.DETERMINISTIC_POLICY):
+        assert hasattr(problem.policy, "action") and not hasattr(problem.policy, "log_prob")
+
+
+def test_capability_sets():
+    """The declared sets, problem by problem: what each implements and nothing more."""
+    C = Capability
+    exact = {C.EXACT_GRADIENT, C.STOCHASTIC_POLICY, C.ORACLE_VALUES, C.VALUE_BASIS, C.ENTROPY_OBJECTIVE, C.FISHER,
+             C.OPTIMUM}
+    for name in ("frozenlake", "garnet", "softmax-bandit", "contextual-bandit"):
+        assert make_problem(name).capabilities == exact | {C.ACTION_VALUES}, name
+    assert make_problem("gaussian-bandit").capabilities == exact
+    assert make_problem("lqr").capabilities == exact | {C.ACTION_VALUES}
+    assert make_problem("lqr", {"policy": "deterministic"}).capabilities == {
+        C.EXACT_GRADIENT, C.DETERMINISTIC_POLICY, C.ORACLE_VALUES, C.VALUE_BASIS, C.ACTION_VALUES, C.EXPLORATORY_TWIN,
+        C.OPTIMUM}
+    for name in ("cartpole", "pendulum"):
+        assert make_problem(name, {"hidden": "4"}).capabilities == {C.STOCHASTIC_POLICY}, name
+    with pytest.raises(ConfigError, match=r"^estimator natural: env cartpole has no exact Fisher matrix$"):
+        make_problem("cartpole").require(C.FISHER, "estimator natural")
+    with pytest.raises(ConfigError, match=r"^env cartpole has no exact objective J\(θ\) and gradient ∇J"):
+        make_problem("cartpole").objective(make_problem("cartpole").default_theta())
+
+
+def test_lqr_exploratory_twin():
+    """The deterministic LQR's twin: the same system under the Gaussian policy, θ_b = [K, log σ_e]
+    (σ_e = 0: log σ_e = −∞, zero action noise); the Gaussian LQR has none. Both policies carry dx and du."""
+    options = {"state_dim": 3, "action_dim": 2, "noise": 0.3, "system_seed": 4, "policy": "deterministic"}
+    problem = make_problem("lqr", options)
+    theta = random_theta(problem, seed=10)
+    twin, behaviour_theta = problem.exploratory_twin(theta, 0.5)
+    assert twin.options == {**problem.options, "policy": "gaussian"} and twin.supports(Capability.STOCHASTIC_POLICY)
+    assert torch.equal(twin.dynamics, problem.dynamics) and torch.equal(twin.control, problem.control)
+    assert torch.equal(behaviour_theta, torch.cat([theta, torch.tensor([math.log(0.5)], dtype=torch.float64)]))
+    assert torch.equal(twin.policy.gain(behaviour_theta), problem.policy.gain(theta))
+    assert float(twin.policy.action_variance(behaviour_theta)) == pytest.approx(0.25)
+    _, still = problem.exploratory_twin(theta, 0.0)
+    assert still[-1] == -math.inf and float(twin.policy.action_variance(still)) == 0.0
+    for lqr in (problem, twin):
+        assert (lqr.policy.state_dim, lqr.policy.action_dim) == (3, 2)
+    with pytest.raises(ConfigError, match="^env lqr has no Gaussian-policy twin"):
+        twin.exploratory_twin(behaviour_theta, 0.5)
 
 
 def test_batch_invariants(problem):

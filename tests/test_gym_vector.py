@@ -45,9 +45,9 @@ def sharpened_theta(problem, scale: float = 10.0) -> torch.Tensor:
 
 def reinforce_rloo(problem, theta: torch.Tensor, batch) -> np.ndarray:
     """REINFORCE with reward-to-go and the leave-one-out baseline (unbiased for ∇J) → [M, P]."""
-    spec, options = resolve_estimator("reinforce", {"baseline": "rloo"})
-    prepared = spec.prepare(options, problem, theta, torch.Generator().manual_seed(0))
-    return spec.estimate(problem.policy, theta, batch, **prepared.kwargs).detach().numpy()
+    estimator = resolve_estimator("reinforce", {"baseline": "rloo"})
+    prepared = estimator.prepare(problem, theta, torch.Generator().manual_seed(0))
+    return estimator.estimate(problem.policy, theta, batch, prepared).detach().numpy()
 
 
 # --------------------------------------------------------------------------------------------- structure
@@ -64,19 +64,19 @@ def check_invariants(batch, horizon: int) -> None:
     assert (batch.terminated ^ batch.truncated).all()
     lengths = mask.sum(-1)
     assert (lengths[batch.truncated] == horizon).all()
-    assert lengths.max() == batch.horizon <= horizon
+    assert lengths.max() == batch.steps <= horizon
 
 
 def test_batch_invariants_and_determinism():
     problem = make_problem("gym:CartPole-v1", {"hidden": "16,16", "horizon": 30, "num_envs": 4})
     theta = sharpened_theta(problem)
     batch = problem.sample(theta, 3, 16, torch.Generator().manual_seed(5))
-    assert batch.obs.shape == (3, 16, batch.horizon, 4) and batch.obs.dtype == torch.float64
-    assert batch.actions.shape == batch.rewards.shape == batch.mask.shape == (3, 16, batch.horizon)
+    assert batch.obs.shape == (3, 16, batch.steps, 4) and batch.obs.dtype == torch.float64
+    assert batch.actions.shape == batch.rewards.shape == batch.mask.shape == (3, 16, batch.steps)
     assert batch.final_obs.shape == (3, 16, 4)
     check_invariants(batch, 30)
     assert batch.terminated.any() and batch.truncated.any()  # both endings are exercised
-    torch.testing.assert_close(batch.discount, 0.99 ** torch.arange(batch.horizon, dtype=torch.float64))
+    torch.testing.assert_close(batch.discount, 0.99 ** torch.arange(batch.steps, dtype=torch.float64))
     again = problem.sample(theta, 3, 16, torch.Generator().manual_seed(5))
     for field in ("obs", "actions", "rewards", "mask", "terminated", "truncated", "final_obs"):
         assert torch.equal(getattr(batch, field), getattr(again, field)), field
@@ -205,7 +205,7 @@ def test_discrete_spaces_with_offsets(test_ids):
     problem = make_problem("gym:pgvar-test/Countdown-v0", {"hidden": "4"})
     assert problem.horizon == 10
     batch = problem.sample(problem.default_theta(), 2, 5, torch.Generator().manual_seed(0))
-    assert batch.horizon == 3 and batch.terminated.all()
+    assert batch.steps == 3 and batch.terminated.all()
     assert torch.equal(batch.obs, torch.tensor([0, 1, 2]).expand(2, 5, 3))
     assert torch.equal(batch.final_obs, torch.full((2, 5), 2))
     assert ((batch.actions == 0) | (batch.actions == 1)).all() and batch.actions.unique().numel() == 2
@@ -231,7 +231,32 @@ def test_bad_input(test_ids):
     refused("truncated an episode after 5 steps, before the horizon 20", problem.sample, theta, 1, 2,
             torch.Generator().manual_seed(0))
     refused("group_size=3 must divide", problem.sample, theta, 1, 2, torch.Generator().manual_seed(0), 3)
-    refused("has no exact gradient", problem.exact_gradient, theta)
+    # the capability's own words (Capability.EXACT_GRADIENT), as every refusal of a missing capability
+    refused(r"^env gym:pgvar-test/SelfTruncating-v0 has no exact objective J\(θ\) and gradient ∇J \(else the "
+            r"reference is sampled\)$", problem.exact_gradient, theta)
+    refused(r"has no exact objective J\(θ\)", problem.objective, theta)
+
+
+
+def test_config_class_per_id():
+    """`gym:<id>` has one config class per id (the same object each time), whose horizon is bounded by the id's
+    TimeLimit; its configs pickle by id and options (the class is made at run time) and build the same problem."""
+    import pickle
+
+    from envs.problem import Capability, problem_config_class
+
+    cartpole = problem_config_class("gym:CartPole-v1")
+    assert problem_config_class("gym:CartPole-v1") is cartpole and cartpole.name == "gym:CartPole-v1"
+    assert list(cartpole.options()) == ["hidden", "activation", "horizon", "gamma", "theta_seed", "num_envs"]
+    assert cartpole.options()["horizon"].default == 500 and cartpole.defaults()["num_envs"] == 8
+    assert problem_config_class("gym:Pendulum-v1").options()["horizon"].default == 200
+    assert problem_config_class("gym:CliffWalking-v1").options()["horizon"].default == 0  # required
+    config = cartpole.parse({"hidden": "8", "horizon": "30", "num_envs": 3})
+    copy = pickle.loads(pickle.dumps(config))
+    assert type(copy) is cartpole and copy == config and copy.as_dict() == config.as_dict()
+    problem = copy.build()
+    assert problem.config == config and problem.options == make_problem("gym:CartPole-v1", config.as_dict()).options
+    assert problem.capabilities == {Capability.STOCHASTIC_POLICY} and not problem.supports(Capability.EXACT_GRADIENT)
 
 
 # ------------------------------------------------------------------------------------------ distribution

@@ -19,6 +19,7 @@ from torch.func import jvp, vmap
 from bench.harness import measure
 from bench.metrics import gradient_metrics
 from envs import make_problem
+from envs.problem import Capability
 from envs.spec import ConfigError
 from estimators import resolve_estimator
 from estimators.natural import batch_fisher, fisher_vector_product, natural
@@ -28,7 +29,7 @@ from tests.conftest import EXACT_CASES, case_id, random_theta, shifted_pvalue
 from tests.twins import batch_fisher_loop, reinforce_loop, tabular_fisher_loop
 
 ALPHA = 1e-4  # per assertion on a p-value, as in test_estimators.py
-STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy]
+STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).supports(Capability.STOCHASTIC_POLICY)]
 
 
 # ---------------------------------------------------------------- the exact Fisher matrix
@@ -88,8 +89,9 @@ def test_cg_equals_direct_equals_loop_twin(case, baseline):
     problem = make_problem(*case)
     theta = random_theta(problem, seed=44)
     batch = problem.sample(theta, 2, 3, torch.Generator().manual_seed(45))
-    _, options = resolve_estimator("natural", {"baseline": baseline})
-    damping, identity = options["damping"], torch.eye(problem.num_params, dtype=torch.float64)
+    config = resolve_estimator("natural", {"baseline": baseline})
+    options = config.kwargs()
+    damping, identity = config.damping, torch.eye(problem.num_params, dtype=torch.float64)
     fishers = [batch_fisher_loop(problem, theta, batch, m) for m in range(batch.reps)]
     gradient = reinforce_loop(problem, theta, batch, "reward_to_go", baseline, True)  # [M, P]
     loop = torch.stack([torch.linalg.solve(fishers[m] + damping * identity, gradient[m]) for m in range(batch.reps)])
@@ -98,7 +100,7 @@ def test_cg_equals_direct_equals_loop_twin(case, baseline):
     torch.testing.assert_close(direct, loop, rtol=1e-9, atol=1e-12)
     for m in range(batch.reps):
         residual = fishers[m] @ cg[m] + damping * cg[m] - gradient[m]
-        assert residual.norm() <= 10 * options["cg_tol"] * gradient[m].norm()
+        assert residual.norm() <= 10 * config.cg_tol * gradient[m].norm()
     torch.testing.assert_close(cg, direct, rtol=1e-6, atol=1e-10)
 
 
@@ -126,7 +128,7 @@ def test_cg_converges_on_singular_batch_fisher(case):
     problem = make_problem(*case)
     theta = random_theta(problem, seed=49)
     batch = problem.sample(theta, 1, 2, torch.Generator().manual_seed(50))
-    _, options = resolve_estimator("natural", {})
+    config = resolve_estimator("natural", {})
     fisher = batch_fisher(problem.policy, theta, batch, 0)
     states, actions = problem.theta_shape
     row_shifts = torch.eye(states, dtype=torch.float64).repeat_interleave(actions, dim=1)  # [S, P]: 1_s
@@ -135,8 +137,8 @@ def test_cg_converges_on_singular_batch_fisher(case):
     assert fisher.abs().max() > 0 and not visited.all()
     torch.testing.assert_close(fisher @ row_shifts.T, torch.zeros(problem.num_params, states, dtype=torch.float64),
                                rtol=0, atol=1e-12)
-    cg = natural(problem.policy, theta, batch, **options)
-    direct = torch.linalg.solve(fisher + options["damping"] * torch.eye(problem.num_params, dtype=torch.float64),
+    cg = natural(problem.policy, theta, batch, **config.kwargs())
+    direct = torch.linalg.solve(fisher + config.damping * torch.eye(problem.num_params, dtype=torch.float64),
                                 reinforce(problem.policy, theta, batch)[0])
     torch.testing.assert_close(cg[0], direct, rtol=1e-6, atol=1e-10)
     rows = cg[0].reshape(states, actions)
@@ -180,18 +182,21 @@ def test_truncated_cg_zero_and_nonfinite_gradients():
 
 
 def test_declaration_target_and_refusals():
-    spec, options = resolve_estimator("natural", {"damping": 0.5})
-    assert spec.target_of(options) == Target(damping=0.5)
+    config = resolve_estimator("natural", {"damping": 0.5})
+    assert config.target == Target(damping=0.5)
     lqr = make_problem("lqr")
-    assert not spec.unbiased(options, lqr)
-    with pytest.raises(ConfigError, match="estimator natural needs a stochastic policy"):
-        spec.check(options, make_problem("lqr", {"policy": "deterministic"}), 4)
+    assert not config.unbiased(lqr)
+    with pytest.raises(ConfigError, match=r"estimator natural: env lqr has no stochastic policy \(∇ log π\)"):
+        config.check(make_problem("lqr", {"policy": "deterministic"}), 4)
     with pytest.raises(ConfigError, match="estimator natural: baseline=rloo needs batch_size ≥ 2"):
-        spec.check({**options, "baseline": "rloo"}, lqr, 1)
+        config.replace(baseline="rloo").check(lqr, 1)
     with pytest.raises(ConfigError, match="damping"):
         resolve_estimator("natural", {"damping": 0})
+    # refused when the options are resolved (`only_if`), before any problem is involved
     with pytest.raises(ConfigError, match="estimator natural: option cg_iters applies only to solver=cg"):
-        spec.check({**options, "solver": "direct", "cg_iters": 5}, lqr, 4)
+        config.replace(solver="direct", cg_iters=5)
+    with pytest.raises(ConfigError, match="estimator natural: option cg_tol applies only to solver=cg"):
+        resolve_estimator("natural", {"solver": "direct", "cg_tol": 1e-6})
     result = measure(lqr, "natural", 2, reps=3, seed=0, estimator_options={"damping": 0.5}, show_progress=False)
     assert result.target == "(F + 0.5·I)⁻¹∇J" and not result.declared_unbiased
 

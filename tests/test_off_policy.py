@@ -20,9 +20,10 @@ import torch
 from bench.harness import make_generator, measure
 from bench.metrics import gradient_metrics
 from envs import make_problem
+from envs.problem import Capability
 from envs.spec import ConfigError
 from envs.tabular import TabularProblem
-from estimators import off_policy, resolve_estimator
+from estimators import ESTIMATORS, off_policy, resolve_estimator
 from estimators.off_policy import advantages, is_trajectory, log_ratios, select_behaviour
 from tests.conftest import EXACT_CASES, case_id, random_theta
 from tests.twins import off_policy_loop
@@ -30,7 +31,7 @@ from tests.twins import off_policy_loop
 ALPHA = 1e-4
 OFF_POLICY = ("is-trajectory", "is-per-decision", "is-first-order", "ppo-clip")
 GARNET = ("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2})
-STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).stochastic_policy]
+STOCHASTIC_CASES = [c for c in EXACT_CASES if make_problem(*c).supports(Capability.STOCHASTIC_POLICY)]
 
 
 # ---------------------------------------------------------------------------------------------- loop twins
@@ -49,30 +50,30 @@ def small_kl_sample(monkeypatch):
 
 
 def prepared_batch(problem_case, name, opts, behaviour="distance:1.5", seed=4):
-    """(problem, θ, options, prepared, batch ~ π_b) for a twin comparison with θ_b ≠ θ."""
+    """(problem, θ, config, prepared, batch ~ π_b) for a twin comparison with θ_b ≠ θ."""
     problem = make_problem(*problem_case)
     theta = random_theta(problem, seed=30)
-    spec, options = resolve_estimator(name, {"behaviour": behaviour, **opts})
-    prepared = spec.prepare(options, problem, theta, torch.Generator().manual_seed(0))
+    config = resolve_estimator(name, {"behaviour": behaviour, **opts})
+    prepared = config.prepare(problem, theta, torch.Generator().manual_seed(0))
     reps, batch_size = TWIN_BATCH.get(problem.name, (2, 3))
     batch = problem.sample(prepared.sample_theta, reps, batch_size, torch.Generator().manual_seed(seed))
-    return problem, theta, options, prepared, batch
+    return problem, theta, config, prepared, batch
 
 
 @pytest.mark.parametrize("case", TWIN_CASES, ids=lambda c: f"{case_id(c[0])}-{c[1]}-{c[2]}")
 def test_fast_matches_loop_twin(case, small_kl_sample):
     problem_case, name, opts = case
-    problem, theta, options, prepared, batch = prepared_batch(problem_case, name, opts)
+    problem, theta, config, prepared, batch = prepared_batch(problem_case, name, opts)
     behaviour_theta = prepared.kwargs["behaviour_theta"]
     assert not torch.equal(behaviour_theta, theta) and batch.rewards.abs().sum() > 0
-    fast = resolve_estimator(name, {})[0].estimate(problem.policy, theta, batch, **prepared.kwargs)
-    slow = off_policy_loop(problem, theta, behaviour_theta, batch, name, options.get("clip", 0.0),
-                           options.get("baseline") == "value")
+    fast = config.estimate(problem.policy, theta, batch, prepared)
+    slow = off_policy_loop(problem, theta, behaviour_theta, batch, name, getattr(config, "clip", 0.0),
+                           getattr(config, "baseline", "none") == "value")
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-11)
     if name == "ppo-clip":  # both branches of the case analysis occur in this batch
         ratio = log_ratios(problem.policy, theta, behaviour_theta, batch).exp()
         advantage = advantages(batch, prepared.kwargs["critic"])
-        clip = options["clip"]
+        clip = config.clip
         clipped = ((advantage > 0) & (ratio > 1 + clip)) | ((advantage < 0) & (ratio < 1 - clip))
         active = (advantage != 0) & (batch.mask > 0)
         assert 0 < int((clipped & active).sum()) < int(active.sum())
@@ -82,9 +83,10 @@ def test_fast_matches_loop_twin(case, small_kl_sample):
 @pytest.mark.parametrize("baseline", ["none", "value"])
 def test_first_order_is_ppo_clip_without_clipping(problem_case, baseline, small_kl_sample):
     """With ε = 10¹², no ratio is ever clipped: the clipped surrogate's gradient is the per-step one."""
-    problem, theta, _, prepared, batch = prepared_batch(problem_case, "ppo-clip", {"baseline": baseline, "clip": 1e12})
-    first_order = resolve_estimator("is-first-order", {})[0].estimate
-    unclipped = resolve_estimator("ppo-clip", {})[0].estimate(problem.policy, theta, batch, **prepared.kwargs)
+    problem, theta, config, prepared, batch = prepared_batch(problem_case, "ppo-clip", {"baseline": baseline,
+                                                                                         "clip": 1e12})
+    first_order = ESTIMATORS.get("is-first-order").function
+    unclipped = config.estimate(problem.policy, theta, batch, prepared)
     kwargs = {k: v for k, v in prepared.kwargs.items() if k != "clip"}
     torch.testing.assert_close(unclipped, first_order(problem.policy, theta, batch, **kwargs), rtol=1e-10, atol=1e-12)
 
@@ -99,10 +101,10 @@ def test_on_policy_every_estimator_is_reinforce_with_the_same_advantages(problem
     batch = problem.sample(theta, 2, 3, torch.Generator().manual_seed(6))
 
     def estimate(name, opts):
-        spec, options = resolve_estimator(name, opts)
-        prepared = spec.prepare(options, problem, theta, torch.Generator().manual_seed(7))
+        config = resolve_estimator(name, opts)
+        prepared = config.prepare(problem, theta, torch.Generator().manual_seed(7))
         assert prepared.sample_theta is None or torch.equal(prepared.sample_theta, theta)
-        return spec.estimate(problem.policy, theta, batch, **prepared.kwargs)
+        return config.estimate(problem.policy, theta, batch, prepared)
 
     plain = {"returns": "reward_to_go", "discount_score": True}
     for baseline, reinforce_options in [("none", {"baseline": "none"}),
@@ -166,9 +168,9 @@ def test_behaviour_depends_on_behaviour_seed_not_on_the_measurement_seed():
     infos = [measure(problem, "is-per-decision", 2, reps=2, seed=seed, theta=theta, show_progress=False,
                      estimator_options={"behaviour": "kl:0.05"}).estimator_info for seed in (1, 2)]
     assert infos[0] == infos[1] and infos[0]["behaviour_kl"] == pytest.approx(0.05)
-    spec, options = resolve_estimator("is-per-decision", {"behaviour": "distance:0.5"})
-    behaviours = [spec.prepare({**options, "behaviour_seed": behaviour_seed}, problem, theta,
-                               make_generator(seed, 1)).sample_theta
+    config = resolve_estimator("is-per-decision", {"behaviour": "distance:0.5"})
+    behaviours = [config.replace(behaviour_seed=behaviour_seed).prepare(problem, theta,
+                                                                         make_generator(seed, 1)).sample_theta
                   for behaviour_seed, seed in [(0, 1), (0, 2), (1, 1)]]
     assert torch.equal(behaviours[0], behaviours[1])
     assert not torch.equal(behaviours[0], behaviours[2])
@@ -176,29 +178,29 @@ def test_behaviour_depends_on_behaviour_seed_not_on_the_measurement_seed():
 
 @pytest.mark.parametrize("name", OFF_POLICY)
 def test_refuses_what_does_not_apply(name):
-    with pytest.raises(ConfigError, match=f"estimator {name} needs a stochastic policy"):
-        resolve_estimator(name, {})[0].check(resolve_estimator(name, {})[1],
-                                             make_problem("lqr", {"policy": "deterministic"}), 4)
+    with pytest.raises(ConfigError, match=rf"estimator {name}: env lqr has no stochastic policy \(∇ log π\)"):
+        resolve_estimator(name, {}).check(make_problem("lqr", {"policy": "deterministic"}), 4)
     for bad in ("kl", "kl:0", "kl:-1", "distance:nan", "far"):
         with pytest.raises(ConfigError, match="expected none, kl:<v> or distance:<v>"):
             resolve_estimator(name, {"behaviour": bad})
-    spec, options = resolve_estimator(name, {"behaviour_seed": 3})
-    with pytest.raises(ConfigError, match="behaviour_seed applies only"):
-        spec.check(options, make_problem(*GARNET), 4)
+    # refused when the options are resolved (`only_if`), before any problem is involved
+    with pytest.raises(ConfigError, match=f"estimator {name}: option behaviour_seed applies only to behaviour=kl or "
+                                          "behaviour=distance"):
+        resolve_estimator(name, {"behaviour_seed": 3})
+    resolve_estimator(name, {"behaviour": "kl:0.1", "behaviour_seed": 3}).check(make_problem(*GARNET), 4)
     if name in ("is-first-order", "ppo-clip"):
         problem = make_problem("gaussian-bandit")
-        problem.value_basis = None  # a problem with no value model
-        spec, options = resolve_estimator(name, {"baseline": "value"})
-        with pytest.raises(ConfigError, match="no value model"):
-            spec.check(options, problem, 4)
+        problem.capabilities = problem.capabilities - {Capability.VALUE_BASIS}  # a problem with no value model
+        with pytest.raises(ConfigError, match=f"estimator {name}: env gaussian-bandit has no value model"):
+            resolve_estimator(name, {"baseline": "value"}).check(problem, 4)
 
 
 def test_unreachable_kl_target_is_one_line():
     """On a softmax bandit KL(π_θ‖π_b) ≤ ‖θ_b − θ‖ · (max_a u_a − min_a u_a), far below 1e9 within the search."""
     problem = make_problem("softmax-bandit")
-    spec, options = resolve_estimator("ppo-clip", {"behaviour": "kl:1e9"})
+    config = resolve_estimator("ppo-clip", {"behaviour": "kl:1e9"})
     with pytest.raises(ConfigError, match=r"behaviour=kl:1000000000: .* stays below") as error:
-        spec.prepare(options, problem, problem.default_theta(), torch.Generator())
+        config.prepare(problem, problem.default_theta(), torch.Generator())
     assert "\n" not in str(error.value)
 
 

@@ -145,7 +145,7 @@ batch_sizes = [4, 8]
     (("repetitions = 2", "repetitions = 1000000000000"), "expands to more than 1000000 cells"),
     (("[report]", "[report]\nseed = 4294967296"), "report.seed: expected an integer ≥ 0 and ≤ 4294967295, got 4294967296"),
     (("[report]", "[report]\nbootstrap_reps = 1000000000000"), "report.bootstrap_reps: expected an integer ≥ 100 and ≤ 100000"),
-    (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 2 ×"),
+    (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 128 (2 × reference batch size"),
     (("[report]", "[reference]\nsample = 10\n[report]"), "reference.sample: unknown key; allowed: batch_size, samples"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, edit, message):
