@@ -25,7 +25,8 @@ tabular gradients are far from normal, and the normal-theory estimator makes the
 
 Every interval and the p-value rest on normal approximations in M. They hold when the estimates
 are not heavy-tailed; `tail_kurtosis` = mean_m d_m² / (mean_m d_m)², d_m = ‖g_m − ḡ‖², says when
-they do not. For Gaussian estimates it is 1 + 2/ν ≤ 3 whatever Σ, so `heavy_tailed` (> 4) marks a
+they do not (it is NaN for zero spread; that is heavy-tailed only when the sample is also `degenerate`, below:
+a deterministic estimator equal to g* has no tails). For Gaussian estimates it is 1 + 2/ν ≤ 3 whatever Σ, so `heavy_tailed` (> 4) marks a
 measurement whose CIs are too narrow and whose p-value is miscalibrated at this M: measured, the
 95% variance CI of one-sample REINFORCE on the Gaussian bandit (κ̂ ≈ 70) covers 83% at M = 1000,
 and the bias test rejects 11–14% at the 5% level there. Raise N or M until the flag clears.
@@ -121,7 +122,12 @@ class GradientMetrics:
 
     @property
     def heavy_tailed(self) -> bool:
-        """True when the normal approximations behind the CIs and the p-value are not to be trusted."""
+        """True when the normal approximations behind the CIs and the p-value are not to be trusted: tail kurtosis
+        above HEAVY_TAIL_KURTOSIS or undefined, except for zero spread that is not degenerate (every estimate the
+        same vector, equal to an exact g* or tested against a sampled g̃: e.g. the `exact` estimator). Such a
+        sample has no tails at all; its kurtosis is 0/0, not large."""
+        if self.variance_trace == 0 and not self.degenerate:
+            return False
         return not self.tail_kurtosis <= HEAVY_TAIL_KURTOSIS
 
     @property

@@ -331,7 +331,7 @@ def batch_fisher_loop(problem, theta, batch, m: int) -> torch.Tensor:
     """Slow twin of `estimators.natural.batch_fisher`: F̂_m = (1/N) Σ_i Σ_t ψψᵀ, one backward pass per alive step."""
     fisher = torch.zeros(problem.num_params, problem.num_params, dtype=torch.float64)
     for i in range(batch.batch_size):
-        for t in range(batch.horizon):
+        for t in range(batch.steps):
             if batch.mask[m, i, t] == 0:
                 continue
             leaf = theta.detach().clone().requires_grad_(True)
@@ -443,3 +443,97 @@ def naive_measure(problem: TabularProblem, batch_size: int, reps: int, seed: int
             (grad,) = torch.autograd.grad(surrogate, theta)
             estimates[m] += grad.numpy() / batch_size
     return gradient_metrics(estimates, problem.exact_gradient(theta.detach()).numpy())
+
+
+# ------------------------------------------------------------------ optima J* (Problem.optimal_objective)
+
+
+def optimal_values_loop(problem: TabularProblem) -> list[list[float]]:
+    """Slow twin of `TabularProblem.optimal_values`: finite-horizon backward induction in plain Python over
+    t, s, a and outcomes, V*_H = 0, V*_t(s) = max_a Σ_k p_k [r_k + (0 if terminal_k else γ V*_{t+1}(s'_k))],
+    the definition of the optimal time-indexed value read off the objective. → V* [H + 1][S]"""
+    mdp = problem.mdp
+    S, A, K = mdp.prob.shape
+    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
+    H, gamma = problem.horizon, problem.gamma
+    values = [[0.0] * S for _ in range(H + 1)]
+    for t in range(H - 1, -1, -1):
+        for s in range(S):
+            best = -math.inf
+            for a in range(A):
+                q = 0.0
+                for k in range(K):
+                    future = 0.0 if term[s][a][k] else gamma * values[t + 1][nxt[s][a][k]]
+                    q += prob[s][a][k] * (rew[s][a][k] + future)
+                best = max(best, q)
+            values[t][s] = best
+    return values
+
+
+def deterministic_policy_objective_loop(problem: TabularProblem, plan: list[list[int]]) -> float:
+    """J of the deterministic time-indexed policy a_t = plan[t][s], by a plain forward recursion of the alive
+    state distribution (no values, no max): J = Σ_t γ^t Σ_s d_t(s) Σ_k p_k r_k, with d_0 = ρ₀ and
+    d_{t+1}(s') = Σ_s d_t(s) Σ_{k: s'_k = s', not terminal_k} p_k. Maximised over every plan it is J* by
+    enumeration, independent of the backward induction."""
+    mdp = problem.mdp
+    S, _, K = mdp.prob.shape
+    prob, nxt, rew, term = mdp.prob.tolist(), mdp.next_state.tolist(), mdp.reward.tolist(), mdp.terminal.tolist()
+    dist, total = mdp.initial.tolist(), 0.0
+    for t in range(problem.horizon):
+        new = [0.0] * S
+        for s in range(S):
+            a = plan[t][s]
+            for k in range(K):
+                total += problem.gamma**t * dist[s] * prob[s][a][k] * rew[s][a][k]
+                if not term[s][a][k]:
+                    new[nxt[s][a][k]] += dist[s] * prob[s][a][k]
+        dist = new
+    return total
+
+
+def lqr_time_varying_objective(problem: LinearQuadratic, gains: torch.Tensor) -> torch.Tensor:
+    """J of the deterministic time-varying linear policy u_t = −K_t x_t (gains [H, du, dx]) on the LQR problem,
+    differentiable in the gains: the state's covariance propagated forward from Σ_0 = I,
+    Σ_{t+1} = (A − B K_t) Σ_t (A − B K_t)ᵀ + ν² I, with E[r_{t+1}] = −tr(Q Σ_t) − tr(R K_t Σ_t K_tᵀ).
+    Written without the problem's own recursions (a per-step gain they do not have), for a brute-force optimisation."""
+    a, b = problem.dynamics, problem.control
+    q, r = problem.state_cost, problem.action_cost
+    cov = torch.eye(a.shape[0], dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64)
+    for t in range(problem.horizon):
+        gain = gains[t]
+        total = total - problem.gamma**t * (torch.trace(q @ cov) + torch.trace(r @ gain @ cov @ gain.T))
+        closed = a - b @ gain
+        cov = closed @ cov @ closed.T + problem.noise**2 * torch.eye(a.shape[0], dtype=torch.float64)
+    return total
+
+
+# ------------------------------------------------------------------ training (bench/training.py)
+
+
+def gradient_ascent_loop(problem: Problem, theta: torch.Tensor, lr: float, steps: int, optimizer: str = "sgd",
+                         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[list, list]:
+    """Slow twin of `bench.training.train` driven by the `exact` estimator: plain gradient ascent written from the
+    update rules, with ∇J from `torch.func.grad(problem.objective)` (not the problem's `exact_gradient`) and no
+    torch.optim. sgd: θ ← θ + lr·g. adam (Kingma & Ba 2015, Algorithm 1, ascending): m ← β₁m + (1 − β₁)g,
+    v ← β₂v + (1 − β₂)g², θ ← θ + lr·(m / (1 − β₁^t)) / (√(v / (1 − β₂^t)) + ε), t = 1, 2, …
+    Stops after `steps` updates, or at the first θ_k or J(θ_k) that is not finite (kept as the last entry).
+    θ [P] → ([θ_0 … θ_k] each [P], [J(θ_0) … J(θ_k)] floats)."""
+    theta = theta.to(torch.float64).clone()
+    grad = torch.func.grad(problem.objective)
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    thetas, objectives = [theta.clone()], [float(problem.objective(theta))]
+    for t in range(1, steps + 1):
+        if not (torch.isfinite(theta).all() and math.isfinite(objectives[-1])):
+            break
+        g = grad(theta)
+        if optimizer == "sgd":
+            theta = theta + lr * g
+        else:
+            m = betas[0] * m + (1 - betas[0]) * g
+            v = betas[1] * v + (1 - betas[1]) * g * g
+            m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+            theta = theta + lr * m_hat / (torch.sqrt(v_hat) + eps)
+        thetas.append(theta.clone())
+        objectives.append(float(problem.objective(theta)) if torch.isfinite(theta).all() else math.nan)
+    return thetas, objectives
