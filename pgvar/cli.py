@@ -1,4 +1,4 @@
-"""The `pgvar` command: `pgvar list`, `pgvar measure`, `pgvar sweep`, `pgvar report` (the top layer: it composes
+"""The `pgvar` command: `pgvar list`, `pgvar measure`, `pgvar train`, `pgvar sweep`, `pgvar report` (the top layer: it composes
 bench/ and reports/, and nothing imports it)."""
 
 from __future__ import annotations
@@ -58,20 +58,21 @@ def _describe_options(options: dict[str, Option]) -> list[str]:
             return ",".join(f"{v:g}" for v in value)
         return str(value).lower() if isinstance(value, bool) else str(value)
 
-    return [f"      {name} = {show(o.default)}   ({o.parser.allowed}) {o.doc}" for name, o in options.items()]
+    return [f"      {name} = {show(o.default)}   ({o.parser.allowed}) {o.doc}"
+            + (f"; only with {o.only_if}" if o.only_if else "") for name, o in options.items()]
 
 
 def cmd_list(_: argparse.Namespace) -> int:
     print("Problems (--env NAME, options with --env-opt KEY=VALUE):")
-    for name, spec in PROBLEMS.items():
-        print(f"  {name}: {spec.doc}")
-        print("\n".join(_describe_options(spec.options)))
+    for name, config_class in PROBLEMS.items():
+        print(f"  {name}: {config_class.doc}")
+        print("\n".join(_describe_options(config_class.options())))
     print(f"  {GYM_PREFIX}<id>: any registered gymnasium id through SyncVectorEnv, MLP policy from its spaces, "
           "sampled reference (e.g. gym:CartPole-v1); options as above plus num_envs = 8 (SyncVectorEnv width)")
     print("\nEstimators (--estimator NAME, options with --est-opt KEY=VALUE):")
-    for name, spec in ESTIMATORS.items():
-        print(f"  {name}: {spec.doc}; estimates {spec.target}; {spec.bias}")
-        print("\n".join(_describe_options(spec.options)))
+    for name, config_class in ESTIMATORS.items():
+        print(f"  {name}: {config_class.doc}; estimates {config_class.target_text}; {config_class.bias_text}")
+        print("\n".join(_describe_options(config_class.options())))
     print(f"\nSizes: a problem, estimator or measurement whose estimated peak memory exceeds {MEMORY_FRACTION:.0%} of "
           f"the available memory ({format_bytes(memory_limit())} now) is refused before anything is allocated")
     return 0
@@ -164,6 +165,66 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_training(record: dict, rows: int = 10) -> str:
+    """The curve of a `TrainingRun.to_dict()` record every ~K/`rows` updates (and the last), then its summary."""
+    opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
+    curve = record["curve"]
+    count = len(curve["update"])
+    stride = max(1, (count - 1) // rows)
+    shown = sorted({*range(0, count, stride), count - 1})
+    optimum = "" if record["optimum"] is None else f", J* = {_num(record['optimum'])}"
+    lines = [
+        f"{record['env']} ({record['num_params']} parameters, γ={_num(record['gamma'], 'g')}, H={record['horizon']}), "
+        f"J {record['objective_kind']}{optimum}",
+        f"{record['estimator']} ({opts}), {record['optimizer']} lr={_num(record['lr'], 'g')}, "
+        f"N = {record['batch_size']}, budget {record['budget']} trajectories = {record['updates_planned']} updates, "
+        f"seed {record['seed']}",
+        "",
+        f"{'k':>7} {'samples':>9} {'J':>22} {'s':>10} {'‖ĝ‖':>11}",
+    ]
+    for i in shown:
+        j = _fmt_se(curve["objective"][i], curve["objective_se"][i]) if curve["objective"][i] is not None else "—"
+        lines.append(f"{curve['update'][i]:>7} {curve['samples'][i]:>9} {j:>22} {_num(curve['score'][i], '.4f'):>10} "
+                     f"{_num(curve['grad_norm'][i], '.4g', '—'):>11}")
+
+    def reach(percent: int) -> str:
+        k = record[f"updates_to_{percent}"]
+        return "not reached" if k is None else f"{record[f'samples_to_{percent}']} samples ({k} updates)"
+
+    lines += [
+        "",
+        f"final J = {_num(record['final_objective'])}, final score s = "
+        + ("-inf (diverged)" if record["diverged"] else _num(record["final_score"], ".4f"))
+        + f", AUC = {'-inf' if record['diverged'] else _num(record['auc'], '.4f')}",
+        f"to 50% of J* − J(θ₀): {reach(50)}; to 90%: {reach(90)}",
+        f"failed (final s < {record['failure_score']:g}): {_num(record['failed'], '', 'n/a (no J*)')}; "
+        f"non-finite estimates skipped: {record['nonfinite']}; {record['env_steps']} env steps, "
+        f"{_num(record['seconds'], '.3g')} s",
+    ]
+    if record["diverged"]:
+        lines.append(f"warning: diverged at update {record['diverged_at']} (θ or J non-finite); the run stopped there "
+                     "and scores as the worst (-inf)")
+    if record["nonfinite"]:
+        lines.append(f"warning: {record['nonfinite']} updates skipped for a non-finite estimate "
+                     f"(first at k = {record['nonfinite_updates'][0]})")
+    return "\n".join(lines)
+
+
+TRAIN_FLAGS = ("optimizer", "lr", "batch_size", "budget", "seed", "eval_episodes", "eval_every")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.training import TrainSettings, train
+
+    settings = TrainSettings.parse({key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None})
+    problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
+    theta = _load_theta(args.theta) if args.theta else None
+    run = train(problem, args.estimator, settings, parse_key_values(args.est_opt, "--est-opt"), theta)
+    record = run.to_dict()
+    print(json.dumps(record, ensure_ascii=False) if args.json else render_training(record))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import load_config, run_sweep
 
@@ -222,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-reference-cache", action="store_true", help="recompute the reference, store nothing")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     m.set_defaults(run=cmd_measure)
+
+    t = sub.add_parser("train", help="one training run: the estimator drives sgd/adam; the learning curve of J")
+    t.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
+    t.add_argument("--estimator", required=True, help="estimator name (see `pgvar list`); `exact` is the control")
+    t.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
+    t.add_argument("--est-opt", action="append", metavar="KEY=VALUE", help="estimator option (repeatable)")
+    t.add_argument("--theta", metavar="PATH", help="θ₀ as a .npy or .pt file (default: the problem's θ)")
+    t.add_argument("--optimizer", metavar="NAME", help="sgd (default) or adam")
+    t.add_argument("--lr", required=True, metavar="LR", help="learning rate (≥ 0)")
+    t.add_argument("--batch-size", required=True, metavar="N", help="trajectories per update (≥ 1)")
+    t.add_argument("--budget", required=True, metavar="B", help="training trajectories (K = B // N updates)")
+    t.add_argument("--seed", required=True, metavar="S", help="root seed of all randomness")
+    t.add_argument("--eval-episodes", metavar="N", help="evaluation trajectories where J is not exact (default 256)")
+    t.add_argument("--eval-every", metavar="K", help="updates between evaluations where J is not exact (default 10)")
+    t.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
+    t.set_defaults(run=cmd_train)
 
     s = sub.add_parser("sweep", help="run every cell of a sweep config into results/<name>/ (resumable)")
     s.add_argument("config", help="sweep TOML file, e.g. configs/default.toml")
