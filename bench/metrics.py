@@ -123,10 +123,12 @@ class GradientMetrics:
     @property
     def heavy_tailed(self) -> bool:
         """True when the normal approximations behind the CIs and the p-value are not to be trusted: tail kurtosis
-        above HEAVY_TAIL_KURTOSIS or undefined, except for zero spread that is not degenerate (every estimate the
-        same vector, equal to an exact g* or tested against a sampled g̃: e.g. the `exact` estimator). Such a
-        sample has no tails at all; its kurtosis is 0/0, not large."""
-        if self.variance_trace == 0 and not self.degenerate:
+        above HEAVY_TAIL_KURTOSIS or undefined, except for zero spread that is not degenerate against a nonzero
+        reference (every estimate the same vector, equal to an exact g* ≠ 0 or tested against a sampled g̃: e.g. the
+        `exact` estimator). Such a sample has no tails at all; its kurtosis is 0/0, not large. Zero spread at a zero
+        reference (a saturated softmax: every estimate and g* exactly 0) stays flagged: it shows nothing of the
+        estimator's distribution."""
+        if self.variance_trace == 0 and not self.degenerate and self.reference_norm > 0:
             return False
         return not self.tail_kurtosis <= HEAVY_TAIL_KURTOSIS
 
