@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.func import jacrev, jvp, vmap
@@ -12,7 +14,7 @@ from envs.problem import Batch, Capability, Policy, Problem
 from envs.spec import Choice, ConfigError, Float, Int, When, option
 from estimators.autodiff import weighted_score_per_replicate
 from estimators.registry import ESTIMATORS, Estimator, Target
-from estimators.score import reinforce
+from estimators.score import BaselineParser, reinforce
 
 # F = E[Σ_t ψ_t ψ_tᵀ] adds one per-step Fisher per visit, so its eigenvalues are per-step Fisher
 # information times expected visits: they grow with the horizon where states recur (lqr: the log σ
@@ -27,6 +29,22 @@ from estimators.score import reinforce
 DEFAULT_DAMPING = 0.01
 DEFAULT_CG_ITERS = 500
 DEFAULT_CG_TOL = 1e-10
+NATURAL_BASELINES = ("none", "constant", "rloo")  # kinds of score.BaselineParser's names the natural gradient takes
+
+
+@dataclass(frozen=True)
+class NaturalBaselineParser(BaselineParser):
+    """score.BaselineParser (so `constant:<c>` is parsed and normalised the same way) restricted to the baselines
+    that do not depend on the batch beyond RLOO: none, constant:<c>, rloo."""
+
+    allowed: str = "one of none, constant:<value>, rloo"
+    examples: tuple[str, ...] = ("none", "constant:0.5", "rloo")
+
+    def __call__(self, raw: Any) -> str:
+        text = super().__call__(raw)
+        if text.partition(":")[0] not in NATURAL_BASELINES:
+            raise ValueError(self.allowed)
+        return text
 
 
 def score_directional(policy: Policy, theta: torch.Tensor, batch: Batch, directions: torch.Tensor) -> torch.Tensor:
@@ -104,7 +122,7 @@ def natural(
         ĝ_nat = (F̂ + δI)⁻¹ ĝ,   F̂ = (1/N) Σ_i Σ_t ψ_{i,t} ψ_{i,t}ᵀ,   ψ_{i,t} = ∇_θ log π_θ(a_{i,t}|s_{i,t}),
 
     ĝ the REINFORCE reward-to-go gradient (1/N) Σ_i Σ_t ψ_{i,t} γ^t (G_{i,t} − b_{i,t}) with
-    baseline none or rloo (`score.reinforce`), the sums over alive steps. F̂ is the batch estimate of
+    baseline none, constant:<c> or rloo (`score.reinforce`), the sums over alive steps. F̂ is the batch estimate of
     the trajectory Fisher F = E[Σ_t ψ_t ψ_tᵀ] (`Problem.fisher`); the target is (F + δI)⁻¹ ∇J.
 
     solver="cg": conjugate gradient on F̂ + δI, batched over the M replicates, with Fisher-vector
@@ -130,7 +148,7 @@ def natural(
 
 @ESTIMATORS.entry("natural")
 class Natural(Estimator):
-    baseline: str = option(Choice(("none", "rloo")), "none", "b subtracted from the reward-to-go in ĝ")
+    baseline: str = option(NaturalBaselineParser(), "none", "b subtracted from the reward-to-go in ĝ")
     damping: float = option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal")
     solver: str = option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve")
     cg_iters: int = option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations",

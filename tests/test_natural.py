@@ -77,6 +77,7 @@ TWIN_CASES = [  # short horizons keep the loop twins fast; taxi's cg == direct i
     (("garnet", {"gamma": 0.9, "horizon": 20, "states": 6, "branching": 2}), "rloo"),
     (("gaussian-bandit", {}), "none"), (("softmax-bandit", {}), "none"), (("contextual-bandit", {}), "rloo"),
     (("lqr", {}), "none"), (("lqr", {}), "rloo"),
+    (("softmax-bandit", {}), "constant:0.5"), (("lqr", {}), "constant:-3"),
 ]
 
 
@@ -192,6 +193,14 @@ def test_declaration_target_and_refusals():
         config.replace(baseline="rloo").check(lqr, 1)
     with pytest.raises(ConfigError, match="damping"):
         resolve_estimator("natural", {"damping": 0})
+    # constant:<c> parsed as reinforce's BaselineParser parses it (one normal form); batch-fitted baselines refused
+    assert resolve_estimator("natural", {"baseline": " constant:0.50 "}).baseline == "constant:0.5"
+    assert resolve_estimator("natural", {"baseline": "constant:1e-1"}).baseline == \
+        resolve_estimator("reinforce", {"baseline": "constant:1e-1"}).baseline
+    for bad in ("batch_mean", "optimal", "value", "constant:", "constant:x", "rloo:1"):
+        with pytest.raises(ConfigError, match="one of none, constant:<value>, rloo"):
+            resolve_estimator("natural", {"baseline": bad})
+    config.replace(baseline="constant:0.5").check(lqr, 1)  # a constant needs no other trajectory
     # refused when the options are resolved (`only_if`), before any problem is involved
     with pytest.raises(ConfigError, match="estimator natural: option cg_iters applies only to solver=cg"):
         config.replace(solver="direct", cg_iters=5)
