@@ -250,7 +250,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from reports.report import build_report
 
     index, rebuilt = build_report(Path(args.results_dir), Path(args.out), force=args.force,
-                                  warn=lambda line: print(f"pgvar: warning: {line}", file=sys.stderr))
+                                  warn=lambda line: print(f"pgvar: warning: {line}", file=sys.stderr),
+                                  training_dir=Path(args.training) if args.training else None)
     print(f"report: {index}" + ("" if rebuilt else " (up to date: results and report code unchanged)"))
     return 0
 
@@ -312,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="figures, rliable statistics and one HTML file from a results folder")
     r.add_argument("results_dir", help="a sweep's results folder, e.g. results/default")
     r.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    r.add_argument("--training", metavar="DIR",
+                   help="a training sweep's results folder (e.g. results/train): adds the Training section")
     r.add_argument("--force", action="store_true", help="rebuild even if results and code are unchanged")
     r.set_defaults(run=cmd_report)
     return parser

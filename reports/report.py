@@ -26,6 +26,7 @@ import pandas as pd
 
 from envs.spec import ConfigError
 from reports import figures, page
+from reports import training as tr
 from reports.families import (
     Axis,
     Family,
@@ -69,6 +70,8 @@ TABLE_FILES = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.c
 # Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
 # output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
 REPORT_FILES = ("index.html", "findings.txt", *TABLE_FILES, FINGERPRINT_FILE)
+# A report built with --training also writes these; an --out folder may hold them.
+ALLOWED_FILES = (*REPORT_FILES, *tr.TRAINING_TABLES)
 _BUILDING, _PREVIOUS = "building", "previous"  # .<out name>.<kind>-… beside the destination, while a build runs
 
 
@@ -93,7 +96,7 @@ def results_fingerprint(results_dir: Path) -> str:
 
 
 def build_report(results_dir: Path, out_dir: Path, force: bool = False,
-                 warn: Callable[[str], None] | None = None) -> tuple[Path, bool]:
+                 warn: Callable[[str], None] | None = None, training_dir: Path | None = None) -> tuple[Path, bool]:
     """Write `out_dir`/index.html, the CSV tables and findings.txt for the sweep in `results_dir`.
     Returns (index path, whether it was rebuilt): a report whose results and code are unchanged is
     reused unless `force`. `warn` receives one line when files of the results folder were skipped, cells
@@ -103,16 +106,27 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
     written last: a build that dies (killed, disk full) leaves the previous report whole, and nothing
     cut off is ever taken as up to date. Raises ConfigError (one line) for an unusable results folder
     or an `--out` that is a file, unwritable, inside (or holding) the results folder, or a folder of
-    other files than a report's."""
+    other files than a report's.
+
+    `training_dir`: a training sweep's folder (`pgvar report --training`): the page gets a Training section and
+    the out folder its tables (reports/training.py); without it the report is exactly the measurement report."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out = _check_out(results_dir, out_dir)
+    if training_dir is not None:
+        training_dir = Path(training_dir)
+        _check_out(training_dir, out_dir, "--training")
     index = out_dir / "index.html"
+    expected = REPORT_FILES if training_dir is None else (*REPORT_FILES, *tr.TRAINING_TABLES)
     with _build_lock(out):
         _recover(out)
         fingerprint = results_fingerprint(results_dir) if results_dir.is_dir() else ""
-        if not force and fingerprint and _up_to_date(out, fingerprint):
+        if fingerprint and training_dir is not None:
+            fingerprint = (f"{fingerprint}+training:{results_fingerprint(training_dir)}" if training_dir.is_dir()
+                           else "")
+        if not force and fingerprint and _up_to_date(out, fingerprint, expected):
             return index, False
         sweep = load_sweep(results_dir)  # before anything is created: a bad results folder leaves no trace
+        training = None if training_dir is None else tr.load_training(training_dir)
         try:
             # mkdir, not mkdtemp: mkdtemp's folder is private (0700) and would become the report folder; this
             # one gets the user's umask like any folder they create. The pid and random part make the name ours.
@@ -121,7 +135,7 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
         except OSError as err:
             raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
         try:
-            write_report(results_dir, building, sweep)
+            write_report(results_dir, building, sweep, training)
             (building / FINGERPRINT_FILE).write_text(fingerprint)  # last: only a whole build carries it
             _swap_into_place(building, out)
         except OSError as err:
@@ -131,10 +145,13 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
                 shutil.rmtree(building, ignore_errors=True)  # ours: the name made for this build
     if warn is not None and (sweep.unreadable or sweep.failed or sweep.stale):
         warn(f"{results_dir}: {_problem_counts(sweep)}; named at the top of {index}")
+    if warn is not None and training is not None and (training.unreadable or training.failed):
+        warn(f"{training_dir}: {len(training.unreadable)} unreadable file(s) skipped, {len(training.failed)} run(s) "
+             f"failed; named in the Training section of {index}")
     return index, True
 
 
-def _check_out(results_dir: Path, out_dir: Path) -> Path:
+def _check_out(results_dir: Path, out_dir: Path, results_option: str = "results") -> Path:
     """The resolved destination, once it is known to be safe to replace whole: not a file, not the results
     folder nor inside or around it, not the current folder or one of its parents, and either absent or
     holding only the files of a report (REPORT_FILES)."""
@@ -143,10 +160,12 @@ def _check_out(results_dir: Path, out_dir: Path) -> Path:
     except OSError as err:
         raise ConfigError(f"--out {out_dir}: cannot resolve it ({err.strerror or err})") from None
     if out == results or results in out.parents:
-        raise ConfigError(f"--out {out_dir}: is inside the results folder {results_dir}; write the report elsewhere "
+        raise ConfigError(f"--out {out_dir}: is inside the {results_option} folder {results_dir}; write the report "
+                          "elsewhere "
                           "(the next report would read its files as results)")
     if out in results.parents:
-        raise ConfigError(f"--out {out_dir}: holds the results folder {results_dir}; write the report elsewhere")
+        raise ConfigError(f"--out {out_dir}: holds the {results_option} folder {results_dir}; write the report "
+                          "elsewhere")
     if out == here or out in here.parents or not out.name:
         raise ConfigError(f"--out {out_dir}: is the current folder or one of its parents; the report replaces "
                           "its --out folder whole, so give it a folder of its own (e.g. reports/out)")
@@ -154,7 +173,7 @@ def _check_out(results_dir: Path, out_dir: Path) -> Path:
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     if out.is_dir():
         try:
-            foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES or p.is_dir())
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in ALLOWED_FILES or p.is_dir())
         except OSError as err:
             raise ConfigError(f"--out {out_dir}: cannot list it ({err.strerror or err})") from None
         if foreign:
@@ -194,11 +213,11 @@ def _recover(out: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _up_to_date(out: Path, fingerprint: str) -> bool:
+def _up_to_date(out: Path, fingerprint: str, expected: tuple[str, ...] = REPORT_FILES) -> bool:
     stamp = out / FINGERPRINT_FILE
     try:
         return (stamp.is_file() and stamp.read_text() == fingerprint
-                and all((out / name).is_file() for name in REPORT_FILES))
+                and all((out / name).is_file() for name in expected))
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -223,9 +242,11 @@ def _swap_into_place(building: Path, out: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None) -> Path:
+def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
+                 training: tr.TrainingResults | None = None) -> Path:
     """Build every table, finding and figure of the report and write them to `out_dir` (in place: `build_report`
-    gives it a temporary folder); `sweep`: the already loaded results of `results_dir`."""
+    gives it a temporary folder); `sweep`: the already loaded results of `results_dir`; `training`: a loaded
+    training sweep, for the Training section and its tables."""
     sweep = sweep or load_sweep(Path(results_dir))
     settings = sweep.settings
     by_table = variants_by_table(sweep.rows, memberships(sweep.tables))
@@ -257,6 +278,11 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None) -
     for name, frame in tables.items():
         frame.to_csv(out_dir / name, index=False)
     (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
+    analysis = None
+    if training is not None:
+        analysis = tr.analyse_training(training, settings.seed, settings.bootstrap_reps)
+        for name, frame in analysis.tables().items():
+            frame.to_csv(out_dir / name, index=False)
 
     with figures.report_style():
         body = [
@@ -268,6 +294,8 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None) -
             ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
         ]
+        if analysis is not None:
+            body.insert(-1, ("training", "Training", training_section(analysis)))
     index = out_dir / "index.html"
     index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body), encoding="utf-8")
     return index
@@ -511,4 +539,220 @@ def _summary_section(summary: pd.DataFrame, headline: dict[str, int], files: lis
              f"{r.bias_rejections}/{r.repetitions}", "unbiased" if r.declared_unbiased else "biased",
              f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.estimates}", fmt(r.seconds_per_estimate)]
             for r in at_n.itertuples()])
+    return body
+
+
+# ------------------------------------------------------------------------------------------- Training section
+
+
+def _arm_order(analysis) -> list[str]:
+    """Arms in legend order: the exact control, vanilla REINFORCE, then the rest alphabetically."""
+    arms = sorted(set(analysis.scored["arm"]))
+    first = [a for a in [*analysis.controls, *analysis.vanilla] if a in arms]
+    return list(dict.fromkeys([*first, *arms]))
+
+
+def _training_facts(analysis) -> str:
+    results, runs = analysis.results, analysis.results.runs
+    lrs = sorted(set(runs["lr"]))
+    planned = "" if results.planned is None else f" of {results.planned} planned cells (runs + noise-scale cells)"
+    facts = [
+        ("folder", results.folder),
+        ("runs", f"{len(runs)} finished{planned}; {len(results.noise)} noise-scale cells"),
+        ("problems", "; ".join(sorted(set(runs["problem"])))),
+        ("estimators", "; ".join(_arm_order(analysis))),
+        ("optimizers", ", ".join(sorted(set(runs["optimizer"])))),
+        ("batch sizes N", ", ".join(str(int(n)) for n in sorted(set(runs["batch_size"])))),
+        ("budget (trajectories per run)", ", ".join(str(int(b)) for b in sorted(set(runs["budget"])))),
+        ("learning rates", ", ".join(f"{lr:g}" for lr in lrs)),
+        ("seeds (independent runs)", str(runs["seed_index"].nunique())),
+        ("exact control / vanilla REINFORCE", f"{', '.join(analysis.controls) or 'none'} / "
+                                              f"{', '.join(analysis.vanilla) or 'none'}"),
+        ("diverged runs", f"{int(runs['diverged'].sum())} of {len(runs)}"),
+        ("bootstrap", f"{analysis.reps} resamples, seed {analysis.seed}"),
+    ]
+    warnings = ""
+    if results.unreadable or results.failed:
+        warnings = page.paragraph(f"Warning: {len(results.unreadable)} unreadable file(s) skipped, "
+                                  f"{len(results.failed)} run(s) failed; every number below covers the readable "
+                                  "finished runs only.", "warning")
+        warnings += page.bullet_list([*(f"skipped {u}" for u in results.unreadable),
+                                      *(f"failed: {f}" for f in results.failed)])
+    notes = [*results.notes, *analysis.notes]
+    return warnings + (page.bullet_list(notes) if notes else "") + page.table([], facts)
+
+
+TRAINING_READING = (
+    "How to read this section. A run trains θ from θ₀ with one estimator, optimizer, learning rate and batch size N "
+    "for a fixed budget of trajectories (K = budget / N updates); its score is the normalized J, s = (J − J(θ₀)) / "
+    "(J* − J(θ₀)): 1 is the optimum, 0 no progress. Runs with the same seed index share their random numbers across "
+    "estimators, learning rates and N; different seed indices are independent, and every interval resamples them. "
+    "Scores are clipped below at {floor:g} and a diverged run scores exactly {floor:g} (the worst there is): so IQM, "
+    "median and mean are finite, and the MEAN IS PULLED DOWN by the floor for every diverged run (the divergence "
+    "count is always beside it). A run failed when its final score is below 0.5 or it diverged. Learning rates are "
+    "chosen split-half: for each problem, estimator and N the learning rate with the best IQM final score over the "
+    "even seed indices; every number \"at the selected learning rate\" is computed on the odd seed indices only, "
+    "which played no part in the choice. IQM = the mean of the middle 50% of the runs. Intervals are 95% percentile "
+    "bootstrap over seeds; \"no spread\" marks an interval of zero width (every resample gave the same value, e.g. "
+    "the deterministic exact control): not a certainty, only that the runs did not differ. Samples to 90% of the "
+    "optimum are right-censored at the budget: the fraction of runs that got there (exact binomial interval) and "
+    "the median among those that did.")
+
+
+def _training_verdicts(analysis) -> str:
+    verdicts = analysis.verdicts
+    if verdicts.empty:
+        return page.paragraph("No estimator other than the control has a score at a selected learning rate.", "note")
+    rows = [[r.problem, r.batch_size, r.best, f"{r.lr:g}", tr.fmt_interval(r.iqm, r.lo, r.hi),
+             tr.fmt_fraction(r.failure_fraction), r.ties or "none",
+             tr.fmt_interval(r.control_iqm, r.control_lo, r.control_hi) if r.control else "no control"]
+            for r in verdicts.itertuples()]
+    return page.paragraph(
+        "Per problem and N: the estimator (other than the exact control) with the highest IQM final score at its "
+        "split-half selected learning rate, on the evaluation half; \"tied with\" names every estimator whose IQM "
+        "interval overlaps the best one's (the data do not separate them).") + page.table(
+        ["problem", "N", "best estimator", "its lr", "IQM final score [95% CI]", "failure fraction", "tied with",
+         "exact control IQM"], rows)
+
+
+def _training_per_problem(analysis) -> str:
+    per = analysis.per_problem
+    order = {a: i for i, a in enumerate(_arm_order(analysis))}
+    per = per.assign(order=per["arm"].map(order)).sort_values(["problem", "batch_size", "order"], kind="stable")
+    rows = [[r.problem, r.batch_size, r.arm, f"{r.lr:g}", r.runs, tr.fmt_interval(r.score_iqm, r.score_iqm_lo,
+                                                                                   r.score_iqm_hi),
+             tr.fmt_interval(r.score_median, r.score_median_lo, r.score_median_hi),
+             tr.fmt_interval(r.score_mean, r.score_mean_lo, r.score_mean_hi),
+             tr.fmt_interval(r.score_optimality_gap, r.score_optimality_gap_lo, r.score_optimality_gap_hi),
+             tr.fmt_interval(r.auc_iqm, r.auc_iqm_lo, r.auc_iqm_hi), tr.fmt_fraction(r.failure_fraction),
+             f"{r.diverged}/{r.runs}",
+             f"{r.reached_runs}/{r.runs} [{tr.fmt_fraction(r.reached_lo)}, {tr.fmt_fraction(r.reached_hi)}]",
+             tr.fmt_interval(r.samples_to_90_median, r.samples_to_90_median_lo, r.samples_to_90_median_hi)
+             if r.reached_runs else "none reached"]
+            for r in per.itertuples()]
+    return page.paragraph(
+        "Every estimator at its selected learning rate, evaluation half (odd seeds). Final score: IQM, median, mean "
+        f"(diverged runs count {tr.SCORE_FLOOR:g}) and optimality gap 1 − mean(min(s, 1)) (lower is better); AUC: the "
+        "area under s against the fraction of the budget used (IQM); reached 90%: runs whose score reached 0.9 "
+        "within the budget [exact 95% CI of the fraction]; samples to 90%: median trajectories among those runs "
+        "[bootstrap over them].") + page.table(
+        ["problem", "N", "estimator", "lr", "runs", "IQM", "median", "mean", "optimality gap", "AUC IQM",
+         "failure fraction", "diverged", "reached 90%", "samples to 90% (median of successes)"], rows)
+
+
+def _training_across(analysis, style) -> str:
+    across = analysis.across
+    body = ""
+    if across.intervals.empty:
+        return page.paragraph("No statistics across problems:", "warning") + page.bullet_list(
+            across.notes or ["fewer than 2 problems with a score"])
+    body += page.paragraph(
+        "rliable across problems (tasks) at each N: runs are the evaluation-half seeds at each estimator's selected "
+        "learning rate; 95% stratified bootstrap over runs, numpy's global RNG seeded as for the measurement "
+        f"statistics (seed {analysis.seed}, {analysis.reps} resamples). Mean: diverged runs count "
+        f"{tr.SCORE_FLOOR:g}. Optimality gap: γ = 1, the optimum.")
+    failures = across.failures.set_index(["batch_size", "arm"])
+    for batch_size, at_n in across.intervals.groupby("batch_size", sort=True):
+        wide = {(r.variant, r.statistic): r for r in at_n.itertuples()}
+        arms = [a for a in style.variants if a in set(at_n["variant"])]
+        rows = []
+        for arm in arms:
+            f = failures.loc[(batch_size, arm)]
+            rows.append([arm, int(wide[(arm, "IQM")].num_runs), *(
+                tr.fmt_interval(wide[(arm, s)].estimate, wide[(arm, s)].lo, wide[(arm, s)].hi)
+                for s in ("IQM", "Median", "Mean", "Optimality gap")), tr.fmt_fraction(f["failure_fraction"]),
+                f"{int(f['diverged'])}/{int(f['runs'])}"])
+        tasks = int(at_n["num_tasks"].iloc[0])
+        body += page.heading(f"N={batch_size}: {tasks} problems") + page.table(
+            ["estimator", "runs per problem", "IQM", "median", "mean", "optimality gap", "failure fraction",
+             "diverged (runs × problems)"], rows)
+        body += page.figure(
+            figures.png_data_uri(figures.interval_estimates(at_n, style, f"final normalized score, N={batch_size}")),
+            f"training aggregates at N={batch_size}",
+            f"Final normalized score at N={batch_size} across {tasks} problems: IQM, median, mean (higher is better) "
+            "and optimality gap (lower is better), 95% stratified-bootstrap CIs over seeds.")
+    improvements = across.improvements
+    body += page.heading("Probability of improvement") + page.paragraph(
+        "P(X > Y): the probability that a run of X ends with a higher final score than a run of Y on the same problem "
+        "(Mann–Whitney, averaged over problems; 0.5 = no difference), against the exact control and against vanilla "
+        "REINFORCE; rliable's 95% bootstrap CIs resample each estimator's runs independently, which ignores that "
+        "runs with the same seed index share their randomness (the paired differences below use it).")
+    body += page.table(["X", "Y", "N", "P(X > Y) [95% CI]"], [
+        [r.x, r.y, r.batch_size, tr.fmt_interval(r.probability, r.lo, r.hi)] for r in improvements.itertuples()
+    ]) if len(improvements) else page.paragraph("No pair could be compared.", "note")
+    for batch_size, profile in across.profiles.groupby("batch_size", sort=True):
+        body += page.figure(
+            figures.png_data_uri(figures.performance_profile(profile, style, "final normalized score τ")),
+            f"training performance profile at N={batch_size}",
+            f"Performance profile at N={batch_size}: the fraction of (seed, problem) final scores above each τ, 95% "
+            "bootstrap bands; further right is better. Dashed: τ = 0, no progress from θ₀.")
+    if across.notes:
+        body += page.heading("Left out") + page.bullet_list(across.notes)
+    return body
+
+
+def _training_paired(analysis) -> str:
+    paired = analysis.paired[analysis.paired["which"] == "selected"]
+    body = page.paragraph(
+        "Paired by seed: final score of X minus Y at the same problem, N, learning rate (X's selected one) and seed "
+        "index, on the evaluation half; the mean difference with a 95% paired bootstrap interval (the seed pairs are "
+        "resampled together, so the shared randomness cancels), and the fraction of seeds where X ended above Y. "
+        "Every learning rate, over all seeds, is in training_paired.csv.")
+    if paired.empty:
+        return body + page.paragraph("No pair was run at the same learning rate.", "note")
+    return body + page.table(["problem", "N", "lr", "X", "Y", "pairs", "mean X − Y [95% CI]", "X above Y"], [
+        [r.problem, r.batch_size, f"{r.lr:g}", r.x, r.y, r.pairs, tr.fmt_interval(r.difference, r.lo, r.hi),
+         tr.fmt_fraction(r.x_wins)] for r in paired.itertuples()])
+
+
+def _training_noise(analysis) -> str:
+    noise = analysis.noise
+    body = page.paragraph(
+        "The gradient noise scale at θ₀ (McCandlish et al. 2018, bench/noise_scale.py): the quadratic model of J "
+        "along the expected step G predicts the best first SGD step ε_opt(N) = ε_max / (1 + B_noise/N). Compared "
+        "here with the measured best SGD learning rate at that N: the split-half selected one and the grid's best "
+        "IQM over all seeds. Caveat: ε_opt is a local, first-step prediction at θ₀, while the measured rate is best "
+        "for the whole budget; and the model applies only where the loss L = −J curves upward along G (GᵀH_L G > 0 "
+        "and GᵀH_L G + tr(H_L Σ_N) > 0): elsewhere it predicts no optimal step at all, and the row says so.")
+    if noise.empty:
+        return body + page.paragraph("No noise-scale rows in the training folder (noise_reps = 0, or the cells are "
+                                     "not finished): nothing to compare.", "note")
+    return body + page.table(
+        ["problem", "estimator", "N", "M", "‖G‖²", "B_simple", "B_noise", "GᵀH_L G", "ε_max", "predicted ε_opt(N)",
+         "selected lr", "best lr (all seeds)", "lr grid", "selected / ε_opt", "caveat"],
+        [[r.problem, r.variant, r.batch_size, r.reps, tr.fmt(r.grad_norm_sq), tr.fmt(r.b_simple), tr.fmt(r.b_noise),
+          tr.fmt(r.curvature), tr.fmt(r.eps_max) if r.model_applies else "n/a",
+          tr.fmt(r.eps_opt) if r.model_applies else "model does not apply", tr.fmt(r.selected_lr),
+          tr.fmt(r.best_lr_all_seeds), f"{tr.fmt(r.lr_low)} – {tr.fmt(r.lr_high)}", tr.fmt(r.ratio), r.caveat or "—"]
+         for r in noise.itertuples()])
+
+
+def training_section(analysis) -> str:
+    """The body of the report's Training section (drawn inside figures.report_style())."""
+    from reports import training_figures
+
+    style = figures.variant_style(_arm_order(analysis))
+    body = _training_facts(analysis) + page.paragraph(TRAINING_READING.format(floor=tr.SCORE_FLOOR))
+    body += page.heading("Verdict") + _training_verdicts(analysis)
+    if len(analysis.curves):
+        body += page.heading("Sample efficiency") + page.figure(
+            figures.png_data_uri(training_figures.sample_efficiency_figure(analysis.curves, style)),
+            "sample-efficiency curves",
+            "IQM normalized score against training trajectories, at each estimator's selected learning rate, over the "
+            "evaluation half (odd seeds); bands: 95% pointwise bootstrap over seeds (rliable's sample-efficiency "
+            f"curve). Diverged runs count {tr.SCORE_FLOOR:g} from their divergence on. Dashed: the optimum.")
+    body += page.heading("Per problem") + _training_per_problem(analysis)
+    body += page.heading("Across problems") + _training_across(analysis, style)
+    body += page.heading("Paired differences") + _training_paired(analysis)
+    if len(analysis.lr_curves):
+        body += page.heading("Learning rate") + page.figure(
+            figures.png_data_uri(training_figures.learning_rate_figure(analysis.lr_curves, analysis.selected, style)),
+            "final score against the learning rate",
+            "IQM final normalized score over all seeds against the learning rate (log axis), a panel per problem and "
+            "N; bars: 95% bootstrap over seeds; ring: the learning rate selected on the even seeds. Dotted: the "
+            f"floor {tr.SCORE_FLOOR:g} (every run diverged or ended that low); dashed: the optimum.")
+        body += page.table(["problem", "N", "estimator", "selected lr", "IQM on the selection half (even seeds)"], [
+            [r.problem, r.batch_size, r.arm, f"{r.lr:g}", tr.fmt(r.selection_iqm)]
+            for r in analysis.selected.itertuples()])
+    body += page.heading("Noise scale") + _training_noise(analysis)
     return body

@@ -20,7 +20,6 @@ The counts are deterministic given the seeds; the statements are one-sided binom
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats

@@ -1,0 +1,85 @@
+"""The Training section's figures: sample-efficiency curves (IQM of the normalized score against training samples,
+drawn by rliable's plot_sample_efficiency_curve) and final score against the learning rate. The aggregate
+intervals and performance profiles reuse reports/figures.py's rliable plots. Figures only draw: every number comes
+from reports/training.py's tables."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from rliable import plot_utils
+
+from reports.figures import PANEL_HEIGHT, VariantStyle, _variant_legend
+from reports.training import SCORE_FLOOR
+
+
+def _grid(problems: list[str], batch_sizes: list[int]) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(len(problems), len(batch_sizes), figsize=(3.6 * len(batch_sizes),
+                                                                       PANEL_HEIGHT * len(problems)),
+                             squeeze=False, sharey=True)
+    return fig, axes
+
+
+def sample_efficiency_figure(curves: pd.DataFrame, style: VariantStyle) -> Figure:
+    """A panel per (problem, N): each arm's IQM normalized score against training samples at its selected
+    learning rate, with its 95% pointwise bootstrap band. `curves`: reports.training.CURVE_COLUMNS."""
+    problems, batch_sizes = sorted(set(curves["problem"])), sorted(set(curves["batch_size"]))
+    fig, axes = _grid(problems, batch_sizes)
+    for i, problem in enumerate(problems):
+        for j, batch_size in enumerate(batch_sizes):
+            ax = axes[i, j]
+            at = curves[(curves["problem"] == problem) & (curves["batch_size"] == batch_size)]
+            for arm in [a for a in style.variants if a in set(at["arm"])]:
+                of_arm = at[at["arm"] == arm].sort_values("samples")
+                low = of_arm["lo"].fillna(of_arm["iqm"]).to_numpy()
+                high = of_arm["hi"].fillna(of_arm["iqm"]).to_numpy()
+                plot_utils.plot_sample_efficiency_curve(
+                    of_arm["samples"].to_numpy(), {arm: of_arm["iqm"].to_numpy()}, {arm: (low, high)},
+                    algorithms=[arm], colors=style.colors, ax=ax, xlabel="training trajectories" if i == len(
+                        problems) - 1 else "", ylabel="IQM normalized score" if j == 0 else "",
+                    labelsize="medium", ticklabelsize="medium", marker=style.markers[arm], linewidth=1.2)
+            ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8)
+            ax.set_title(f"{problem}, N={batch_size}", fontsize="medium")
+    fig.tight_layout()
+    _variant_legend(fig, style, sorted(set(curves["arm"])), title="estimator")
+    return fig
+
+
+def learning_rate_figure(lr_curves: pd.DataFrame, selected: pd.DataFrame, style: VariantStyle) -> Figure:
+    """A panel per (problem, N): IQM final score (all seeds, 95% bootstrap bars) against the learning rate (log
+    axis), a line per arm; a ring marks the split-half selected learning rate."""
+    problems, batch_sizes = sorted(set(lr_curves["problem"])), sorted(set(lr_curves["batch_size"]))
+    fig, axes = _grid(problems, batch_sizes)
+    for i, problem in enumerate(problems):
+        for j, batch_size in enumerate(batch_sizes):
+            ax = axes[i, j]
+            at = lr_curves[(lr_curves["problem"] == problem) & (lr_curves["batch_size"] == batch_size)]
+            for arm in [a for a in style.variants if a in set(at["arm"])]:
+                of_arm = at[at["arm"] == arm].sort_values("lr")
+                error = np.clip([(of_arm["iqm"] - of_arm["lo"]).fillna(0), (of_arm["hi"] - of_arm["iqm"]).fillna(0)],
+                                0, None)
+                ax.errorbar(of_arm["lr"], of_arm["iqm"], yerr=error, color=style.colors[arm],
+                            marker=style.markers[arm], markersize=4, linewidth=1.2, capsize=2, elinewidth=0.8)
+                chosen = selected[(selected["problem"] == problem) & (selected["arm"] == arm)
+                                  & (selected["batch_size"] == batch_size)]
+                if len(chosen):
+                    lr = float(chosen["lr"].iloc[0])
+                    y = of_arm.loc[of_arm["lr"] == lr, "iqm"]
+                    ax.plot([lr], [float(y.iloc[0])] if len(y) else [np.nan], linestyle="", marker="o",
+                            markersize=10, markerfacecolor="none", markeredgecolor=style.colors[arm], zorder=4)
+            ax.set_xscale("log")
+            ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8)
+            ax.axhline(SCORE_FLOOR, color="0.6", linestyle=":", linewidth=0.8)
+            ax.set_title(f"{problem}, N={batch_size}", fontsize="medium")
+            if i == len(problems) - 1:
+                ax.set_xlabel("learning rate")
+            if j == 0:
+                ax.set_ylabel("IQM final normalized score")
+    fig.tight_layout()
+    ring = Line2D([], [], linestyle="", marker="o", markersize=8, markerfacecolor="none", markeredgecolor="0.3",
+                  label="ring: selected lr (even seeds)")
+    _variant_legend(fig, style, sorted(set(lr_curves["arm"])), extra=[ring], title="estimator")
+    return fig
