@@ -18,7 +18,8 @@ test: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/pgvar sweep configs/default.toml
-	$(BIN)/pgvar report results/default --out reports/out
+	$(BIN)/pgvar sweep configs/train.toml
+	$(BIN)/pgvar report results/default --training results/train --out reports/out
 
 # `bench` saves every run under .benchmarks/<machine>/; `bench-compare` runs again and fails when a
 # benchmark's median is more than 25% slower than in the last saved run on this machine.

@@ -7,6 +7,13 @@ size, repetition) with `numpy.random.SeedSequence`: every estimator variant of a
 sees the same trajectories (common random numbers), which makes variance ratios between estimators much
 tighter than independent draws would. A cell id hashes the Cell's fields: finished cells are reused by id,
 so the fields, their order and their values are part of the results format.
+
+A training sweep (a [train] table) expands instead into `TrainCell`s, one training run each (problem, θ₀,
+variant, optimizer, learning rate, N, budget, seed index), and, with `noise_reps > 0`, one `NoiseCell` per
+(problem, variant, N): the gradient noise scale at θ₀ (`bench.noise_scale`). `run(cell)` runs any kind of cell.
+A run's seed depends on (problem, θ₀, seed index) only, so every estimator, learning rate, optimizer and batch
+size of a (problem, seed index) draws its k-th batch from the same stream (bench.training). Their ids hash
+`{"kind": ..., **fields}`, so no training cell can share an id with a measurement cell.
 """
 
 from __future__ import annotations
@@ -22,17 +29,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from bench.config import EstimatorTable, SweepConfig
+from bench.config import EstimatorTable, SweepConfig, TrainTable
 from bench.harness import check_memory, measure
 from bench.metrics import METRICS_WITH_CI
 from bench.reference import ReferenceConfig, check_reference
+from bench.training import TrainSettings, train
 from envs import make_problem
-from envs.problem import Problem, problem_config_class
+from envs.problem import Capability, Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
 from estimators import ESTIMATORS, Estimator, resolve_estimator
 
@@ -231,16 +239,173 @@ def _check_size(m: _Measurement, reps: int, sized: set[tuple]) -> None:
 
 def check_cells(config: SweepConfig, source: str) -> None:
     """Expand the config, which builds every problem and checks every cell (labels, θ, sizes), and check that
-    the report's variants are among the sweep's: one ConfigError naming `source` (the file)."""
+    the report's variants are among the sweep's: one ConfigError naming `source` (the file). A training sweep
+    checks its reference variant only when [report] names one (the default, plain reinforce, need not train)."""
     try:
-        variants = {cell.variant for cell in expand(config)[0]}
+        variants = {cell.variant for cell in (expand_training(config) if config.is_training else expand(config))[0]}
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     report = config.report
-    for label in [report.reference_variant, *(x for p in report.pairs for x in p)]:
+    reference = [report.reference_variant]
+    if config.is_training and report.reference_variant == type(report)().reference_variant:
+        reference = []
+    for label in [*reference, *(x for p in report.pairs for x in p)]:
         if label not in variants:
             raise ConfigError(f"{source}: report: variant {label!r} is not in the sweep; variants: "
                               f"{', '.join(sorted(variants))}")
+
+
+# ------------------------------------------------------------------------------------ training sweeps
+
+@dataclass(frozen=True)
+class TrainCell:
+    """One training run of a training sweep; `run_train_cell(cell)` is a pure function of it (but `seconds`)."""
+
+    kind: ClassVar[str] = "train"
+    sweep: str
+    problem: str  # label
+    env: str
+    env_options: tuple[tuple[str, Any], ...]
+    theta: str  # θ₀
+    estimator: str
+    variant: str
+    estimator_options: tuple[tuple[str, Any], ...]
+    optimizer: str
+    lr: float
+    batch_size: int
+    budget: int
+    seed_index: int
+    seed: int  # derived; shared by every variant, lr, optimizer and N of (problem, θ₀, seed_index)
+    eval_episodes: int
+    eval_every: int
+
+    @property
+    def cell_id(self) -> str:
+        return digest({"kind": self.kind, **asdict(self)})[:20]
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size, budget=self.budget,
+                             seed=self.seed, eval_episodes=self.eval_episodes, eval_every=self.eval_every)
+
+
+@dataclass(frozen=True)
+class NoiseCell:
+    """The gradient noise scale of one (problem, variant, N) at θ₀ from `reps` batches; `run_noise_cell(cell)`."""
+
+    kind: ClassVar[str] = "noise_scale"
+    sweep: str
+    problem: str
+    env: str
+    env_options: tuple[tuple[str, Any], ...]
+    theta: str
+    estimator: str
+    variant: str
+    estimator_options: tuple[tuple[str, Any], ...]
+    batch_size: int
+    reps: int
+    seed: int  # derived; shared by every variant of (problem, θ₀, N)
+
+    @property
+    def cell_id(self) -> str:
+        return digest({"kind": self.kind, **asdict(self)})[:20]
+
+
+def train_seed(root: int, problem: _Problem, seed_index: int) -> int:
+    """The seed of training run `seed_index` on `problem`: independent of estimator, lr, optimizer and N (CRN)."""
+    return cell_seed(root, problem.env, list(problem.options), problem.theta, "train", seed_index)
+
+
+def noise_seed(root: int, problem: _Problem, batch_size: int) -> int:
+    return cell_seed(root, problem.env, list(problem.options), problem.theta, "noise_scale", batch_size)
+
+
+def expand_training(config: SweepConfig) -> tuple[list[TrainCell | NoiseCell], list[str]]:
+    """All distinct cells of a training sweep and the skipped combinations (as `expand`): per (problem, variant,
+    N) in config order, its NoiseCell (when noise_reps > 0 and the problem has an exact objective, whose Hessian
+    it needs) and then its runs, optimizer × lr × seed index. A combination the estimator refuses (rloo at N = 1,
+    `exact` without an exact gradient) is skipped and said; a batch size above the budget, a run that would not
+    fit in memory or more than MAX_CELLS cells is a ConfigError (one line)."""
+    train_table = config.train
+    if train_table is None:
+        raise ConfigError("not a training sweep: it has no [train] table")
+    cells: dict[str, TrainCell | NoiseCell] = {}
+    skipped: dict[str, None] = {}
+    sized: set[tuple] = set()
+    runs_per = len(train_table.optimizers) * len(train_table.lr) * train_table.seeds
+    for m in _measurements(config):
+        p = m.problem
+        if m.batch_size > train_table.budget:
+            raise ConfigError(f"batch size {m.batch_size} is above train.budget={train_table.budget}: a run makes "
+                              f"budget // N updates; lower the batch size or raise the budget")
+        try:
+            if isinstance(m.estimator, ConfigError):
+                raise m.estimator
+            m.estimator.check(p.problem, m.batch_size)
+        except ConfigError as err:
+            skipped.setdefault(f"{p.label} / {m.variant} / N={m.batch_size}: {err}")
+            continue
+        _check_train_size(m, train_table, sized)
+        if len(cells) + runs_per + 1 > MAX_CELLS:
+            raise ConfigError(f"the sweep expands to more than {MAX_CELLS} cells; lower train.seeds, train.lr or "
+                              "the axes")
+        identity = (config.name, p.label, p.env, p.options, p.theta, m.estimator.name, m.variant,
+                    tuple(sorted(m.estimator.as_dict().items())))
+        if train_table.noise_reps:
+            noise = _noise_cell(config, m, identity, skipped)
+            if noise is not None:
+                cells.setdefault(noise.cell_id, noise)
+        for optimizer in train_table.optimizers:
+            for lr in train_table.lr:
+                for seed_index in range(train_table.seeds):
+                    cell = TrainCell(*identity, optimizer, lr, m.batch_size, train_table.budget, seed_index,
+                                     train_seed(config.seed, p, seed_index), train_table.eval_episodes,
+                                     train_table.eval_every)
+                    cells.setdefault(cell.cell_id, cell)
+    return list(cells.values()), list(skipped)
+
+
+def _noise_cell(config: SweepConfig, m: _Measurement, identity: tuple, skipped: dict) -> NoiseCell | None:
+    """The (problem, variant, N) noise-scale cell, or None (said in `skipped`) where it cannot be measured."""
+    p, reps = m.problem, config.train.noise_reps
+    try:
+        p.problem.require(Capability.EXACT_GRADIENT, because="which the noise scale (its exact G and Hessian) needs")
+        check_reference(p.problem, m.estimator.target)
+        check_memory(p.problem, m.batch_size, reps, group_size=m.estimator.group_size)
+    except ConfigError as err:
+        text = str(err).replace("--batch-size", "batch_sizes").replace("--reps", "train.noise_reps")
+        skipped.setdefault(f"{p.label} / {m.variant} / N={m.batch_size} (noise scale): {text}")
+        return None
+    return NoiseCell(*identity, m.batch_size, reps, noise_seed(config.seed, p, m.batch_size))
+
+
+def _check_train_size(m: _Measurement, settings: TrainTable, sized: set[tuple]) -> None:
+    """A run holds one batch of N (and, where J is not exact, one evaluation batch): refuse what cannot fit."""
+    key = (m.problem.env, m.problem.options, m.batch_size, m.estimator.group_size)
+    if key in sized:
+        return
+    sized.add(key)
+    try:
+        check_memory(m.problem.problem, m.batch_size, 1, group_size=m.estimator.group_size)
+        if not m.problem.problem.supports(Capability.EXACT_GRADIENT):
+            check_memory(m.problem.problem, settings.eval_episodes, 1)
+    except ConfigError as err:
+        text = str(err).replace("--batch-size", "batch_sizes / train.eval_episodes").replace("--reps", "train.seeds")
+        raise ConfigError(f"{m.problem.key} ({m.problem.label}), N={m.batch_size}: {text}") from None
+
+
+def train_axes(config: SweepConfig, cells: list) -> dict[str, Any]:
+    """What a training report needs to know of the plan beyond the config: its axes and the planned ids of each
+    kind (recorded in `_sweep.json`)."""
+    runs = [c for c in cells if isinstance(c, TrainCell)]
+    noise = [c for c in cells if isinstance(c, NoiseCell)]
+    return {
+        "optimizers": list(config.train.optimizers), "lr": list(config.train.lr), "budget": config.train.budget,
+        "seeds": config.train.seeds, "seed_indices": list(range(config.train.seeds)),
+        "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": config.train.noise_reps,
+        "problems": list(dict.fromkeys(c.problem for c in runs)),
+        "variants": list(dict.fromkeys(c.variant for c in runs)),
+        "train_cell_ids": [c.cell_id for c in runs], "noise_cell_ids": [c.cell_id for c in noise],
+    }
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -321,3 +486,72 @@ def provenance() -> Mapping[str, str]:
         "gymnasium_version": gymnasium.__version__, "pandas_version": pandas.__version__,
         "git_commit": commit,
     })
+
+
+# ------------------------------------------------------------------------------------- training rows
+
+def run(cell: Cell | TrainCell | NoiseCell) -> dict[str, Any]:
+    """Run any kind of cell → its row (what the executors call)."""
+    if isinstance(cell, TrainCell):
+        return run_train_cell(cell)
+    if isinstance(cell, NoiseCell):
+        return run_noise_cell(cell)
+    return run_cell(cell)
+
+
+def _identity(cell: TrainCell | NoiseCell) -> dict[str, Any]:
+    return {"kind": cell.kind, "cell_id": cell.cell_id, "sweep": cell.sweep, "problem": cell.problem,
+            "env": cell.env, "env_options": json.dumps(dict(cell.env_options), sort_keys=True), "theta": cell.theta,
+            "estimator": cell.estimator, "variant": cell.variant,
+            "estimator_options": json.dumps(dict(cell.estimator_options), sort_keys=True)}
+
+
+def _optional(value: Any) -> float:
+    """A summary value that may be None (censored, undefined) → float, NaN for None."""
+    return math.nan if value is None else float(value)
+
+
+def run_train_cell(cell: TrainCell) -> dict[str, Any]:
+    """One training run → one row: identity, the run's summary, its curve at the evaluated updates (list
+    columns) and provenance. A diverged run is a row like any other (`diverged`, final score and AUC −∞)."""
+    with single_thread():
+        problem = make_problem(cell.env, dict(cell.env_options))
+        result = train(problem, cell.estimator, cell.settings(), dict(cell.estimator_options),
+                       theta=theta_for(problem, cell.theta), show_progress=False)
+    summary = result.summary()
+    at = result.evaluated
+    row = _identity(cell)
+    row.update({"optimizer": cell.optimizer, "lr": float(cell.lr), "batch_size": cell.batch_size,
+                "budget": cell.budget, "seed_index": cell.seed_index, "seed": cell.seed})
+    failed = summary["failed"]
+    row.update({
+        "updates": int(summary["updates"]), "J0": float(result.objective[0]), "J_star": float(result.optimum),
+        "final_J": float(summary["final_objective"]), "final_score": float(summary["final_score"]),
+        "auc": float(summary["auc"]),
+        **{key: _optional(summary[key]) for key in ("samples_to_50", "samples_to_90", "updates_to_50",
+                                                    "updates_to_90")},
+        "failed": bool(failed), "failed_defined": failed is not None, "diverged": bool(summary["diverged"]),
+        "diverged_at": -1 if summary["diverged_at"] is None else int(summary["diverged_at"]),
+        "nonfinite": int(summary["nonfinite"]), "env_steps": int(summary["env_steps"]),
+        "seconds": float(summary["seconds"]),
+        "curve_updates": [int(k) for k in result.update[at]], "curve_samples": [int(n) for n in result.samples[at]],
+        "curve_J": [float(j) for j in result.objective[at]], "curve_score": [float(s) for s in result.score[at]],
+        "curve_grad_norm": [float(g) for g in result.grad_norm[at]],
+    })
+    row.update(provenance())
+    return row
+
+
+def run_noise_cell(cell: NoiseCell) -> dict[str, Any]:
+    """One noise-scale measurement → one row: `bench.noise_scale.NoiseScale.to_row()` under the cell's identity."""
+    from bench.noise_scale import noise_scale  # helper module of the noise-scale bridge (bench/noise_scale.py)
+
+    with single_thread():
+        problem = make_problem(cell.env, dict(cell.env_options))
+        estimator = resolve_estimator(cell.estimator, dict(cell.estimator_options))
+        result = noise_scale(problem, estimator, theta_for(problem, cell.theta), cell.batch_size, cell.reps, cell.seed)
+    row = {**_identity(cell), "batch_size": cell.batch_size, "reps": cell.reps, "seed": cell.seed}
+    for key, value in result.to_row().items():
+        row.setdefault(key, value)  # the cell's identity wins over anything the measurement says of itself
+    row.update(provenance())
+    return row

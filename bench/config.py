@@ -8,6 +8,7 @@ report variants make sense together is checked by expanding it into cells (`benc
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any, Mapping
 
 from bench.reference import ReferenceConfig
 from bench.store import check_name
+from bench.training import OPTIMIZERS, TrainSettings
 from envs.problem import problem_config_class
-from envs.spec import ConfigError, Float, Int, Parser, resolve_options
+from envs.spec import Choice, ConfigError, Float, Int, Parser, resolve_options
 from estimators import ESTIMATORS
 
 
@@ -54,8 +56,26 @@ class ReportSettings:
 
 
 @dataclass(frozen=True)
+class TrainTable:
+    """The sweep config's [train] table: with it the sweep is a *training sweep*. Every (problem, estimator
+    variant, batch size N) becomes training runs (`bench.training.train`) crossed with these axes instead of a
+    fixed-θ measurement. The budget is the same at every N (K = budget // N updates), so runs at different N
+    compare at equal samples."""
+
+    optimizers: tuple[str, ...] = ("sgd",)  # subset of bench.training.OPTIMIZERS
+    lr: tuple[float, ...] = ()  # learning rates: a list, or a log grid {low, high, count} with inclusive ends
+    budget: int = 2048  # training trajectories per run, at every batch size
+    seeds: int = 10  # independent training seeds per (problem, variant, N, optimizer, lr)
+    eval_episodes: int = 256  # evaluation trajectories where J is not exact
+    eval_every: int = 1  # updates between evaluations where J is not exact (and the last)
+    noise_reps: int = 0  # M batches of the fixed-θ noise-scale measurement at θ₀ per (problem, variant, N); 0 = none
+
+
+@dataclass(frozen=True)
 class SweepConfig:
-    """A whole sweep: problems × estimator variants × batch sizes × repetitions."""
+    """A whole sweep: problems × estimator variants × batch sizes × repetitions (a measurement sweep), or with a
+    [train] table problems × estimator variants × batch sizes × optimizers × learning rates × seeds (a training
+    sweep; `reps` and `repetitions` are then 0: they do not apply)."""
 
     name: str
     problems: tuple[ProblemTable, ...]
@@ -66,10 +86,26 @@ class SweepConfig:
     seed: int  # root seed
     report: ReportSettings = field(default_factory=ReportSettings)
     reference: tuple[tuple[str, Any], ...] = ()  # ReferenceConfig fields (samples, batch_size, seed) if not default
+    train: TrainTable | None = None  # the [train] table of a training sweep; None for a measurement sweep
+
+    @property
+    def is_training(self) -> bool:
+        return self.train is not None
 
 
 MAX_BOOTSTRAP_REPS = 100_000  # the report's rliable resamples: more only costs memory and time
-_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference"}
+_SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference",
+               "train"}
+_MEASUREMENT_ONLY = ("reps", "repetitions", "reference")  # keys that do not apply to a training sweep
+_TRAIN_KEYS = {"optimizers", "lr", "budget", "seeds", "eval_episodes", "eval_every", "noise_reps"}
+_LR_GRID_KEYS = {"low", "high", "count"}
+_SETTINGS = TrainSettings.options()  # the training run's own parsers: a [train] value reads as `pgvar train`'s
+_OPTIMIZER = Choice(OPTIMIZERS)
+_LR, _LR_LOW = _SETTINGS["lr"].parser, Float(0.0, low_open=True)  # a log grid needs low > 0
+_LR_COUNT = Int(2, 1000)
+_SEEDS = Int(2, 100_000)
+_NOISE_REPS = Int(0, 10_000_000)
+MAX_LRS = 1000
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
 _ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
@@ -140,6 +176,16 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
                        for i, t in enumerate(raw.get("estimators") or []))
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
+    if "train" in raw:
+        for key in _MEASUREMENT_ONLY:
+            if key in raw:
+                raise where.error(key, "applies only to a measurement sweep; this one has a [train] table (its runs "
+                                       "are set by train.seeds, its noise-scale measurement by train.noise_reps)")
+        return SweepConfig(
+            name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes, reps=0, repetitions=0,
+            seed=where.parsed(raw, "seed", Int(0), 0), report=parse_report(where, raw.get("report", {})),
+            train=parse_train(where, raw["train"]),
+        )
     return SweepConfig(
         name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes,
         reps=where.parsed(raw, "reps", Int(2)), repetitions=where.parsed(raw, "repetitions", Int(1), 1),
@@ -184,6 +230,58 @@ def parse_report(where: Where, raw: Any) -> ReportSettings:
                                     ReportSettings.bootstrap_reps, "report"),
         seed=where.parsed(table, "seed", Int(0, 2 ** 32 - 1), ReportSettings.seed, "report"),  # numpy's is 32-bit
     )
+
+
+def parse_train(where: Where, raw: Any) -> TrainTable:
+    """The [train] table: every value through the parsers `bench.training.TrainSettings` uses, so a value the
+    sweep accepts is one a run accepts; errors are one line naming `train.<key>` and the allowed range."""
+    table = where.table(raw, "train", _TRAIN_KEYS)
+    optimizers = table.get("optimizers", list(TrainTable.optimizers))
+    try:
+        if not isinstance(optimizers, list) or not optimizers:
+            raise ValueError
+        optimizers = tuple(dict.fromkeys(_OPTIMIZER(o) for o in optimizers))
+    except ValueError:
+        raise where.error("train.optimizers", f"expected a non-empty list, each {_OPTIMIZER.allowed}, "
+                                              f"got {optimizers!r}") from None
+    if "lr" not in table:
+        raise where.error("train.lr", "expected a list of learning rates or a log grid {low, high, count}")
+    seeds = where.parsed(table, "seeds", _SEEDS, TrainTable.seeds, "train")
+    budget = where.parsed(table, "budget", _SETTINGS["budget"].parser, TrainTable.budget, "train")
+    noise_reps = where.parsed(table, "noise_reps", _NOISE_REPS, TrainTable.noise_reps, "train")
+    if noise_reps == 1:  # a covariance needs two batches
+        raise where.error("train.noise_reps", "expected 0 (no noise-scale measurement) or an integer ≥ 2, got 1")
+    return TrainTable(
+        optimizers=optimizers, lr=_learning_rates(where, table["lr"]), budget=budget, seeds=seeds,
+        eval_episodes=where.parsed(table, "eval_episodes", _SETTINGS["eval_episodes"].parser,
+                                   TrainTable.eval_episodes, "train"),
+        eval_every=where.parsed(table, "eval_every", _SETTINGS["eval_every"].parser, TrainTable.eval_every, "train"),
+        noise_reps=noise_reps,
+    )
+
+
+def _learning_rates(where: Where, value: Any) -> tuple[float, ...]:
+    """`lr` as a list (each ≥ 0, kept in order, repeats dropped) or a log grid {low, high, count}: `count` values
+    from `low` to `high` inclusive, equally spaced in log, each rounded to 12 significant digits (so 0.1 is 0.1)."""
+    if isinstance(value, Mapping):
+        grid = where.table(value, "train.lr", _LR_GRID_KEYS)
+        for key in sorted(_LR_GRID_KEYS):
+            if key not in grid:
+                raise where.error(f"train.lr.{key}", "missing; a log grid is {low, high, count}")
+        low = where.parsed(grid, "low", _LR_LOW, within="train.lr")
+        high = where.parsed(grid, "high", _LR_LOW, within="train.lr")
+        count = where.parsed(grid, "count", _LR_COUNT, within="train.lr")
+        if not high > low:
+            raise where.error("train.lr.high", f"expected a number above low={low:g}, got {high!r}")
+        ratio = math.log(high / low)
+        return tuple(float(f"{low * math.exp(ratio * i / (count - 1)):.12g}") for i in range(count - 1)) + (high,)
+    try:
+        if not isinstance(value, list) or not value or len(value) > MAX_LRS:
+            raise ValueError
+        return tuple(dict.fromkeys(_LR(v) for v in value))
+    except ValueError:
+        raise where.error("train.lr", f"expected a non-empty list of at most {MAX_LRS} learning rates, each "
+                                      f"{_LR.allowed}, or a log grid {{low, high, count}}, got {value!r}") from None
 
 
 def parse_reference(where: Where, raw: Any) -> tuple[tuple[str, Any], ...]:

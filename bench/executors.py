@@ -1,7 +1,7 @@
 """Executors: run cells in this process, in a local process pool or on a Dask cluster.
 
 Every executor yields (cell, row, None) for a cell that finished and (cell, None, failure) for one that raised,
-as each completes: a failing cell fails alone, and the caller writes every result as it arrives, so nothing
+as each completes (any kind of cell: `bench.cells.run` dispatches), a failing cell fails alone, and the caller writes every result as it arrives, so nothing
 finished is lost when another cell raises or the run is interrupted. Every worker runs one torch thread, as
 `run_cell` does, so all executors give bit-identical rows.
 """
@@ -14,11 +14,12 @@ from typing import Any, Iterator
 
 import torch
 
-from bench.cells import Cell, run_cell
+from bench.cells import Cell, NoiseCell, TrainCell, run
 from envs.spec import ConfigError, Int
 
 EXECUTORS = ("inprocess", "processes", "dask")
-Outcome = tuple[Cell, "dict | None", "dict | None"]
+AnyCell = Cell | TrainCell | NoiseCell  # a measurement, a training run, a noise-scale measurement
+Outcome = tuple[AnyCell, "dict | None", "dict | None"]
 _WORKERS = Int(1)
 
 
@@ -36,7 +37,7 @@ def check_executor(executor: str, workers: Any, scheduler: str | None) -> int:
     return workers or os.cpu_count() or 1
 
 
-def run_cells(cells: list[Cell], executor: str, workers: int, scheduler: str | None) -> Iterator[Outcome]:
+def run_cells(cells: list[AnyCell], executor: str, workers: int, scheduler: str | None) -> Iterator[Outcome]:
     """The outcomes of `cells` as they complete (a checked `executor`, see `check_executor`)."""
     if executor == "inprocess" or not cells:
         return _run_inprocess(cells)
@@ -49,7 +50,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def failure_record(cell: Cell, err: BaseException) -> dict[str, Any]:
+def failure_record(cell: AnyCell, err: BaseException) -> dict[str, Any]:
     """What the store keeps of a cell that raised: its identity and the error (one line, and the traceback)."""
     import traceback
 
@@ -57,22 +58,26 @@ def failure_record(cell: Cell, err: BaseException) -> dict[str, Any]:
     trace = str(remote) if remote is not None and type(remote).__name__ == "_RemoteTraceback" else (
         "".join(traceback.format_exception(type(err), err, err.__traceback__)))
     text = " ".join(str(err).split())
-    return {"cell_id": cell.cell_id, "cell": asdict(cell), "problem": cell.problem, "variant": cell.variant,
-            "batch_size": cell.batch_size, "repetition": cell.repetition,
-            "error": f"{type(err).__name__}: {text[:500]}", "traceback": trace}
+    record = {"cell_id": cell.cell_id, "cell": asdict(cell), "problem": cell.problem, "variant": cell.variant,
+              "batch_size": cell.batch_size, "repetition": getattr(cell, "repetition", None),
+              "error": f"{type(err).__name__}: {text[:500]}", "traceback": trace}
+    if not isinstance(cell, Cell):  # a training sweep's cell: its kind and, for a run, where on its axes
+        record["kind"] = cell.kind
+        record.update({key: getattr(cell, key) for key in ("optimizer", "lr", "seed_index") if hasattr(cell, key)})
+    return record
 
 
-def _run_inprocess(cells: list[Cell]) -> Iterator[Outcome]:
+def _run_inprocess(cells: list[AnyCell]) -> Iterator[Outcome]:
     for cell in cells:
         try:
-            row = run_cell(cell)
+            row = run(cell)
         except Exception as err:  # noqa: BLE001 - a cell fails alone; KeyboardInterrupt still stops the sweep
             yield cell, None, failure_record(cell, err)
         else:
             yield cell, row, None
 
 
-def _run_processes(cells: list[Cell], workers: int) -> Iterator[Outcome]:
+def _run_processes(cells: list[AnyCell], workers: int) -> Iterator[Outcome]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -80,7 +85,7 @@ def _run_processes(cells: list[Cell], workers: int) -> Iterator[Outcome]:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
     try:
-        futures = {pool.submit(run_cell, cell): cell for cell in cells}
+        futures = {pool.submit(run, cell): cell for cell in cells}
         for future in as_completed(futures):
             cell = futures[future]
             try:
@@ -108,7 +113,7 @@ def _connect(scheduler: str):
                           f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
 
 
-def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterator[Outcome]:
+def _run_dask(cells: list[AnyCell], workers: int, scheduler: str | None) -> Iterator[Outcome]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -119,7 +124,7 @@ def _run_dask(cells: list[Cell], workers: int, scheduler: str | None) -> Iterato
     client = client or Client(cluster)
     try:
         client.run(_init_worker)
-        futures = client.map(run_cell, cells, pure=False)
+        futures = client.map(run, cells, pure=False)
         cell_of = {f.key: c for f, c in zip(futures, cells)}
         for future in as_completed(futures):
             cell = cell_of[future.key]

@@ -4,15 +4,22 @@ The pieces: `bench.config` parses the file, `bench.cells` expands it into cells 
 runs many, `bench.store` keeps their rows. This module composes them: `load_config` (parse, then expand once to
 check every cell before any compute) and `run_sweep`, which also computes the sampled references the cells
 share before dispatching them.
+
+A config with a [train] table is a training sweep: the same store, executors and resumption, over training runs
+and noise-scale cells (`bench.cells.expand_training`) instead of measurements; its `_sweep.json` also records
+`kind = "train"` and `train_axes` (`bench.cells.train_axes`), and where stderr is not a terminal (no bar) it
+reports progress as a line about every PROGRESS_SECONDS through `log`.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.cells import Cell, check_cells, digest, expand, single_thread, table_variants, theta_for
+from bench.cells import (Cell, check_cells, digest, expand, expand_training, single_thread, table_variants,
+                         theta_for, train_axes)
 from bench.config import SweepConfig, read_config
 from bench.executors import check_executor, run_cells
 from bench.harness import progress_bar
@@ -32,6 +39,45 @@ def load_config(path: str | Path) -> SweepConfig:
     return config
 
 
+PROGRESS_SECONDS = 15.0  # a training sweep's progress line interval when the bar is not shown
+
+
+def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
+    """What `_sweep.json` records: the resolved config, the planned distinct cell ids and each estimator table's
+    variants; a training sweep also its kind and axes. A measurement sweep's record is what it was before
+    training sweeps existed (no `train` key), so its folder's `_sweep.json` is not rewritten."""
+    resolved = asdict(config)
+    if not config.is_training:
+        del resolved["train"]
+    meta = {"config": resolved, "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
+            "table_variants": table_variants(config)}
+    if config.is_training:
+        meta.update({"kind": "train", "train_axes": train_axes(config, cells)})
+    return meta
+
+
+class _ProgressLines:
+    """One `log` line at most every PROGRESS_SECONDS (and at the end): done/total, elapsed and a linear ETA."""
+
+    def __init__(self, name: str, total: int, log: Callable[[str], None] | None, enabled: bool):
+        self.name, self.total, self.log, self.enabled = name, total, log, enabled and log is not None and total > 0
+        self.done, self.began = 0, time.monotonic()
+        self.last = self.began
+
+    def update(self, failed: int) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < PROGRESS_SECONDS and self.done < self.total):
+            return
+        self.last = now
+        elapsed = now - self.began
+        left = elapsed / self.done * (self.total - self.done)
+        guess = self.done < self.total and self.done >= max(10, self.total // 50)  # an ETA from a few cells misleads
+        self.log(f"sweep {self.name}: {self.done}/{self.total} cells ({100 * self.done / self.total:.0f}%)"
+                 + (f", {failed} failed" if failed else "") + f", {elapsed:.0f} s elapsed"
+                 + (f", ~{left:.0f} s left" if guess else ""))
+
+
 def prepare_references(cells: list[Cell]) -> None:
     """Compute each sampled reference the cells need once, here, into the cache (with one torch thread, as the
     cells run), so that parallel workers read it instead of each computing it. Workers on other machines see
@@ -39,6 +85,8 @@ def prepare_references(cells: list[Cell]) -> None:
     needed: dict[str, tuple[Cell, Any]] = {}
     exact: dict[tuple, bool] = {}
     for cell in cells:
+        if not isinstance(cell, Cell):
+            continue  # training runs and noise-scale cells use no sampled reference
         problem_key = (cell.env, cell.env_options)
         if problem_key not in exact:
             exact[problem_key] = make_problem(cell.env, dict(cell.env_options)).supports(Capability.EXACT_GRADIENT)
@@ -78,11 +126,10 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
     `_failed-<cell_id>.json` and the others carry on; a rerun retries it and removes the record on success.
     Failures are returned in the summary (`failed`), not raised: the caller decides the exit status."""
     workers = check_executor(executor, workers, scheduler)
-    cells, skipped = expand(config)
+    cells, skipped = expand_training(config) if config.is_training else expand(config)
     store = ResultsStore.for_sweep(results_root, config.name)
     with store:  # the lock comes before any clean-up or deletion
-        deleted = store.prepare({"config": asdict(config), "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
-                                 "table_variants": table_variants(config)}, fresh=fresh)
+        deleted = store.prepare(sweep_meta(config, cells), fresh=fresh)
         planned = {c.cell_id for c in cells}
         broken = store.verify(store.finished() & planned)
         for cell_id in broken:
@@ -97,6 +144,7 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
         stream = run_cells(todo, executor, workers, scheduler)
         failed = []
         with progress_bar(len(todo), f"sweep {config.name}") as bar:
+            lines = _ProgressLines(config.name, len(todo), log, config.is_training and bar.disable)
             for cell, row, failure in stream:
                 try:
                     if failure is None:
@@ -109,5 +157,6 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
                     raise ConfigError(f"{store.root}: cannot write {store.cell_path(cell.cell_id).name} "
                                       f"({err.strerror or err}); the finished cells are kept, rerun to resume") from None
                 bar.update(1)
+                lines.update(len(failed))
     return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped, deleted,
                         [f"{store.cell_path(i).name}: {why}" for i, why in broken.items()], failed, str(store.root))

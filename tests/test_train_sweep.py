@@ -1,0 +1,294 @@
+"""Training sweeps: the [train] table, its expansion into training runs (common random numbers), the rows they
+store, executors that agree and a training sweep that survives SIGKILL with every run exactly once."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cells import NoiseCell, TrainCell, expand, expand_training, run
+from bench.store import ResultsStore
+from bench.sweep import load_config, run_sweep
+from envs.spec import ConfigError
+
+TINY = """
+name = "tt"
+seed = 1
+batch_sizes = [1, 4]
+
+[[problems]]
+env = "softmax-bandit"
+
+[[problems]]
+env = "lqr"
+options = { horizon = 5 }
+
+[[estimators]]
+name = "exact"
+
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["none", "rloo"]
+
+[train]
+lr = [0.1, 10.0]
+budget = 16
+seeds = 2
+"""
+
+# The same tables as a measurement sweep (no [train] table).
+MEASUREMENT = TINY.replace("[train]\nlr = [0.1, 10.0]\nbudget = 16\nseeds = 2\n", "").replace("seed = 1", "seed = 1\nreps = 10")
+assert MEASUREMENT != TINY and "[train]" not in MEASUREMENT
+
+# The run's wall time legitimately differs between runs; everything else must be identical.
+VOLATILE = ["seconds"]
+
+# The stored schema of a training run (the report reads exactly these columns; provenance comes after them).
+TRAIN_COLUMNS = [
+    "kind", "cell_id", "sweep", "problem", "env", "env_options", "theta", "estimator", "variant", "estimator_options",
+    "optimizer", "lr", "batch_size", "budget", "seed_index", "seed", "updates", "J0", "J_star", "final_J",
+    "final_score", "auc", "samples_to_50", "samples_to_90", "updates_to_50", "updates_to_90", "failed",
+    "failed_defined", "diverged", "diverged_at", "nonfinite", "env_steps", "seconds", "curve_updates",
+    "curve_samples", "curve_J", "curve_score", "curve_grad_norm"]
+
+
+def write(tmp_path: Path, text: str, name: str = "train.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def rows(results: Path) -> pd.DataFrame:
+    return pd.read_parquet(results).drop(columns=VOLATILE).sort_values("cell_id").reset_index(drop=True)
+
+
+def test_expansion_counts_skips_and_common_random_numbers(tmp_path):
+    cells, skipped = expand_training(load_config(write(tmp_path, TINY)))
+    # 2 problems × 3 variants × 2 N × 2 lr × 2 seeds = 48, less rloo at N = 1 (2 problems × 2 lr × 2 seeds)
+    assert len(cells) == 48 - 8 and all(isinstance(c, TrainCell) for c in cells)
+    assert len(skipped) == 2 and all("N=1" in s and "needs batch_size ≥ 2" in s for s in skipped)
+    assert len({c.cell_id for c in cells}) == len(cells)
+    # the seed is a function of (problem, seed index) only: shared by every variant, lr and N (CRN)
+    seeds = {}
+    for c in cells:
+        seeds.setdefault((c.problem, c.seed_index), set()).add(c.seed)
+    assert all(len(s) == 1 for s in seeds.values()) and len(seeds) == 4
+    assert len({next(iter(s)) for s in seeds.values()}) == 4  # distinct across problems and seed indices
+    bandit = [c for c in cells if c.problem == "softmax-bandit" and c.seed_index == 1]
+    assert {c.variant for c in bandit} == {"exact", "reinforce", "reinforce baseline=rloo"}
+    assert {c.lr for c in bandit} == {0.1, 10.0} and {c.batch_size for c in bandit} == {1, 4}
+    assert all(c.budget == 16 and c.optimizer == "sgd" for c in cells)
+
+
+def test_log_grid_and_optimizers(tmp_path):
+    text = TINY.replace("lr = [0.1, 10.0]", 'lr = { low = 0.01, high = 10.0, count = 7 }\noptimizers = ["sgd", "adam"]')
+    config = load_config(write(tmp_path, text))
+    assert config.train.lr == (0.01, 0.0316227766017, 0.1, 0.316227766017, 1.0, 3.16227766017, 10.0)
+    assert config.train.optimizers == ("sgd", "adam") and (config.reps, config.repetitions) == (0, 0)
+    cells, _ = expand_training(config)
+    assert len(cells) == 40 * 7 // 2 * 2  # (48 − 8) runs at 2 lrs → 7 lrs × 2 optimizers
+    same = {(c.optimizer, c.lr, c.seed) for c in cells if c.problem == "lqr horizon=5" and c.seed_index == 0}
+    assert len({seed for _, _, seed in same}) == 1
+
+
+def test_a_measurement_config_expands_as_before_and_ids_never_collide(tmp_path):
+    config = load_config(write(tmp_path, MEASUREMENT, "m.toml"))
+    assert config.train is None and not config.is_training
+    measured = {c.cell_id for c in expand(config)[0]}
+    trained = {c.cell_id for c in expand_training(load_config(write(tmp_path, TINY)))[0]}
+    assert measured and not measured & trained
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("lr = [0.1, 10.0]", ""), "train.lr: expected a list of learning rates or a log grid"),
+    (("lr = [0.1, 10.0]", "lr = [0.1, -1]"), "train.lr: expected a non-empty list of at most 1000 learning rates, "
+                                             "each a number in [0, ∞)"),
+    (("lr = [0.1, 10.0]", "lr = []"), "train.lr: expected a non-empty list"),
+    (("lr = [0.1, 10.0]", 'lr = "0.1"'), "train.lr: expected a non-empty list"),
+    (("lr = [0.1, 10.0]", "lr = { low = 0, high = 1, count = 5 }"), "train.lr.low: expected a number in (0, ∞), got 0"),
+    (("lr = [0.1, 10.0]", "lr = { low = 1, high = 0.1, count = 5 }"), "train.lr.high: expected a number above low=1"),
+    (("lr = [0.1, 10.0]", "lr = { low = 0.1, high = 1, count = 1 }"),
+     "train.lr.count: expected an integer ≥ 2 and ≤ 1000, got 1"),
+    (("lr = [0.1, 10.0]", "lr = { low = 0.1, high = 1 }"), "train.lr.count: missing; a log grid is {low, high, count}"),
+    (("lr = [0.1, 10.0]", "lr = { low = 0.1, high = 1, count = 3, base = 2 }"), "train.lr.base: unknown key; allowed: "
+                                                                               "count, high, low"),
+    (("seeds = 2", "seeds = 1"), "train.seeds: expected an integer ≥ 2 and ≤ 100000, got 1"),
+    (("seeds = 2", "seeds = 2.5"), "train.seeds: expected an integer ≥ 2"),
+    (("budget = 16", "budget = 0"), "train.budget: expected an integer ≥ 1, got 0"),
+    (("budget = 16", "budget = 2"), "batch size 4 is above train.budget=2"),
+    (("seeds = 2", 'seeds = 2\noptimizers = ["rmsprop"]'), "train.optimizers: expected a non-empty list, each one of "
+                                                           "sgd, adam, got ['rmsprop']"),
+    (("seeds = 2", "seeds = 2\noptimizers = []"), "train.optimizers: expected a non-empty list"),
+    (("seeds = 2", "seeds = 2\neval_every = 0"), "train.eval_every: expected an integer ≥ 1, got 0"),
+    (("seeds = 2", "seeds = 2\neval_episodes = 1"), "train.eval_episodes: expected an integer ≥ 2, got 1"),
+    (("seeds = 2", "seeds = 2\nnoise_reps = 1"), "train.noise_reps: expected 0 (no noise-scale measurement) or an "
+                                                 "integer ≥ 2, got 1"),
+    (("seeds = 2", "seeds = 2\nnoise_reps = -3"), "train.noise_reps: expected an integer ≥ 0"),
+    (("seeds = 2", "seeds = 2\nsteps = 3"), "train.steps: unknown key; allowed: budget, eval_episodes, eval_every, "
+                                            "lr, noise_reps, optimizers, seeds"),
+    (("seed = 1", "seed = 1\nreps = 10"), "reps: applies only to a measurement sweep; this one has a [train] table"),
+    (("seed = 1", "seed = 1\nrepetitions = 3"), "repetitions: applies only to a measurement sweep"),
+    (("[train]", "[report]\npairs = [['natural', 'exact']]\n[train]"), "report: variant 'natural' is not in the sweep"),
+])
+def test_bad_train_values_are_one_clear_error(tmp_path, edit, message):
+    old, new = edit
+    assert old in TINY
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, TINY.replace(old, new)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(str(tmp_path / "train.toml"))
+
+
+def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
+    config = load_config(write(tmp_path, TINY))
+    summary = run_sweep(config, tmp_path, executor="inprocess")
+    assert (summary.cells, summary.ran, summary.failed) == (40, 40, [])
+    table = pd.read_parquet(tmp_path / "tt")
+    assert len(table) == 40 and table["cell_id"].is_unique and (table["kind"] == "train").all()
+    assert list(table.columns[:len(TRAIN_COLUMNS)]) == TRAIN_COLUMNS
+    assert {"git_commit", "torch_version"} <= set(table.columns)
+    for column, kind in [("lr", "f"), ("J_star", "f"), ("samples_to_90", "f"), ("updates", "i"), ("diverged_at", "i"),
+                         ("env_steps", "i"), ("failed", "b"), ("failed_defined", "b"), ("diverged", "b")]:
+        assert table[column].dtype.kind == kind, column
+    first = table[~table["diverged"]].iloc[0]  # exact J at every update k = 0 … K
+    assert len(first["curve_updates"]) == len(first["curve_J"]) == len(first["curve_score"]) == first["updates"] + 1
+    assert list(first["curve_samples"]) == [k * first["batch_size"] for k in first["curve_updates"]]
+    bandit = table[table.problem == "softmax-bandit"]
+    assert np.allclose(bandit["J_star"], 0.9) and (bandit["failed_defined"]).all()
+    assert (table["updates"] == 16 // table["batch_size"]).where(~table["diverged"], True).all()
+    # the exact control is deterministic: every seed of a (problem, N, lr) gives the same final score
+    exact = bandit[bandit.variant == "exact"].groupby(["batch_size", "lr"])["final_score"].nunique()
+    assert (exact == 1).all()
+    # large steps on LQR diverge: each such run is stored, marked and scored worst
+    diverged = table[table["diverged"]]
+    assert set(diverged["problem"]) == {"lqr horizon=5"}
+    assert table.loc[(table.problem == "lqr horizon=5") & (table.lr == 10.0), "diverged"].mean() > 0.5
+    assert (diverged["final_score"] == -math.inf).all() and (diverged["auc"] == -math.inf).all()
+    assert (diverged["failed"]).all() and (diverged["diverged_at"] >= 0).all()
+    assert (table.loc[~table["diverged"], "diverged_at"] == -1).all()
+    # censored samples-to-target are NaN, never a number
+    never = table[table["final_score"] < 0.5]
+    assert never["samples_to_90"].isna().all()
+
+    meta = json.loads((tmp_path / "tt" / "_sweep.json").read_text())
+    assert meta["kind"] == "train" and meta["cells"] == 40
+    assert meta["cell_ids"] == [c.cell_id for c in expand_training(config)[0]]
+    assert meta["config"]["train"]["lr"] == [0.1, 10.0] and meta["config"]["train"]["seeds"] == 2
+    axes = meta["train_axes"]
+    assert axes["lr"] == [0.1, 10.0] and axes["batch_sizes"] == [1, 4] and axes["seed_indices"] == [0, 1]
+    assert axes["optimizers"] == ["sgd"] and axes["budget"] == 16 and len(axes["train_cell_ids"]) == 40
+    assert axes["noise_cell_ids"] == [] and axes["problems"] == ["softmax-bandit", "lqr horizon=5"]
+
+    again = run_sweep(config, tmp_path, executor="inprocess")
+    assert (again.ran, again.reused) == (0, 40)
+
+
+def test_a_measurement_sweep_records_no_train_key(tmp_path):
+    config = load_config(write(tmp_path, MEASUREMENT.replace('sweep.baseline = ["none", "rloo"]', ""), "m.toml"))
+    run_sweep(config, tmp_path, executor="inprocess")
+    meta = json.loads((tmp_path / "tt" / "_sweep.json").read_text())
+    assert "train" not in meta["config"] and "kind" not in meta and "train_axes" not in meta
+
+
+def test_executors_give_identical_training_rows(tmp_path):
+    config = load_config(write(tmp_path, TINY.replace("seeds = 2", "seeds = 2\noptimizers = [\"adam\"]")))
+    run_sweep(config, tmp_path / "a", executor="inprocess")
+    run_sweep(config, tmp_path / "b", executor="processes", workers=2)
+    run_sweep(config, tmp_path / "c", executor="dask", workers=2)
+    a, b, c = rows(tmp_path / "a" / "tt"), rows(tmp_path / "b" / "tt"), rows(tmp_path / "c" / "tt")
+    assert len(a) == 40
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, c)
+
+
+def test_a_failing_run_fails_alone_and_is_recorded(tmp_path):
+    # θ₀ with log σ ≈ 640: J(θ₀) is not finite, so every lqr run raises when it starts; the bandit runs finish
+    text = TINY.replace('options = { horizon = 5 }', 'options = { horizon = 5 }\ntheta = "random:1000:0"')
+    config = load_config(write(tmp_path, text))
+    summary = run_sweep(config, tmp_path, executor="inprocess")
+    assert len(summary.failed) == 20 and summary.ran == 40
+    record = summary.failed[0]
+    assert record["kind"] == "train" and record["problem"] == "lqr horizon=5" and "seed_index" in record
+    assert len(list((tmp_path / "tt").glob("_failed-*.json"))) == 20
+    assert len(pd.read_parquet(tmp_path / "tt")) == 20
+
+
+def test_sigkill_mid_training_sweep_then_resume_gives_every_run_once_and_same_numbers(tmp_path):
+    """Kill the whole process group (parent and worker pool) with SIGKILL once some runs are written; the rerun
+    must finish with each run exactly once and the uninterrupted numbers."""
+    text = TINY.replace("budget = 16", "budget = 256").replace("seeds = 2", "seeds = 4")
+    path = write(tmp_path, text)
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    command = [sys.executable, "-m", "pgvar", "sweep", str(path), "--results", str(killed_root), "--workers", "2"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = ResultsStore(killed_root / "tt")
+    deadline = time.monotonic() + 120
+    while len(store.finished()) < 5:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert time.monotonic() < deadline, "no run finished within 120 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total = len(expand_training(load_config(path))[0])
+    assert 5 <= len(store.finished()) < total, "the kill must interrupt the sweep"
+
+    summary = run_sweep(load_config(path), killed_root, executor="processes", workers=2)
+    assert summary.reused >= 5 and summary.reused + summary.ran == total
+    files = sorted(p.name for p in (killed_root / "tt").iterdir() if p.name.startswith("cell-"))
+    assert len(files) == total == len(set(files))
+    assert not list((killed_root / "tt").glob(".*.tmp"))
+
+    run_sweep(load_config(path), clean_root, executor="processes", workers=2)
+    killed, clean = rows(killed_root / "tt"), rows(clean_root / "tt")
+    assert killed["cell_id"].is_unique and len(killed) == total
+    pd.testing.assert_frame_equal(killed, clean)
+
+
+def test_the_cli_runs_a_training_sweep_with_progress_lines(tmp_path):
+    path = write(tmp_path, TINY)
+    done = subprocess.run([sys.executable, "-m", "pgvar", "sweep", str(path), "--results", str(tmp_path),
+                           "--executor", "inprocess"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sweep tt: 40 cells, 40 run, 0 reused" in done.stdout
+    assert "pgvar: sweep tt: 40/40 cells (100%)" in done.stderr  # the last progress line (stderr is not a tty)
+    assert "skipped 2 combinations" in done.stderr
+
+
+def test_a_noise_scale_cell_per_problem_variant_and_batch_size(tmp_path):
+    pytest.importorskip("bench.noise_scale")
+    text = TINY.replace("seeds = 2", "seeds = 2\nnoise_reps = 20").replace("lr = [0.1, 10.0]", "lr = [0.1]")
+    config = load_config(write(tmp_path, text))
+    cells, skipped = expand_training(config)
+    noise = [c for c in cells if isinstance(c, NoiseCell)]
+    # 2 problems × (exact, reinforce at N ∈ {1, 4}; rloo at N = 4): 2 × 5; the seed is shared by the variants of (problem, N)
+    assert len(noise) == 10 and all(c.reps == 20 for c in noise)
+    by_key = {}
+    for c in noise:
+        by_key.setdefault((c.problem, c.batch_size), set()).add(c.seed)
+    assert all(len(s) == 1 for s in by_key.values()) and len(by_key) == 4
+    cell = next(c for c in noise if c.problem == "softmax-bandit" and c.variant == "reinforce baseline=rloo")
+    row = run(cell)
+    assert row["kind"] == "noise_scale" and row["cell_id"] == cell.cell_id and row["variant"] == cell.variant
+    assert row["batch_size"] == 4 and row["reps"] == 20 and "optimizer" not in row and "lr" not in row
+    for key in ("grad_norm_sq", "trace_sigma", "b_simple", "curvature", "trace_h_sigma", "b_noise", "eps_max",
+                "eps_opt", "step_length", "model_applies", "nonfinite"):
+        assert key in row, key
+    assert row["grad_norm_sq"] > 0 and row["trace_sigma"] > 0
+    assert math.isclose(row["b_simple"], 4 * row["trace_sigma"] / row["grad_norm_sq"], rel_tol=1e-9)
+    meta_axes_ids = {c.cell_id for c in noise}
+    summary = run_sweep(load_config(write(tmp_path, text.replace('name = "tt"', 'name = "tn"'), "n.toml")), tmp_path,
+                        executor="inprocess")
+    assert summary.failed == [] and summary.cells == len(cells)
+    meta = json.loads((tmp_path / "tn" / "_sweep.json").read_text())
+    assert len(meta["train_axes"]["noise_cell_ids"]) == len(meta_axes_ids)
