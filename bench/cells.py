@@ -38,7 +38,7 @@ from bench.config import EstimatorTable, SweepConfig, TrainTable
 from bench.harness import check_memory, measure
 from bench.metrics import METRICS_WITH_CI
 from bench.reference import ReferenceConfig, check_reference
-from bench.training import TrainSettings, train
+from bench.training import TrainingRun, TrainSettings, train
 from envs import make_problem
 from envs.problem import Capability, Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
@@ -511,20 +511,13 @@ def _optional(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def run_train_cell(cell: TrainCell) -> dict[str, Any]:
-    """One training run → one row: identity, the run's summary, its curve at the evaluated updates (list
-    columns) and provenance. A diverged run is a row like any other (`diverged`, final score and AUC −∞)."""
-    with single_thread():
-        problem = make_problem(cell.env, dict(cell.env_options))
-        result = train(problem, cell.estimator, cell.settings(), dict(cell.estimator_options),
-                       theta=theta_for(problem, cell.theta), show_progress=False)
+def run_columns(result: TrainingRun) -> dict[str, Any]:
+    """The stored columns of a training run beyond its identity: its summary and its curve at the evaluated updates
+    (list columns). NaN for what is undefined or censored; `failed_defined` says whether `failed` means anything."""
     summary = result.summary()
     at = result.evaluated
-    row = _identity(cell)
-    row.update({"optimizer": cell.optimizer, "lr": float(cell.lr), "batch_size": cell.batch_size,
-                "budget": cell.budget, "seed_index": cell.seed_index, "seed": cell.seed})
     failed = summary["failed"]
-    row.update({
+    return {
         "updates": int(summary["updates"]), "J0": float(result.objective[0]), "J_star": float(result.optimum),
         "final_J": float(summary["final_objective"]), "final_score": float(summary["final_score"]),
         "auc": float(summary["auc"]),
@@ -537,7 +530,20 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
         "curve_updates": [int(k) for k in result.update[at]], "curve_samples": [int(n) for n in result.samples[at]],
         "curve_J": [float(j) for j in result.objective[at]], "curve_score": [float(s) for s in result.score[at]],
         "curve_grad_norm": [float(g) for g in result.grad_norm[at]],
-    })
+    }
+
+
+def run_train_cell(cell: TrainCell) -> dict[str, Any]:
+    """One training run → one row: identity, the run's summary, its curve at the evaluated updates (list
+    columns) and provenance. A diverged run is a row like any other (`diverged`, final score and AUC −∞)."""
+    with single_thread():
+        problem = make_problem(cell.env, dict(cell.env_options))
+        result = train(problem, cell.estimator, cell.settings(), dict(cell.estimator_options),
+                       theta=theta_for(problem, cell.theta), show_progress=False)
+    row = _identity(cell)
+    row.update({"optimizer": cell.optimizer, "lr": float(cell.lr), "batch_size": cell.batch_size,
+                "budget": cell.budget, "seed_index": cell.seed_index, "seed": cell.seed})
+    row.update(run_columns(result))
     row.update(provenance())
     return row
 

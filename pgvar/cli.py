@@ -256,6 +256,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_problem_and_estimator(parser: argparse.ArgumentParser, estimator_help: str, theta_name: str) -> None:
+    """The flags `measure` and `train` share: the problem, the estimator, their options and θ."""
+    parser.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
+    parser.add_argument("--estimator", required=True, help=estimator_help)
+    parser.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
+    parser.add_argument("--est-opt", action="append", metavar="KEY=VALUE", help="estimator option (repeatable)")
+    parser.add_argument("--theta", metavar="PATH", help=f"{theta_name} as a .npy or .pt file (default: the problem's θ)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgvar", description="Measure bias and variance of policy-gradient estimators.")
     parser.add_argument("--version", action="version", version=f"pgvar {_version()}")
@@ -264,11 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="problems and estimators with their options").set_defaults(run=cmd_list)
 
     m = sub.add_parser("measure", help="M batches of N trajectories → metrics with 95%% CIs")
-    m.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
-    m.add_argument("--estimator", required=True, help="estimator name (see `pgvar list`)")
-    m.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
-    m.add_argument("--est-opt", action="append", metavar="KEY=VALUE", help="estimator option (repeatable)")
-    m.add_argument("--theta", metavar="PATH", help="θ as a .npy or .pt file (default: the problem's θ)")
+    _add_problem_and_estimator(m, "estimator name (see `pgvar list`)", "θ")
     m.add_argument("--batch-size", type=int, required=True, metavar="N", help="trajectories per batch (≥ 1)")
     m.add_argument("--reps", type=int, required=True, metavar="M", help="independent batches (≥ 2)")
     m.add_argument("--seed", type=int, required=True, metavar="S", help="root seed of all randomness")
@@ -286,11 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(run=cmd_measure)
 
     t = sub.add_parser("train", help="one training run: the estimator drives sgd/adam; the learning curve of J")
-    t.add_argument("--env", required=True, help="problem name (see `pgvar list`)")
-    t.add_argument("--estimator", required=True, help="estimator name (see `pgvar list`); `exact` is the control")
-    t.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
-    t.add_argument("--est-opt", action="append", metavar="KEY=VALUE", help="estimator option (repeatable)")
-    t.add_argument("--theta", metavar="PATH", help="θ₀ as a .npy or .pt file (default: the problem's θ)")
+    _add_problem_and_estimator(t, "estimator name (see `pgvar list`); `exact` is the control", "θ₀")
     t.add_argument("--optimizer", metavar="NAME", help="sgd (default) or adam")
     t.add_argument("--lr", required=True, metavar="LR", help="learning rate (≥ 0)")
     t.add_argument("--batch-size", required=True, metavar="N", help="trajectories per update (≥ 1)")

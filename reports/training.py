@@ -491,19 +491,26 @@ def learning_rate_curves(runs: pd.DataFrame, seed: int, reps: int) -> pd.DataFra
 
 
 def verdicts(per_problem: pd.DataFrame, controls: Sequence[str]) -> pd.DataFrame:
-    """Per (problem, N): the arm (not the exact control) with the highest final-score IQM at its selected learning
-    rate on the evaluation half, its interval and failure fraction, the arms whose IQM intervals overlap its
-    interval (ties), and the control's IQM."""
+    """Per (problem, N): the recommended arm (not the exact control) at its selected learning rate on the evaluation
+    half, its interval and failure fraction, the arms it is tied with, and the control's IQM. The arm with the
+    highest final-score IQM and the arms whose IQM intervals overlap its interval form the leading group (the data
+    do not separate them by IQM); the recommendation is the one of that group with the lowest failure fraction,
+    then the highest IQM, because IQM ignores failures of fewer than a quarter of the runs (a run that commits to a
+    sub-optimal arm 20% of the time can still have the top IQM). The others of the group are its ties."""
     records = []
     for (problem, batch_size), group in per_problem.groupby(["problem", "batch_size"], sort=True):
         candidates = group[~group["arm"].isin(controls)].sort_values(["score_iqm", "arm"], ascending=[False, True],
                                                                      kind="stable")
         if candidates.empty:
             continue
-        best = candidates.iloc[0]
-        low, high = _bounds(best, "score_iqm")
-        ties = [r.arm for r in candidates.iloc[1:].itertuples()
-                if _bounds(r._asdict(), "score_iqm")[1] >= low and _bounds(r._asdict(), "score_iqm")[0] <= high]
+        top = candidates.iloc[0]
+        low, high = _bounds(top, "score_iqm")
+        leading = candidates[[_bounds(r, "score_iqm")[1] >= low and _bounds(r, "score_iqm")[0] <= high
+                              for _, r in candidates.iterrows()]]
+        leading = leading.assign(_failure=leading["failure_fraction"].fillna(math.inf)).sort_values(
+            ["_failure", "score_iqm", "arm"], ascending=[True, False, True], kind="stable")
+        best = leading.iloc[0]
+        ties = [arm for arm in leading["arm"].iloc[1:]]
         control = group[group["arm"].isin(controls)]
         records.append({"problem": problem, "batch_size": int(batch_size), "best": best["arm"], "lr": best["lr"],
                         "runs": int(best["runs"]), "iqm": best["score_iqm"], "lo": best["score_iqm_lo"],

@@ -32,6 +32,9 @@ def sample_efficiency_figure(curves: pd.DataFrame, style: VariantStyle) -> Figur
         for j, batch_size in enumerate(batch_sizes):
             ax = axes[i, j]
             at = curves[(curves["problem"] == problem) & (curves["batch_size"] == batch_size)]
+            if at.empty:  # a problem the sweep ran at other batch sizes only
+                ax.set_visible(False)
+                continue
             for arm in [a for a in style.variants if a in set(at["arm"])]:
                 of_arm = at[at["arm"] == arm].sort_values("samples")
                 low = of_arm["lo"].fillna(of_arm["iqm"]).to_numpy()
@@ -57,6 +60,9 @@ def learning_rate_figure(lr_curves: pd.DataFrame, selected: pd.DataFrame, style:
         for j, batch_size in enumerate(batch_sizes):
             ax = axes[i, j]
             at = lr_curves[(lr_curves["problem"] == problem) & (lr_curves["batch_size"] == batch_size)]
+            if at.empty:
+                ax.set_visible(False)
+                continue
             for arm in [a for a in style.variants if a in set(at["arm"])]:
                 of_arm = at[at["arm"] == arm].sort_values("lr")
                 error = np.clip([(of_arm["iqm"] - of_arm["lo"]).fillna(0), (of_arm["hi"] - of_arm["iqm"]).fillna(0)],

@@ -4,11 +4,8 @@ SIGKILL."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from bench.cells import expand
 from bench.store import ResultsStore
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
+from tests.sweeps import kill_then_resume, stored_rows, write
 
 SMALL = """
 name = "small"
@@ -48,14 +46,8 @@ pairs = [["reinforce baseline=rloo", "reinforce"]]
 VOLATILE = ["seconds", "seconds_per_estimate"]
 
 
-def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def rows(results: Path) -> pd.DataFrame:
-    return pd.read_parquet(results).drop(columns=VOLATILE).sort_values("cell_id").reset_index(drop=True)
+    return stored_rows(results, VOLATILE)
 
 
 def test_expansion_counts_skips_and_shares_seeds(tmp_path):
@@ -235,32 +227,8 @@ def test_rerun_reuses_and_fresh_restarts(tmp_path):
 def test_sigkill_mid_sweep_then_resume_gives_every_cell_once_and_same_numbers(tmp_path):
     """Kill the whole process group (parent and worker pool) with SIGKILL once some cells are
     written; the rerun must finish with each cell exactly once and the uninterrupted numbers."""
-    text = SMALL.replace("reps = 20", "reps = 400").replace("repetitions = 2", "repetitions = 4")
-    path = write(tmp_path, text)
-    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
-    command = [sys.executable, "-m", "pgvar", "sweep", str(path), "--results", str(killed_root), "--workers", "2"]
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = ResultsStore(killed_root / "small")
-    deadline = time.monotonic() + 120
-    while len(store.finished()) < 5:
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline, "no cell finished within 120 s"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    total = len(expand(load_config(path))[0])
-    assert 5 <= len(store.finished()) < total, "the kill must interrupt the sweep"
-
-    summary = run_sweep(load_config(path), killed_root, executor="processes", workers=2)
-    assert summary.reused >= 5 and summary.reused + summary.ran == total
-    files = sorted(p.name for p in (killed_root / "small").iterdir() if p.name.startswith("cell-"))
-    assert len(files) == total == len(set(files))
-    assert not list((killed_root / "small").glob(".*.tmp"))
-
-    run_sweep(load_config(path), clean_root, executor="processes", workers=2)
-    killed, clean = rows(killed_root / "small"), rows(clean_root / "small")
-    assert killed["cell_id"].is_unique
-    pd.testing.assert_frame_equal(killed, clean)
+    path = write(tmp_path, SMALL.replace("reps = 20", "reps = 400").replace("repetitions = 2", "repetitions = 4"))
+    kill_then_resume(path, tmp_path, "small", len(expand(load_config(path))[0]), rows)
 
 
 # ------------------------------------------------------------------- the store under attack (issue 14)

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,9 +15,9 @@ import pandas as pd
 import pytest
 
 from bench.cells import NoiseCell, TrainCell, expand, expand_training, run
-from bench.store import ResultsStore
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
+from tests.sweeps import kill_then_resume, stored_rows, write
 
 TINY = """
 name = "tt"
@@ -63,14 +60,8 @@ TRAIN_COLUMNS = [
     "curve_samples", "curve_J", "curve_score", "curve_grad_norm"]
 
 
-def write(tmp_path: Path, text: str, name: str = "train.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def rows(results: Path) -> pd.DataFrame:
-    return pd.read_parquet(results).drop(columns=VOLATILE).sort_values("cell_id").reset_index(drop=True)
+    return stored_rows(results, VOLATILE)
 
 
 def test_expansion_counts_skips_and_common_random_numbers(tmp_path):
@@ -147,7 +138,7 @@ def test_bad_train_values_are_one_clear_error(tmp_path, edit, message):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, TINY.replace(old, new)))
     assert message in str(err.value) and "\n" not in str(err.value)
-    assert str(err.value).startswith(str(tmp_path / "train.toml"))
+    assert str(err.value).startswith(str(tmp_path / "sweep.toml"))
 
 
 def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
@@ -227,32 +218,8 @@ def test_a_failing_run_fails_alone_and_is_recorded(tmp_path):
 def test_sigkill_mid_training_sweep_then_resume_gives_every_run_once_and_same_numbers(tmp_path):
     """Kill the whole process group (parent and worker pool) with SIGKILL once some runs are written; the rerun
     must finish with each run exactly once and the uninterrupted numbers."""
-    text = TINY.replace("budget = 16", "budget = 256").replace("seeds = 2", "seeds = 4")
-    path = write(tmp_path, text)
-    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
-    command = [sys.executable, "-m", "pgvar", "sweep", str(path), "--results", str(killed_root), "--workers", "2"]
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = ResultsStore(killed_root / "tt")
-    deadline = time.monotonic() + 120
-    while len(store.finished()) < 5:
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline, "no run finished within 120 s"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    total = len(expand_training(load_config(path))[0])
-    assert 5 <= len(store.finished()) < total, "the kill must interrupt the sweep"
-
-    summary = run_sweep(load_config(path), killed_root, executor="processes", workers=2)
-    assert summary.reused >= 5 and summary.reused + summary.ran == total
-    files = sorted(p.name for p in (killed_root / "tt").iterdir() if p.name.startswith("cell-"))
-    assert len(files) == total == len(set(files))
-    assert not list((killed_root / "tt").glob(".*.tmp"))
-
-    run_sweep(load_config(path), clean_root, executor="processes", workers=2)
-    killed, clean = rows(killed_root / "tt"), rows(clean_root / "tt")
-    assert killed["cell_id"].is_unique and len(killed) == total
-    pd.testing.assert_frame_equal(killed, clean)
+    path = write(tmp_path, TINY.replace("budget = 16", "budget = 256").replace("seeds = 2", "seeds = 4"))
+    kill_then_resume(path, tmp_path, "tt", len(expand_training(load_config(path))[0]), rows)
 
 
 def test_the_cli_runs_a_training_sweep_with_progress_lines(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cells import cell_seed
+from bench.cells import cell_seed, run_columns
 from bench.store import ResultsStore
 from bench.training import TrainSettings, train
 from envs import make_problem
@@ -27,38 +27,20 @@ from reports import training as tr
 # ------------------------------------------------------------------------------------------- row fixtures
 
 
-def _float(value) -> float:
-    return math.nan if value is None else float(value)
-
-
 def run_row(problem_label: str, env: str, env_options: dict, estimator: str, options: dict, variant: str,
             settings: TrainSettings, seed_index: int) -> dict:
     """One stored training row (the plan's schema) from an actual run of bench.training.train."""
     problem = make_problem(env, env_options)
     run = train(problem, estimator, settings, estimator_options=options, show_progress=False)
-    summary = run.summary()
-    at = run.evaluated
     identity = [problem_label, variant, settings.optimizer, settings.lr, settings.batch_size, seed_index]
     cell_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
-    failed = summary["failed"]
     return {
         "kind": "train", "cell_id": cell_id, "sweep": "tiny-train", "problem": problem_label, "env": env,
         "env_options": json.dumps(env_options, sort_keys=True), "theta": "default", "estimator": estimator,
         "variant": variant, "estimator_options": json.dumps(options, sort_keys=True),
         "optimizer": settings.optimizer, "lr": float(settings.lr), "batch_size": settings.batch_size,
         "budget": settings.budget, "seed_index": seed_index, "seed": settings.seed,
-        "updates": summary["updates"], "J0": float(run.objective[0]), "J_star": _float(run.optimum),
-        "final_J": _float(summary["final_objective"]), "final_score": _float(summary["final_score"]),
-        "auc": _float(summary["auc"]), "samples_to_50": _float(summary["samples_to_50"]),
-        "samples_to_90": _float(summary["samples_to_90"]), "updates_to_50": _float(summary["updates_to_50"]),
-        "updates_to_90": _float(summary["updates_to_90"]), "failed": bool(failed) if failed is not None else False,
-        "failed_defined": failed is not None, "diverged": bool(summary["diverged"]),
-        "diverged_at": -1 if summary["diverged_at"] is None else int(summary["diverged_at"]),
-        "nonfinite": int(summary["nonfinite"]), "env_steps": int(summary["env_steps"]),
-        "seconds": float(summary["seconds"]),
-        "curve_updates": [int(k) for k in run.update[at]], "curve_samples": [int(s) for s in run.samples[at]],
-        "curve_J": [float(j) for j in run.objective[at]], "curve_score": [float(s) for s in run.score[at]],
-        "curve_grad_norm": [float(g) for g in run.grad_norm[at]],
+        **run_columns(run),
     }
 
 
