@@ -206,7 +206,7 @@ def performance_profiles(score_dict: Mapping[str, np.ndarray], taus: np.ndarray,
             profiles, cis = rly.create_performance_profile({variant: scores}, taus, reps=reps)
         frames.append(pd.DataFrame({"variant": variant, "tau": taus, "fraction": profiles[variant],
                                     "lo": cis[variant][0], "hi": cis[variant][1]}))
-    return _concat(frames, ["variant", "tau", "fraction", "lo", "hi"])
+    return concat(frames, ["variant", "tau", "fraction", "lo", "hi"])
 
 
 INTERVAL_COLUMNS = ["score", "batch_size", "num_tasks", "gamma", "variant", "num_runs", "statistic", "estimate", "lo",
@@ -224,6 +224,18 @@ class RliableResults:
     improvements: pd.DataFrame  # IMPROVEMENT_COLUMNS
     profiles: pd.DataFrame  # PROFILE_COLUMNS, variance reduction only
     notes: list[str]  # what was left out and why
+
+
+def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
+                   reps: int, seed: int, with_profiles: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """rliable's three answers for one score at one N, each tagged with (score, batch_size, num_tasks): the
+    aggregate intervals, P(X > Y) for `pairs`, and (if `with_profiles`) the performance profiles (else empty)."""
+    tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
+    intervals = aggregate_intervals(matrices.score_dict, score.gamma, reps, seed).assign(**tag, gamma=score.gamma)
+    improvements = improvement_probabilities(matrices.score_dict, pairs, reps, seed).assign(**tag)
+    profiles = (performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed)
+                .assign(**tag) if with_profiles else pd.DataFrame(columns=PROFILE_COLUMNS))
+    return intervals, improvements, profiles
 
 
 def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: ReportSettings) -> RliableResults:
@@ -246,18 +258,15 @@ def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: Repo
             notes += matrices.notes
             if not matrices.score_dict:
                 continue
-            tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
-            intervals.append(aggregate_intervals(matrices.score_dict, score.gamma, reps, seed)
-                             .assign(**tag, gamma=score.gamma))
-            improvements.append(improvement_probabilities(matrices.score_dict, settings.pairs, reps, seed)
-                                .assign(**tag))
+            interval, improvement, profile = rliable_tables(matrices, score, batch_size, settings.pairs, reps, seed,
+                                                            with_profiles=score is VARIANCE_REDUCTION)
+            intervals.append(interval)
+            improvements.append(improvement)
+            profiles.append(profile)
             notes += [f"{score.title} at N={batch_size}: pair {x} vs {y} left out (a variant is missing)"
                       for x, y in settings.pairs if x not in matrices.score_dict or y not in matrices.score_dict]
-            if score is VARIANCE_REDUCTION:
-                taus = profile_thresholds(matrices.score_dict)
-                profiles.append(performance_profiles(matrices.score_dict, taus, reps, seed).assign(**tag))
-    return RliableResults(batch_sizes, _concat(intervals, INTERVAL_COLUMNS), _concat(improvements, IMPROVEMENT_COLUMNS),
-                          _concat(profiles, PROFILE_COLUMNS), notes)
+    return RliableResults(batch_sizes, concat(intervals, INTERVAL_COLUMNS), concat(improvements, IMPROVEMENT_COLUMNS),
+                          concat(profiles, PROFILE_COLUMNS), notes)
 
 
 def invalid_notes(rows: pd.DataFrame) -> list[str]:
@@ -269,7 +278,7 @@ def invalid_notes(rows: pd.DataFrame) -> list[str]:
             for batch_size, group in invalid.groupby("batch_size", sort=True)]
 
 
-def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     """Tables stacked with a fixed column order (also when there are none)."""
     frames = [frame for frame in frames if not frame.empty]  # pandas deprecates concatenating empty frames
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

@@ -57,10 +57,8 @@ from reports.rliable_stats import (
     INTERVAL_COLUMNS,
     PROFILE_COLUMNS,
     Score,
-    aggregate_intervals,
-    improvement_probabilities,
-    performance_profiles,
-    profile_thresholds,
+    concat,
+    rliable_tables,
     score_matrices,
 )
 
@@ -556,12 +554,10 @@ def across_problems(evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
         notes += matrices.notes
         if not matrices.score_dict:
             continue
-        tag = {"score": FINAL_SCORE.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
-        intervals.append(aggregate_intervals(matrices.score_dict, FINAL_SCORE.gamma, reps, seed)
-                         .assign(**tag, gamma=FINAL_SCORE.gamma))
-        improvements.append(improvement_probabilities(matrices.score_dict, pairs, reps, seed).assign(**tag))
-        taus = profile_thresholds(matrices.score_dict)
-        profiles.append(performance_profiles(matrices.score_dict, taus, reps, seed).assign(**tag))
+        interval, improvement, profile = rliable_tables(matrices, FINAL_SCORE, batch_size, pairs, reps, seed)
+        intervals.append(interval)
+        improvements.append(improvement)
+        profiles.append(profile)
         at_n = frame[(frame["batch_size"] == batch_size) & frame["problem"].isin(matrices.tasks)]
         for arm in matrices.score_dict:
             of_arm = at_n[at_n["variant"] == arm]
@@ -569,15 +565,9 @@ def across_problems(evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
             failures.append({"batch_size": batch_size, "arm": arm, "runs": len(of_arm),
                              "failure_fraction": float(defined.mean()) if len(defined) else math.nan,
                              "diverged": int(of_arm["diverged"].sum())})
-    return Across(_stack(intervals, INTERVAL_COLUMNS), _stack(improvements, IMPROVEMENT_COLUMNS),
-                  _stack(profiles, PROFILE_COLUMNS),
+    return Across(concat(intervals, INTERVAL_COLUMNS), concat(improvements, IMPROVEMENT_COLUMNS),
+                  concat(profiles, PROFILE_COLUMNS),
                   pd.DataFrame(failures, columns=["batch_size", "arm", "runs", "failure_fraction", "diverged"]), notes)
-
-
-def _stack(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns]
 
 
 NOISE_TABLE_COLUMNS = ["problem", "variant", "batch_size", "reps", "grad_norm_sq", "b_simple", "b_noise", "curvature",
