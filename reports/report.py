@@ -294,7 +294,9 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
             ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
         ]
-        if analysis is not None:
+        if analysis is not None:  # the answer first: which estimator trains best where, and how sure
+            body.insert(0, ("verdict", "Verdict: which estimator trains best, where", _training_verdicts(analysis)
+                            + page.paragraph("How these are scored and chosen: the Training section below.")))
             body.insert(-1, ("training", "Training", training_section(analysis)))
     index = out_dir / "index.html"
     index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body), encoding="utf-8")
@@ -735,7 +737,7 @@ def training_section(analysis) -> str:
 
     style = figures.variant_style(_arm_order(analysis))
     body = _training_facts(analysis) + page.paragraph(TRAINING_READING.format(floor=tr.SCORE_FLOOR))
-    body += page.heading("Verdict") + _training_verdicts(analysis)
+    # the verdict table stands first on the page (write_report)
     if len(analysis.curves):
         body += page.heading("Sample efficiency") + page.figure(
             figures.png_data_uri(training_figures.sample_efficiency_figure(analysis.curves, style)),

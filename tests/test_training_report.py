@@ -286,7 +286,9 @@ def test_report_with_training_has_the_section_and_without_it_none(training_dir, 
     section = html[html.index('<section id="training">'):]
     section = section[:section.index("</section>")]
     headings = re.findall(r"<h3>([^<]*)</h3>", section)
-    assert headings[:2] == ["Verdict", "Sample efficiency"] and {"Per problem", "Across problems",
+    first = re.search(r'<section id="([^"]+)">', html).group(1)
+    assert first == "verdict" and "recommended estimator" in html[:html.index('<section id="sweep">')]
+    assert headings[:1] == ["Sample efficiency"] and {"Per problem", "Across problems",
                                                                 "Probability of improvement", "Paired differences",
                                                                 "Learning rate", "Noise scale"} <= set(headings)
     assert len(re.findall(r'<img src="data:image/png;base64,', section)) >= 4
