@@ -123,6 +123,7 @@ class _Measurement:
     estimator: Estimator | ConfigError  # the variant's config, or why its options do not go together
     variant: str
     batch_size: int
+    train: TrainTable | None = None  # the estimator table's own [train] settings, if it has them
 
 
 def _problems(config: SweepConfig) -> Iterator[_Problem]:
@@ -182,7 +183,7 @@ def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
                 continue  # not asked for: not a skip
             for estimator, variant in _variants(econf):
                 for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
-                    yield _Measurement(problem, estimator, variant, batch_size)
+                    yield _Measurement(problem, estimator, variant, batch_size, econf.train)
 
 
 def _repetitions(config: SweepConfig, m: _Measurement) -> Iterator[Cell]:
@@ -290,7 +291,8 @@ class TrainCell:
 
 @dataclass(frozen=True)
 class NoiseCell:
-    """The gradient noise scale of one (problem, variant, N) at θ₀ from `reps` batches; `run_noise_cell(cell)`."""
+    """The gradient noise scale of one (problem, variant, N) from `reps` batches at the point of the exact-gradient
+    path from θ₀ whose normalized score first reaches `path_score` (0: θ₀ itself); `run_noise_cell(cell)`."""
 
     kind: ClassVar[str] = "noise_scale"
     sweep: str
@@ -304,6 +306,7 @@ class NoiseCell:
     batch_size: int
     reps: int
     seed: int  # derived; shared by every variant of (problem, θ₀, N)
+    path_score: float = 0.0
 
     @property
     def cell_id(self) -> str:
@@ -331,11 +334,11 @@ def expand_training(config: SweepConfig) -> tuple[list[TrainCell | NoiseCell], l
     cells: dict[str, TrainCell | NoiseCell] = {}
     skipped: dict[str, None] = {}
     sized: set[tuple] = set()
-    runs_per = len(train_table.optimizers) * len(train_table.lr) * train_table.seeds
     for m in _measurements(config):
-        p = m.problem
-        if m.batch_size > train_table.budget:
-            raise ConfigError(f"batch size {m.batch_size} is above train.budget={train_table.budget}: a run makes "
+        p, settings = m.problem, m.train or train_table
+        runs_per = len(settings.optimizers) * len(settings.lr) * settings.seeds
+        if m.batch_size > settings.budget:
+            raise ConfigError(f"batch size {m.batch_size} is above train.budget={settings.budget}: a run makes "
                               f"budget // N updates; lower the batch size or raise the budget")
         try:
             if isinstance(m.estimator, ConfigError):
@@ -344,38 +347,42 @@ def expand_training(config: SweepConfig) -> tuple[list[TrainCell | NoiseCell], l
         except ConfigError as err:
             skipped.setdefault(f"{p.label} / {m.variant} / N={m.batch_size}: {err}")
             continue
-        _check_train_size(m, train_table, sized)
+        _check_train_size(m, settings, sized)
         if len(cells) + runs_per + 1 > MAX_CELLS:
             raise ConfigError(f"the sweep expands to more than {MAX_CELLS} cells; lower train.seeds, train.lr or "
                               "the axes")
         identity = (config.name, p.label, p.env, p.options, p.theta, m.estimator.name, m.variant,
                     tuple(sorted(m.estimator.as_dict().items())))
-        if train_table.noise_reps:
-            noise = _noise_cell(config, m, identity, skipped)
+        for path_score in settings.noise_path if settings.noise_reps else ():
+            noise = _noise_cell(config, m, settings.noise_reps, path_score, identity, skipped)
             if noise is not None:
                 cells.setdefault(noise.cell_id, noise)
-        for optimizer in train_table.optimizers:
-            for lr in train_table.lr:
-                for seed_index in range(train_table.seeds):
-                    cell = TrainCell(*identity, optimizer, lr, m.batch_size, train_table.budget, seed_index,
-                                     train_seed(config.seed, p, seed_index), train_table.eval_episodes,
-                                     train_table.eval_every)
+        for optimizer in settings.optimizers:
+            for lr in settings.lr:
+                for seed_index in range(settings.seeds):
+                    cell = TrainCell(*identity, optimizer, lr, m.batch_size, settings.budget, seed_index,
+                                     train_seed(config.seed, p, seed_index), settings.eval_episodes,
+                                     settings.eval_every)
                     cells.setdefault(cell.cell_id, cell)
     return list(cells.values()), list(skipped)
 
 
-def _noise_cell(config: SweepConfig, m: _Measurement, identity: tuple, skipped: dict) -> NoiseCell | None:
-    """The (problem, variant, N) noise-scale cell, or None (said in `skipped`) where it cannot be measured."""
-    p, reps = m.problem, config.train.noise_reps
+def _noise_cell(config: SweepConfig, m: _Measurement, reps: int, path_score: float, identity: tuple,
+                skipped: dict) -> NoiseCell | None:
+    """The (problem, variant, N) noise-scale cell of `reps` batches at `path_score` along the exact-gradient path, or
+    None (said in `skipped`) where it cannot be measured."""
+    p = m.problem
     try:
         p.problem.require(Capability.EXACT_GRADIENT, because="which the noise scale (its exact G and Hessian) needs")
+        if path_score > 0:
+            p.problem.require(Capability.OPTIMUM, because="which the exact-gradient path's normalized score needs")
         check_reference(p.problem, m.estimator.target)
         check_memory(p.problem, m.batch_size, reps, group_size=m.estimator.group_size)
     except ConfigError as err:
         text = str(err).replace("--batch-size", "batch_sizes").replace("--reps", "train.noise_reps")
         skipped.setdefault(f"{p.label} / {m.variant} / N={m.batch_size} (noise scale): {text}")
         return None
-    return NoiseCell(*identity, m.batch_size, reps, noise_seed(config.seed, p, m.batch_size))
+    return NoiseCell(*identity, m.batch_size, reps, noise_seed(config.seed, p, m.batch_size), path_score)
 
 
 def _check_train_size(m: _Measurement, settings: TrainTable, sized: set[tuple]) -> None:
@@ -398,9 +405,10 @@ def train_axes(config: SweepConfig, cells: list) -> dict[str, Any]:
     kind (recorded in `_sweep.json`)."""
     runs = [c for c in cells if isinstance(c, TrainCell)]
     noise = [c for c in cells if isinstance(c, NoiseCell)]
-    return {
-        "optimizers": list(config.train.optimizers), "lr": list(config.train.lr), "budget": config.train.budget,
-        "seeds": config.train.seeds, "seed_indices": list(range(config.train.seeds)),
+    return {  # the union over estimator tables with their own [train] settings
+        "optimizers": list(dict.fromkeys(c.optimizer for c in runs)), "lr": sorted({c.lr for c in runs}),
+        "budget": sorted({c.budget for c in runs}), "seeds": max((c.seed_index + 1 for c in runs), default=0),
+        "seed_indices": sorted({c.seed_index for c in runs}),
         "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": config.train.noise_reps,
         "problems": list(dict.fromkeys(c.problem for c in runs)),
         "variants": list(dict.fromkeys(c.variant for c in runs)),
@@ -511,9 +519,10 @@ def _optional(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def run_columns(result: TrainingRun) -> dict[str, Any]:
-    """The stored columns of a training run beyond its identity: its summary and its curve at the evaluated updates
-    (list columns). NaN for what is undefined or censored; `failed_defined` says whether `failed` means anything."""
+def run_columns(result: TrainingRun, problem: Problem) -> dict[str, Any]:
+    """The stored columns of a training run on `problem` beyond its identity: its summary, its curve at the evaluated
+    updates (list columns) and where a problem with arms settled (`arm_outcome`). NaN for what is undefined or
+    censored; `failed_defined` says whether `failed` means anything."""
     summary = result.summary()
     at = result.evaluated
     failed = summary["failed"]
@@ -530,6 +539,7 @@ def run_columns(result: TrainingRun) -> dict[str, Any]:
         "curve_updates": [int(k) for k in result.update[at]], "curve_samples": [int(n) for n in result.samples[at]],
         "curve_J": [float(j) for j in result.objective[at]], "curve_score": [float(s) for s in result.score[at]],
         "curve_grad_norm": [float(g) for g in result.grad_norm[at]],
+        "arm_outcome": problem.arm_outcome(torch.as_tensor(result.theta)),
     }
 
 
@@ -543,20 +553,23 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
     row = _identity(cell)
     row.update({"optimizer": cell.optimizer, "lr": float(cell.lr), "batch_size": cell.batch_size,
                 "budget": cell.budget, "seed_index": cell.seed_index, "seed": cell.seed})
-    row.update(run_columns(result))
+    row.update(run_columns(result, problem))
     row.update(provenance())
     return row
 
 
 def run_noise_cell(cell: NoiseCell) -> dict[str, Any]:
     """One noise-scale measurement → one row: `bench.noise_scale.NoiseScale.to_row()` under the cell's identity."""
-    from bench.noise_scale import noise_scale  # helper module of the noise-scale bridge (bench/noise_scale.py)
+    from bench.noise_scale import exact_path_point, noise_scale  # the noise-scale bridge
 
     with single_thread():
         problem = make_problem(cell.env, dict(cell.env_options))
         estimator = resolve_estimator(cell.estimator, dict(cell.estimator_options))
-        result = noise_scale(problem, estimator, theta_for(problem, cell.theta), cell.batch_size, cell.reps, cell.seed)
-    row = {**_identity(cell), "batch_size": cell.batch_size, "reps": cell.reps, "seed": cell.seed}
+        point = exact_path_point(problem, theta_for(problem, cell.theta), cell.path_score)
+        result = noise_scale(problem, estimator, point.theta, cell.batch_size, cell.reps, cell.seed)
+    row = {**_identity(cell), "batch_size": cell.batch_size, "reps": cell.reps, "seed": cell.seed,
+           "path_target": float(cell.path_score), "path_score": float(point.score), "path_steps": point.steps,
+           "path_reached": point.reached}
     for key, value in result.to_row().items():
         row.setdefault(key, value)  # the cell's identity wins over anything the measurement says of itself
     row.update(provenance())

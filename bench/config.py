@@ -42,6 +42,7 @@ class EstimatorTable:
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     problems: tuple[str, ...] = ()  # labels (env names of unlabelled problems) it runs on; empty: every problem
     batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
+    train: "TrainTable | None" = None  # its own [train] settings (its `train` keys over the sweep's); None: the sweep's
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class TrainTable:
     eval_episodes: int = 256  # evaluation trajectories where J is not exact
     eval_every: int = 1  # updates between evaluations where J is not exact (and the last)
     noise_reps: int = 0  # M batches of the fixed-θ noise-scale measurement at θ₀ per (problem, variant, N); 0 = none
+    noise_path: tuple[float, ...] = (0.0,)  # normalized scores s of the exact-gradient path where it is measured
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ MAX_BOOTSTRAP_REPS = 100_000  # the report's rliable resamples: more only costs 
 _SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference",
                "train"}
 _MEASUREMENT_ONLY = ("reps", "repetitions", "reference")  # keys that do not apply to a training sweep
-_TRAIN_KEYS = {"optimizers", "lr", "budget", "seeds", "eval_episodes", "eval_every", "noise_reps"}
+_TRAIN_KEYS = {"optimizers", "lr", "budget", "seeds", "eval_episodes", "eval_every", "noise_reps", "noise_path"}
+_PATH_SCORE = Float(0.0, 0.99)  # s = 1 is reached only in the limit on most problems
 _LR_GRID_KEYS = {"low", "high", "count"}
 _SETTINGS = TrainSettings.options()  # the training run's own parsers: a [train] value reads as `pgvar train`'s
 _OPTIMIZER = Choice(OPTIMIZERS)
@@ -107,7 +110,7 @@ _SEEDS = Int(2, 100_000)
 _NOISE_REPS = Int(0, 10_000_000)
 MAX_LRS = 1000
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
-_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes"}
+_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes", "train"}
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
 _REFERENCE_KEYS = {"samples", "batch_size", "seed"}
 _THETA_SCALE, _THETA_SEED = Float(0), Int(0, 2 ** 128 - 1)  # a finite scale, and a seed numpy accepts
@@ -172,7 +175,7 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
         raise where.error("problems", "expected at least one [[problems]] table")
     batch_sizes = _batch_sizes(where, "batch_sizes", raw.get("batch_sizes"))
     problem_names = {p.label or p.env for p in problems}  # a labelled problem is named by its label only
-    estimators = tuple(parse_estimator(where, f"estimators[{i}]", t, problem_names)
+    estimators = tuple(parse_estimator(where, f"estimators[{i}]", t, problem_names, raw.get("train"))
                        for i, t in enumerate(raw.get("estimators") or []))
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
@@ -204,7 +207,10 @@ def parse_problem(where: Where, key: str, raw: Any) -> ProblemTable:
                          label)
 
 
-def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -> EstimatorTable:
+def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
+                    sweep_train: Any = None) -> EstimatorTable:
+    """One [[estimators]] table; in a training sweep (`sweep_train`: the raw [train] table) its own `train` table
+    overrides keys of the sweep's for this estimator's runs (e.g. more seeds or another lr grid for one experiment)."""
     table = where.table(raw, key, _ESTIMATOR_KEYS)
     name, options, axes = _registered(where, key, table, "name", "estimator", ESTIMATORS.get)
     only = table.get("problems", [])
@@ -212,7 +218,14 @@ def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str]) -
         raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
                                              f"({', '.join(sorted(problem_names))}), got {only!r}")
     own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
-    return EstimatorTable(name, options, axes, tuple(only), own_sizes)
+    own_train = None
+    if "train" in table:
+        if sweep_train is None:
+            raise where.error(f"{key}.train", "applies only to a training sweep (one with a [train] table)")
+        override = where.table(table["train"], f"{key}.train", _TRAIN_KEYS)
+        if isinstance(sweep_train, Mapping):  # a malformed [train] is parse_train's error, said for the sweep's table
+            own_train = parse_train(where, {**sweep_train, **override}, f"{key}.train")
+    return EstimatorTable(name, options, axes, tuple(only), own_sizes, own_train)
 
 
 def parse_report(where: Where, raw: Any) -> ReportSettings:
@@ -232,47 +245,61 @@ def parse_report(where: Where, raw: Any) -> ReportSettings:
     )
 
 
-def parse_train(where: Where, raw: Any) -> TrainTable:
-    """The [train] table: every value through the parsers `bench.training.TrainSettings` uses, so a value the
-    sweep accepts is one a run accepts; errors are one line naming `train.<key>` and the allowed range."""
-    table = where.table(raw, "train", _TRAIN_KEYS)
+def parse_train(where: Where, raw: Any, within: str = "train") -> TrainTable:
+    """The [train] table (or an estimator's settings over it, `within` = "estimators[i].train"): every value through
+    the parsers `bench.training.TrainSettings` uses, so a value the sweep accepts is one a run accepts; errors are
+    one line naming `<within>.<key>` and the allowed range."""
+    table = where.table(raw, within, _TRAIN_KEYS)
     optimizers = table.get("optimizers", list(TrainTable.optimizers))
     try:
         if not isinstance(optimizers, list) or not optimizers:
             raise ValueError
         optimizers = tuple(dict.fromkeys(_OPTIMIZER(o) for o in optimizers))
     except ValueError:
-        raise where.error("train.optimizers", f"expected a non-empty list, each {_OPTIMIZER.allowed}, "
-                                              f"got {optimizers!r}") from None
+        raise where.error(f"{within}.optimizers", f"expected a non-empty list, each {_OPTIMIZER.allowed}, "
+                                                  f"got {optimizers!r}") from None
     if "lr" not in table:
-        raise where.error("train.lr", "expected a list of learning rates or a log grid {low, high, count}")
-    seeds = where.parsed(table, "seeds", _SEEDS, TrainTable.seeds, "train")
-    budget = where.parsed(table, "budget", _SETTINGS["budget"].parser, TrainTable.budget, "train")
-    noise_reps = where.parsed(table, "noise_reps", _NOISE_REPS, TrainTable.noise_reps, "train")
+        raise where.error(f"{within}.lr", "expected a list of learning rates or a log grid {low, high, count}")
+    seeds = where.parsed(table, "seeds", _SEEDS, TrainTable.seeds, within)
+    budget = where.parsed(table, "budget", _SETTINGS["budget"].parser, TrainTable.budget, within)
+    noise_reps = where.parsed(table, "noise_reps", _NOISE_REPS, TrainTable.noise_reps, within)
     if noise_reps == 1:  # a covariance needs two batches
-        raise where.error("train.noise_reps", "expected 0 (no noise-scale measurement) or an integer ≥ 2, got 1")
+        raise where.error(f"{within}.noise_reps", "expected 0 (no noise-scale measurement) or an integer ≥ 2, got 1")
     return TrainTable(
-        optimizers=optimizers, lr=_learning_rates(where, table["lr"]), budget=budget, seeds=seeds,
+        optimizers=optimizers, lr=_learning_rates(where, table["lr"], f"{within}.lr"), budget=budget, seeds=seeds,
         eval_episodes=where.parsed(table, "eval_episodes", _SETTINGS["eval_episodes"].parser,
-                                   TrainTable.eval_episodes, "train"),
-        eval_every=where.parsed(table, "eval_every", _SETTINGS["eval_every"].parser, TrainTable.eval_every, "train"),
-        noise_reps=noise_reps,
+                                   TrainTable.eval_episodes, within),
+        eval_every=where.parsed(table, "eval_every", _SETTINGS["eval_every"].parser, TrainTable.eval_every, within),
+        noise_reps=noise_reps, noise_path=_noise_path(where, table.get("noise_path", list(TrainTable.noise_path)),
+                                                      f"{within}.noise_path"),
     )
 
 
-def _learning_rates(where: Where, value: Any) -> tuple[float, ...]:
+def _noise_path(where: Where, value: Any, key: str) -> tuple[float, ...]:
+    """The normalized scores s ∈ [0, 0.99] of the exact-gradient path (bench.noise_scale.exact_path_point) where the
+    noise scale is measured, sorted, repeats dropped; 0 is θ₀."""
+    try:
+        if not isinstance(value, list) or not value or len(value) > 20:
+            raise ValueError
+        return tuple(sorted(set(_PATH_SCORE(v) for v in value)))
+    except ValueError:
+        raise where.error(key, f"expected a non-empty list of at most 20 normalized scores, each "
+                               f"{_PATH_SCORE.allowed} (0 is θ₀), got {value!r}") from None
+
+
+def _learning_rates(where: Where, value: Any, key: str = "train.lr") -> tuple[float, ...]:
     """`lr` as a list (each ≥ 0, kept in order, repeats dropped) or a log grid {low, high, count}: `count` values
     from `low` to `high` inclusive, equally spaced in log, each rounded to 12 significant digits (so 0.1 is 0.1)."""
     if isinstance(value, Mapping):
-        grid = where.table(value, "train.lr", _LR_GRID_KEYS)
-        for key in sorted(_LR_GRID_KEYS):
-            if key not in grid:
-                raise where.error(f"train.lr.{key}", "missing; a log grid is {low, high, count}")
-        low = where.parsed(grid, "low", _LR_LOW, within="train.lr")
-        high = where.parsed(grid, "high", _LR_LOW, within="train.lr")
-        count = where.parsed(grid, "count", _LR_COUNT, within="train.lr")
+        grid = where.table(value, key, _LR_GRID_KEYS)
+        for name in sorted(_LR_GRID_KEYS):
+            if name not in grid:
+                raise where.error(f"{key}.{name}", "missing; a log grid is {low, high, count}")
+        low = where.parsed(grid, "low", _LR_LOW, within=key)
+        high = where.parsed(grid, "high", _LR_LOW, within=key)
+        count = where.parsed(grid, "count", _LR_COUNT, within=key)
         if not high > low:
-            raise where.error("train.lr.high", f"expected a number above low={low:g}, got {high!r}")
+            raise where.error(f"{key}.high", f"expected a number above low={low:g}, got {high!r}")
         ratio = math.log(high / low)
         return tuple(float(f"{low * math.exp(ratio * i / (count - 1)):.12g}") for i in range(count - 1)) + (high,)
     try:
@@ -280,8 +307,8 @@ def _learning_rates(where: Where, value: Any) -> tuple[float, ...]:
             raise ValueError
         return tuple(dict.fromkeys(_LR(v) for v in value))
     except ValueError:
-        raise where.error("train.lr", f"expected a non-empty list of at most {MAX_LRS} learning rates, each "
-                                      f"{_LR.allowed}, or a log grid {{low, high, count}}, got {value!r}") from None
+        raise where.error(key, f"expected a non-empty list of at most {MAX_LRS} learning rates, each "
+                               f"{_LR.allowed}, or a log grid {{low, high, count}}, got {value!r}") from None
 
 
 def parse_reference(where: Where, raw: Any) -> tuple[tuple[str, Any], ...]:

@@ -139,4 +139,54 @@ def noise_scale(problem: Problem, estimator_config: Estimator, theta: Any, batch
                       nonfinite=nonfinite, directional=directional)
 
 
-__all__ = ["KIND", "NoiseScale", "noise_scale", "objective_hessian"]
+PATH_MAX_STEPS = 20_000  # exact-gradient steps the path may take to reach a score
+ARMIJO = 0.5  # sufficient increase: a step ε is taken when J(θ + εG) ≥ J(θ) + ARMIJO·ε‖G‖²
+PATH_RESOLUTION = 0.02  # a path step's first-order gain ε‖∇J‖² is at most this fraction of J* − J(θ₀)
+
+
+@dataclass(frozen=True)
+class PathPoint:
+    """A point of the exact-gradient path: θ, its normalized score s and the ascent steps taken from θ₀."""
+
+    theta: torch.Tensor
+    score: float
+    steps: int
+    reached: bool  # s ≥ the asked fraction (False: PATH_MAX_STEPS ran out, or ∇J vanished, before it)
+
+
+def exact_path_point(problem: Problem, theta0: torch.Tensor, fraction: float) -> PathPoint:
+    """The first θ of exact gradient ascent from θ₀ whose normalized score s = (J(θ) − J(θ₀)) / (J* − J(θ₀)) is
+    ≥ `fraction`: steps θ ← θ + ε∇J(θ) with a backtracking (Armijo) step, ε halved until J(θ + ε∇J) ≥ J(θ) +
+    ARMIJO·ε‖∇J‖² and doubled after each accepted step, so the path follows the gradient flow whatever the
+    problem's scale (a non-finite J, e.g. an unstable LQR gain, is a rejected step), and capped so that a step's
+    first-order gain ε‖∇J‖² is at most PATH_RESOLUTION·(J* − J(θ₀)): the point lands close above `fraction`, not
+    one big step past it. `fraction` = 0 is θ₀ itself.
+    Needs Capability.EXACT_GRADIENT and (for `fraction` > 0) OPTIMUM."""
+    theta = torch.as_tensor(theta0, dtype=torch.float64).detach().clone()
+    if fraction <= 0:
+        return PathPoint(theta, 0.0, 0, True)
+    problem.require(Capability.EXACT_GRADIENT, because="which the exact-gradient path needs")
+    problem.require(Capability.OPTIMUM, because="which the path's normalized score needs")
+    start, best = float(problem.objective(theta)), problem.optimal_objective()
+    gap = best - start
+    score = lambda j: (j - start) / gap if gap > 0 else math.nan  # noqa: E731
+    value, step, steps = start, 1.0, 0
+    while not score(value) >= fraction and steps < PATH_MAX_STEPS:
+        gradient = problem.exact_gradient(theta).detach().to(torch.float64)
+        norm_sq = float(gradient @ gradient)
+        if not norm_sq > 0:
+            break
+        step = min(step, PATH_RESOLUTION * gap / norm_sq)
+        while step > 1e-300:
+            candidate = theta + step * gradient
+            new = float(problem.objective(candidate))
+            if math.isfinite(new) and new >= value + ARMIJO * step * norm_sq:
+                break
+            step /= 2
+        else:
+            break
+        theta, value, step, steps = candidate, new, 2 * step, steps + 1
+    return PathPoint(theta, score(value), steps, bool(score(value) >= fraction))
+
+
+__all__ = ["KIND", "NoiseScale", "PathPoint", "exact_path_point", "noise_scale", "objective_hessian"]

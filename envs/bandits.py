@@ -17,10 +17,12 @@ import torch
 
 from envs.policies import ScalarGaussian
 from envs.problem import PROBLEMS, Batch, Capability, Problem, ProblemConfig
-from envs.spec import ConfigError, Float, FloatList, Int, option
+from envs.spec import Choice, ConfigError, Float, FloatList, Int, option
 from envs.memory import check_bytes
 from envs.tabular import TabularMDP, TabularProblem, table_bytes
 from envs.values import TableBasis, ValueFunction
+
+SETTLED_PROBABILITY = 0.9  # an arm holding this much of π has been settled on (`SoftmaxBandit.arm_outcome`)
 
 
 def _one_step_batch(actions: torch.Tensor, rewards: torch.Tensor) -> Batch:
@@ -94,15 +96,19 @@ class GaussianBandit(Problem):
 
 
 class SoftmaxBandit(TabularProblem):
-    """The one-state tabular MDP whose arm k pays 1 with probability p_k, so that the generic
-    sampler and backward recursion apply; J and ∇J are overridden by their closed forms."""
+    """The one-state tabular MDP whose arm k pays 1 with probability p_k (rewards=bernoulli) or exactly p_k
+    (rewards=deterministic, the bandit of Chung et al. 2021), so that the generic sampler and backward recursion
+    apply; J and ∇J (the same for both) are overridden by their closed forms."""
 
     theta_layout = "softmax logits, one per arm"
 
     def __init__(self, config: SoftmaxBanditConfig):
         probs = config.probs
         arms = len(probs)
-        table = {0: {k: [(p, 0, 1.0, True), (1.0 - p, 0, 0.0, True)] for k, p in enumerate(probs)}}
+        if config.rewards == "deterministic":
+            table = {0: {k: [(1.0, 0, p, True)] for k, p in enumerate(probs)}}
+        else:
+            table = {0: {k: [(p, 0, 1.0, True), (1.0 - p, 0, 0.0, True)] for k, p in enumerate(probs)}}
         super().__init__(config, TabularMDP.from_outcomes([1.0], table), 1.0, 1)
         self.arm_probs = torch.tensor(probs, dtype=torch.float64)
         self.theta_shape = (arms,)
@@ -113,6 +119,15 @@ class SoftmaxBandit(TabularProblem):
     def exact_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         pi = torch.softmax(theta.to(torch.float64), -1)
         return pi * (self.arm_probs - pi @ self.arm_probs)
+
+    def arm_outcome(self, theta: torch.Tensor) -> str:
+        """"sub-optimal" when an arm with p_k < max p holds ≥ SETTLED_PROBABILITY of π_θ (the commitment of Chung et
+        al. 2021), "optimal" when a best arm does, else "undecided"."""
+        pi = torch.softmax(torch.as_tensor(theta, dtype=torch.float64), -1)
+        arm = int(pi.argmax())
+        if float(pi[arm]) < SETTLED_PROBABILITY:
+            return "undecided"
+        return "optimal" if float(self.arm_probs[arm]) == float(self.arm_probs.max()) else "sub-optimal"
 
     def optimal_objective(self) -> float:
         """J* = max_k p_k (one step: the best arm; no distribution over arms does better). The softmax class
@@ -134,9 +149,11 @@ class GaussianBanditConfig(ProblemConfig):
 @PROBLEMS.entry("softmax-bandit")
 class SoftmaxBanditConfig(ProblemConfig):
     probs: tuple[float, ...] = option(FloatList(0.0, 1.0, 2), (0.9, 0.4, 0.1),
-                                      "Bernoulli success probability of each arm")
+                                      "mean reward p_k of each arm")
+    rewards: str = option(Choice(("bernoulli", "deterministic")), "bernoulli",
+                          "arm k pays 1 with probability p_k, or exactly p_k")
 
-    doc = "one step, K Bernoulli arms, softmax policy, θ = K logits (default zeros)"
+    doc = "one step, K arms paying Bernoulli(p_k) or p_k, softmax policy, θ = K logits (default zeros)"
 
     def build(self) -> SoftmaxBandit:
         return SoftmaxBandit(self)

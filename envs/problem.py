@@ -181,6 +181,11 @@ class Problem(ABC):
         self.require(Capability.OPTIMUM)
         raise NotImplementedError(f"{self.name} declares {Capability.OPTIMUM.value} but does not implement it")
 
+    def arm_outcome(self, theta: torch.Tensor) -> str:
+        """Where a policy of a problem with arms has settled: "optimal" or "sub-optimal" once one arm holds
+        ≥ 0.9 of it (envs.bandits.SETTLED_PROBABILITY), else "undecided"; "" for problems without arms (the default)."""
+        return ""
+
     def check_theta(self, theta: Any) -> torch.Tensor:
         """θ as a flat float64 tensor from real numbers (floating or integer) of the documented `theta_shape` or
         flat [P], all finite; anything else is a ConfigError naming the expected shape. Booleans, strings,

@@ -11,9 +11,12 @@ from torch.func import jacrev, jvp, vmap
 
 from envs.memory import check_bytes
 from envs.problem import Batch, Capability, Policy, Problem
-from envs.spec import Choice, ConfigError, Float, Int, When, option
+from envs.spec import Choice, ConfigError, Float, Int, When, option, reuse
+from envs.values import ValueFunction
 from estimators.autodiff import weighted_score_per_replicate
-from estimators.registry import ESTIMATORS, Estimator, Target
+from estimators.critics import (CRITIC, CRITIC_SAMPLES, SameBatchCritic, check_critic, independent_of_batch,
+                                prepare_critic)
+from estimators.registry import ESTIMATORS, Estimator, Prepared, Target
 from estimators.score import BaselineParser, reinforce
 
 # F = E[Σ_t ψ_t ψ_tᵀ] adds one per-step Fisher per visit, so its eigenvalues are per-step Fisher
@@ -29,16 +32,16 @@ from estimators.score import BaselineParser, reinforce
 DEFAULT_DAMPING = 0.01
 DEFAULT_CG_ITERS = 500
 DEFAULT_CG_TOL = 1e-10
-NATURAL_BASELINES = ("none", "constant", "rloo")  # kinds of score.BaselineParser's names the natural gradient takes
+NATURAL_BASELINES = ("none", "constant", "rloo", "value")  # kinds of score.BaselineParser's names it takes
 
 
 @dataclass(frozen=True)
 class NaturalBaselineParser(BaselineParser):
     """score.BaselineParser (so `constant:<c>` is parsed and normalised the same way) restricted to the baselines
-    that do not depend on the batch beyond RLOO: none, constant:<c>, rloo."""
+    that do not depend on the batch beyond RLOO: none, constant:<c>, rloo, value (a critic V̂_t(s_t))."""
 
-    allowed: str = "one of none, constant:<value>, rloo"
-    examples: tuple[str, ...] = ("none", "constant:0.5", "rloo")
+    allowed: str = "one of none, constant:<value>, rloo, value"
+    examples: tuple[str, ...] = ("none", "constant:0.5", "rloo", "value")
 
     def __call__(self, raw: Any) -> str:
         text = super().__call__(raw)
@@ -114,6 +117,8 @@ def natural(
     solver: str = "cg",
     cg_iters: int = DEFAULT_CG_ITERS,
     cg_tol: float = DEFAULT_CG_TOL,
+    fisher: torch.Tensor | None = None,
+    critic: ValueFunction | SameBatchCritic | None = None,
 ) -> torch.Tensor:
     """Natural policy gradient (Kakade 2001; Peters & Schaal 2008; the conjugate-gradient solve of
     TRPO, Schulman et al. 2015; lecture notes 000 §8.2, 002 "Natural Policy Gradient", 003) with
@@ -122,8 +127,13 @@ def natural(
         ĝ_nat = (F̂ + δI)⁻¹ ĝ,   F̂ = (1/N) Σ_i Σ_t ψ_{i,t} ψ_{i,t}ᵀ,   ψ_{i,t} = ∇_θ log π_θ(a_{i,t}|s_{i,t}),
 
     ĝ the REINFORCE reward-to-go gradient (1/N) Σ_i Σ_t ψ_{i,t} γ^t (G_{i,t} − b_{i,t}) with
-    baseline none, constant:<c> or rloo (`score.reinforce`), the sums over alive steps. F̂ is the batch estimate of
-    the trajectory Fisher F = E[Σ_t ψ_t ψ_tᵀ] (`Problem.fisher`); the target is (F + δI)⁻¹ ∇J.
+    baseline none, constant:<c>, rloo or value (V̂_t(s_t) from `critic`; `score.reinforce`), the sums over alive
+    steps. F̂ is the batch estimate of the trajectory Fisher F = E[Σ_t ψ_t ψ_tᵀ] (`Problem.fisher`); the target
+    is (F + δI)⁻¹ ∇J.
+
+    fisher = F [P, P] given (the exact Fisher at θ, estimator option fisher=exact): ĝ_nat = (F + δI)⁻¹ ĝ, the
+    stochastic natural gradient of Kakade (2001) and of Chung et al. (ICML 2021, "Beyond variance reduction"):
+    F is fixed given θ, so E[ĝ_nat] = (F + δI)⁻¹ ∇J whenever ĝ is unbiased for ∇J.
 
     solver="cg": conjugate gradient on F̂ + δI, batched over the M replicates, with Fisher-vector
     products from one jvp and one vmapped gradient each (`fisher_vector_product`); at most cg_iters
@@ -134,7 +144,10 @@ def natural(
     E[(F̂ + δI)⁻¹ ĝ] ≠ (F + δI)⁻¹ ∇J; consistent (bias O(1/N)) as N → ∞.
     batch [M, N, T] → [M, P].
     """
-    gradient = reinforce(policy, theta, batch, baseline=baseline)  # [M, P]
+    gradient = reinforce(policy, theta, batch, baseline=baseline, critic=critic)  # [M, P]
+    if fisher is not None:
+        damped = fisher + damping * torch.eye(theta.numel(), dtype=fisher.dtype)
+        return torch.linalg.solve(damped, gradient.T).T
     if solver == "direct":
         identity = torch.eye(theta.numel(), dtype=gradient.dtype)
         return torch.stack([
@@ -150,17 +163,22 @@ def natural(
 class Natural(Estimator):
     baseline: str = option(NaturalBaselineParser(), "none", "b subtracted from the reward-to-go in ĝ")
     damping: float = option(Float(0.0, low_open=True), DEFAULT_DAMPING, "δ added to the Fisher diagonal")
-    solver: str = option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve")
+    fisher: str = option(Choice(("batch", "exact")), "batch", "F̂ from the batch, or the exact Fisher F at θ "
+                         "(unbiased for the target)")
+    solver: str = option(Choice(("cg", "direct")), "cg", "conjugate gradient (F̂v products) or a dense solve",
+                         only_if=When("fisher", "batch"))
     cg_iters: int = option(Int(1, 100_000), DEFAULT_CG_ITERS, "maximum conjugate-gradient iterations",
                            only_if=When("solver", "cg"))
     cg_tol: float = option(Float(0.0, 1.0, low_open=True), DEFAULT_CG_TOL, "CG stops at residual ≤ cg_tol·‖ĝ‖",
                            only_if=When("solver", "cg"))
+    critic: str = reuse(CRITIC, only_if=When("baseline", "value"))
+    critic_samples: int = reuse(CRITIC_SAMPLES)
 
     function = staticmethod(natural)
     doc = "natural gradient (F̂ + δI)⁻¹ĝ with the Fisher matrix estimated from the batch"
     target_text = "(F + δI)⁻¹∇J, F the exact trajectory Fisher E[Σ_t ψ_t ψ_tᵀ]"
-    bias_text = ("biased: the inverse of the batch Fisher estimate times a gradient from the same batch; "
-                 "consistent, O(1/N)")
+    bias_text = ("biased with fisher=batch: the inverse of the batch Fisher estimate times a gradient from the same "
+                 "batch (consistent, O(1/N)); unbiased with fisher=exact unless critic=fitted_same_batch")
     requires = (Capability.STOCHASTIC_POLICY, Capability.FISHER)
     because = {Capability.FISHER: "which its target (F + δI)⁻¹∇J needs"}  # completes the message of a refusal
 
@@ -169,13 +187,27 @@ class Natural(Estimator):
         return Target(damping=self.damping)
 
     def unbiased(self, problem: Problem) -> bool:
-        return False
+        return self.fisher == "exact" and (self.baseline != "value" or independent_of_batch(self))
 
     def check(self, problem: Problem, batch_size: int) -> None:
         for capability in self.requires:  # as `Estimator.check`, saying why the Fisher matrix is needed
             problem.require(capability, self.owner(), because=self.because.get(capability, ""))
         if self.baseline == "rloo" and batch_size < 2:
             raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
+        if self.baseline == "value":
+            check_critic(self, problem)
         # its target solves with the exact [P, P] Fisher matrix (and a damped copy), the direct solver with F̂
         check_bytes(8.0 * 3 * problem.num_params**2, f"estimator natural on env {problem.name} "
                     f"({problem.num_params} parameters: [P, P] Fisher matrices)", "the problem's size")
+
+    def kwargs(self) -> dict[str, Any]:
+        return {key: value for key, value in self.as_dict().items()
+                if key not in ("fisher", "critic", "critic_samples")}
+
+    def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        kwargs, info = self.kwargs(), {}
+        if self.fisher == "exact":
+            kwargs["fisher"] = problem.fisher(theta)
+        if self.baseline == "value":
+            kwargs["critic"], info = prepare_critic(self, problem, theta, generator)
+        return Prepared(kwargs, info=info)

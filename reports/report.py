@@ -712,8 +712,10 @@ def _training_paired(analysis) -> str:
 def _training_noise(analysis) -> str:
     noise = analysis.noise
     body = page.paragraph(
-        "The gradient noise scale at θ₀ (McCandlish et al. 2018, bench/noise_scale.py): the quadratic model of J "
-        "along the expected step G predicts the best first SGD step ε_opt(N) = ε_max / (1 + B_noise/N). Compared "
+        "The gradient noise scale (McCandlish et al. 2018, bench/noise_scale.py) at θ₀ and at the points of the exact-"
+        "gradient path from θ₀ where the normalized score first reaches the fractions of [train] noise_path (path s: "
+        "the score the point has): the quadratic model of J along the expected step G predicts the best local SGD "
+        "step ε_opt(N) = ε_max / (1 + B_noise/N). Compared "
         "here with the measured best SGD learning rate at that N: the split-half selected one and the grid's best "
         "IQM over all seeds. Caveat: ε_opt is a local, first-step prediction at θ₀, while the measured rate is best "
         "for the whole budget; and the model applies only where the loss L = −J curves upward along G (GᵀH_L G > 0 "
@@ -722,13 +724,54 @@ def _training_noise(analysis) -> str:
         return body + page.paragraph("No noise-scale rows in the training folder (noise_reps = 0, or the cells are "
                                      "not finished): nothing to compare.", "note")
     return body + page.table(
-        ["problem", "estimator", "N", "M", "‖G‖²", "B_simple", "B_noise", "GᵀH_L G", "ε_max", "predicted ε_opt(N)",
-         "selected lr", "best lr (all seeds)", "lr grid", "selected / ε_opt", "caveat"],
-        [[r.problem, r.variant, r.batch_size, r.reps, tr.fmt(r.grad_norm_sq), tr.fmt(r.b_simple), tr.fmt(r.b_noise),
+        ["problem", "estimator", "N", "path s", "M", "‖G‖²", "B_simple", "B_noise", "GᵀH_L G", "ε_max",
+         "predicted ε_opt(N)", "selected lr", "best lr (all seeds)", "lr grid", "selected / ε_opt", "caveat"],
+        [[r.problem, r.variant, r.batch_size, "θ₀" if r.path_target == 0 else f"{r.path_score:.2f}", r.reps,
+          tr.fmt(r.grad_norm_sq), tr.fmt(r.b_simple), tr.fmt(r.b_noise),
           tr.fmt(r.curvature), tr.fmt(r.eps_max) if r.model_applies else "n/a",
           tr.fmt(r.eps_opt) if r.model_applies else "model does not apply", tr.fmt(r.selected_lr),
           tr.fmt(r.best_lr_all_seeds), f"{tr.fmt(r.lr_low)} – {tr.fmt(r.lr_high)}", tr.fmt(r.ratio), r.caveat or "—"]
          for r in noise.itertuples()])
+
+
+def _training_critical(analysis) -> str:
+    critical = analysis.critical
+    body = page.paragraph(
+        "The critical batch size measured from training (McCandlish et al. 2018, eq. 2.11): the updates E(N) to 90% "
+        "of J* − J(θ₀) at each batch size (the best learning rate of the grid; each rate's median over all seeds, a "
+        "run that never got there counting ∞) fitted by E(N) = E_min (1 + B_crit/N), i.e. samples S(N) = S_min (1 + "
+        "N/B_crit): below B_crit a larger batch saves updates at almost no cost in samples, above it samples are "
+        "wasted. The interval resamples seeds (paired across N and learning rates). With two batch sizes the fit "
+        "is exact (two points, two unknowns) and does not test the model; McCandlish's B_noise at θ₀ stands beside.")
+    if critical.empty:
+        return body + page.paragraph("No estimator was trained at two or more batch sizes.", "note")
+    return body + page.table(
+        ["problem", "estimator", "N", "updates to 90% (best lr)", "best lr", "E_min", "B_crit [95% CI]", "S_min",
+         "fit", "B_noise at θ₀"],
+        [[r.problem, r.arm, r.batch_sizes, r.updates_to_target, r.best_lrs, tr.fmt(r.e_min),
+          tr.fmt_interval(r.b_crit, r.b_crit_lo, r.b_crit_hi), tr.fmt(r.s_min), r.fit, tr.fmt(r.b_noise_theta0)]
+         for r in critical.itertuples()])
+
+
+def _training_commitment(analysis) -> str:
+    table, trend = analysis.commitment, analysis.commitment_trend
+    body = page.paragraph(
+        "Baselines change outcomes, not only variance (Chung et al., ICML 2021): where runs end on a problem with arms. "
+        "A run is settled on an arm holding ≥ 90% of the final policy; sub-optimal = settled on an arm that is not the "
+        "best (committed), with a Clopper–Pearson 95% interval over the runs (seeds). Undecided runs did not settle "
+        "within the budget: where there are any, the committed fraction is a lower bound.")
+    rows = [[r.problem, r.arm, r.batch_size, f"{r.lr:g}", r.runs,
+             f"{r.sub_optimal} ({tr.fmt_interval(r.fraction, r.lo, r.hi)})", r.optimal, r.undecided]
+            for r in table.itertuples()]
+    body += page.table(["problem", "estimator", "N", "lr", "runs", "settled sub-optimal (fraction [95% CI])",
+                        "settled optimal", "undecided"], rows)
+    if len(trend):
+        body += page.paragraph(
+            "Does commitment grow with the step size? T = Σ log(lr)·[settled sub-optimal] over the runs, one-sided "
+            "permutation p-value shuffling each seed's outcomes across the learning rates (the seeds stay paired).")
+        body += page.table(["problem", "estimator", "N", "learning rates", "seeds", "one-sided p"], [
+            [r.problem, r.arm, r.batch_size, r.learning_rates, r.seeds, f"{r.p_value:.2g}"] for r in trend.itertuples()])
+    return body
 
 
 def training_section(analysis) -> str:
@@ -759,4 +802,7 @@ def training_section(analysis) -> str:
             [r.problem, r.batch_size, r.arm, f"{r.lr:g}", tr.fmt(r.selection_iqm)]
             for r in analysis.selected.itertuples()])
     body += page.heading("Noise scale") + _training_noise(analysis)
+    body += page.heading("Critical batch size") + _training_critical(analysis)
+    if len(analysis.commitment):
+        body += page.heading("Commitment") + _training_commitment(analysis)
     return body

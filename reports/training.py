@@ -74,7 +74,7 @@ FINAL_SCORE = Score("final_score", "final normalized score", 1.0,
 # ------------------------------------------------------------------------------------------------ loading
 
 _IDENTITY = ("kind", "cell_id", "problem", "env", "env_options", "estimator", "variant", "estimator_options")
-TRAIN_TEXT = frozenset({*_IDENTITY, "optimizer"})
+TRAIN_TEXT = frozenset({*_IDENTITY, "optimizer", "arm_outcome"})
 TRAIN_NUMBER = frozenset({"lr", "J0", "J_star", "final_J", "final_score", "auc", "samples_to_50", "samples_to_90",
                           "updates_to_50", "updates_to_90", "seconds"})
 TRAIN_INTEGER = frozenset({"batch_size", "budget", "seed_index", "seed", "updates", "diverged_at", "nonfinite",
@@ -84,9 +84,9 @@ TRAIN_LISTS = {"curve_updates": "integer", "curve_samples": "integer", "curve_J"
                "curve_grad_norm": "number"}
 NOISE_TEXT = frozenset(_IDENTITY)
 NOISE_NUMBER = frozenset({"grad_norm_sq", "trace_sigma", "b_simple", "curvature", "trace_h_sigma", "b_noise",
-                          "eps_max", "eps_opt", "step_length"})
-NOISE_INTEGER = frozenset({"batch_size", "reps", "nonfinite"})
-NOISE_BOOLEAN = frozenset({"model_applies"})
+                          "eps_max", "eps_opt", "step_length", "path_target", "path_score"})
+NOISE_INTEGER = frozenset({"batch_size", "reps", "nonfinite", "path_steps"})
+NOISE_BOOLEAN = frozenset({"model_applies", "path_reached"})
 RUN_KEY = ["problem", "variant", "optimizer", "batch_size", "lr", "seed_index"]
 
 
@@ -197,7 +197,7 @@ def load_training(folder: Path) -> TrainingResults:
     runs = derive(runs)
     noise = pd.concat(frames[NOISE_KIND], ignore_index=True) if frames[NOISE_KIND] else pd.DataFrame(
         columns=sorted({*NOISE_TEXT, *NOISE_NUMBER, *NOISE_INTEGER, *NOISE_BOOLEAN}))
-    noise = noise.sort_values(["problem", "variant", "batch_size"], kind="stable").reset_index(drop=True)
+    noise = noise.sort_values(["problem", "variant", "batch_size", "path_target"], kind="stable").reset_index(drop=True)
     return TrainingResults(str(folder), runs, noise, planned, tuple(unreadable), tuple(failed), tuple(notes))
 
 
@@ -570,15 +570,17 @@ def across_problems(evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
                   pd.DataFrame(failures, columns=["batch_size", "arm", "runs", "failure_fraction", "diverged"]), notes)
 
 
-NOISE_TABLE_COLUMNS = ["problem", "variant", "batch_size", "reps", "grad_norm_sq", "b_simple", "b_noise", "curvature",
+NOISE_TABLE_COLUMNS = ["problem", "variant", "batch_size", "path_target", "path_score", "reps", "grad_norm_sq", "b_simple", "b_noise", "curvature",
                        "eps_max", "eps_opt", "model_applies", "selected_lr", "best_lr_all_seeds", "lr_low", "lr_high",
                        "ratio", "caveat"]
 
 
 def noise_scale_table(noise: pd.DataFrame, runs: pd.DataFrame, selected: pd.DataFrame,
                       lr_curves: pd.DataFrame) -> pd.DataFrame:
-    """Predicted ε_opt(N) at θ₀ against the measured best SGD learning rate at that N: the split-half selected one
-    and the grid's best IQM over all seeds; ratio = selected / ε_opt. Empty when the sweep measured no noise scale."""
+    """Predicted ε_opt(N) at θ₀ and further along the exact-gradient path (`path_target`: the normalized score the
+    point was asked for, `path_score` the one it has) against the measured best SGD learning rate at that N: the
+    split-half selected one and the grid's best IQM over all seeds; ratio = selected / ε_opt. Empty when the sweep
+    measured no noise scale."""
     if noise.empty:
         return pd.DataFrame(columns=NOISE_TABLE_COLUMNS)
     sgd = runs[runs["optimizer"] == "sgd"]
@@ -605,7 +607,7 @@ def noise_scale_table(noise: pd.DataFrame, runs: pd.DataFrame, selected: pd.Data
         else:
             caveat = ""
         records.append({"problem": r.problem, "variant": r.variant, "batch_size": int(r.batch_size),
-                        "reps": int(r.reps), "grad_norm_sq": float(r.grad_norm_sq), "b_simple": float(r.b_simple),
+                        "path_target": float(r.path_target), "path_score": float(r.path_score), "reps": int(r.reps), "grad_norm_sq": float(r.grad_norm_sq), "b_simple": float(r.b_simple),
                         "b_noise": float(r.b_noise), "curvature": float(r.curvature), "eps_max": float(r.eps_max),
                         "eps_opt": eps, "model_applies": applies, "selected_lr": selected_lr,
                         "best_lr_all_seeds": best_all, "lr_low": float(grid.min()) if len(grid) else math.nan,
@@ -614,12 +616,151 @@ def noise_scale_table(noise: pd.DataFrame, runs: pd.DataFrame, selected: pd.Data
     return pd.DataFrame(records, columns=NOISE_TABLE_COLUMNS)
 
 
+COMMITMENT_COLUMNS = ["problem", "arm", "optimizer", "batch_size", "lr", "runs", "sub_optimal", "fraction", "lo", "hi",
+                      "optimal", "undecided"]
+TREND_COLUMNS = ["problem", "arm", "optimizer", "batch_size", "learning_rates", "seeds", "statistic", "p_value",
+                 "permutations"]
+TREND_PERMUTATIONS = 10_000
+
+
+def commitment_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where runs on problems with arms ended (`arm_outcome`, e.g. the softmax bandit): per (problem, arm, optimizer,
+    N, lr) the runs settled on a sub-optimal arm (the commitment of Chung et al. 2021) with a Clopper–Pearson 95%
+    interval, and the runs settled on the optimum or undecided at the end of the budget (an undecided run may still
+    commit: then the fraction is a lower bound, and the page says so)."""
+    armed = runs[runs["arm_outcome"].isin(["optimal", "sub-optimal", "undecided"])] if "arm_outcome" in runs else runs[:0]
+    records = []
+    for key, group in armed.groupby(GROUP + ["lr"], sort=True):
+        outcome = group["arm_outcome"]
+        committed, total = int((outcome == "sub-optimal").sum()), len(group)
+        lo, hi = clopper_pearson(committed, total)
+        records.append({**dict(zip(GROUP + ["lr"], key)), "runs": total, "sub_optimal": committed,
+                        "fraction": committed / total, "lo": lo, "hi": hi, "optimal": int((outcome == "optimal").sum()),
+                        "undecided": int((outcome == "undecided").sum())})
+    return pd.DataFrame(records, columns=COMMITMENT_COLUMNS)
+
+
+def commitment_trend(runs: pd.DataFrame, seed: int, permutations: int = TREND_PERMUTATIONS) -> pd.DataFrame:
+    """Does commitment grow with the learning rate? Per (problem, arm, optimizer, N) with ≥ 2 learning rates, the
+    statistic T = Σ_runs log(lr)·[sub-optimal] and a one-sided permutation p-value: under H0 (given its seed, a
+    run's outcome does not depend on the learning rate) the outcomes of one seed are exchangeable across the
+    learning rates, so each permutation shuffles them within every seed (the common random numbers stay paired);
+    p = (1 + #{T_perm ≥ T}) / (1 + permutations), seeded per setting. Only seeds run at every learning rate count."""
+    armed = runs[runs["arm_outcome"].isin(["optimal", "sub-optimal", "undecided"])] if "arm_outcome" in runs else runs[:0]
+    records = []
+    for key, group in armed.groupby(GROUP, sort=True):
+        table = group.pivot_table(index="seed_index", columns="lr", values="arm_outcome", aggfunc="first")
+        table = table.dropna()
+        if table.shape[1] < 2 or table.shape[0] < 2:
+            continue
+        committed = (table.to_numpy() == "sub-optimal").astype(float)  # [seeds, lrs]
+        scores = np.log(table.columns.to_numpy(dtype=float))  # [lrs]
+        observed = float((committed * scores).sum())
+        rng = stable_generator(seed, "commitment trend", *key)
+        order = rng.random((permutations, *committed.shape)).argsort(axis=-1)  # [R, seeds, lrs]
+        shuffled = np.take_along_axis(np.broadcast_to(committed, order.shape), order, axis=-1)
+        null = (shuffled * scores).sum(axis=(1, 2))
+        p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + permutations)
+        records.append({**dict(zip(GROUP, key)), "learning_rates": table.shape[1], "seeds": table.shape[0],
+                        "statistic": observed, "p_value": p_value, "permutations": permutations})
+    return pd.DataFrame(records, columns=TREND_COLUMNS)
+
+
+CRITICAL_COLUMNS = ["problem", "arm", "optimizer", "batch_sizes", "updates_to_target", "best_lrs", "e_min", "b_crit",
+                    "b_crit_lo", "b_crit_hi", "s_min", "fit", "b_noise_theta0"]
+
+
+def _updates_matrix(group: pd.DataFrame, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U [N, lr, seed], lrs): updates to 90% of J* − J(θ₀) of every run of one (problem, arm, optimizer), +∞ where
+    censored (the target not reached within the budget) or the run is missing."""
+    lrs = np.array(sorted(set(group["lr"])))
+    seeds = sorted(set(group["seed_index"]))
+    matrix = np.full((len(sizes), len(lrs), len(seeds)), math.inf)
+    n_at, lr_at, seed_at = ({v: i for i, v in enumerate(values)} for values in (sizes, lrs, seeds))
+    updates = group["updates_to_90"].astype(float).where(group["reached"], math.inf)
+    for n, lr, s, u in zip(group["batch_size"], group["lr"], group["seed_index"], updates):
+        matrix[n_at[n], lr_at[lr], seed_at[s]] = u
+    return matrix, lrs
+
+
+def _fewest_updates(matrix: np.ndarray) -> np.ndarray:
+    """E(N) [..., N]: over the learning rates, the fewest median updates to target, each learning rate's median over
+    its seeds with a censored run counting +∞ (finite only where at least half of them reached the target: never a
+    median of the successes alone).  matrix [..., N, lr, seed] → [..., N]."""
+    return np.median(matrix, axis=-1).min(axis=-1)
+
+
+def fit_critical_batch(batch_sizes: np.ndarray, updates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E_min, B_crit) of McCandlish et al.'s E(N) = E_min (1 + B_crit / N) (their eq. 2.11, updates to a target at
+    batch size N; equivalently samples S(N) = N·E(N) = S_min (1 + N / B_crit), S_min = E_min·B_crit), by least
+    squares of E on 1/N over the batch sizes with a finite E: E = a + b/N, E_min = a, B_crit = b / a. NaN where the
+    model does not fit (a ≤ 0 or b < 0: the updates to target do not fall with N as it says) or fewer than 2 batch
+    sizes have a finite E.  batch_sizes [N], updates [..., N] → two arrays [...]."""
+    x = np.broadcast_to(1.0 / np.asarray(batch_sizes, dtype=float), updates.shape)
+    keep = np.isfinite(updates)
+    count = keep.sum(-1)
+    x_mean = np.where(keep, x, 0).sum(-1) / np.maximum(count, 1)
+    y_mean = np.where(keep, updates, 0).sum(-1) / np.maximum(count, 1)
+    dx = np.where(keep, x - x_mean[..., None], 0)
+    dy = np.where(keep, updates - y_mean[..., None], 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (dx * dy).sum(-1) / (dx * dx).sum(-1)
+        intercept = y_mean - slope * x_mean
+        fits = (count >= 2) & (intercept > 0) & (slope >= 0)
+        return np.where(fits, intercept, np.nan), np.where(fits, slope / intercept, np.nan)
+
+
+def critical_batch(runs: pd.DataFrame, noise: pd.DataFrame, seed: int, reps: int) -> pd.DataFrame:
+    """Per (problem, arm, optimizer) with ≥ 2 batch sizes: the updates to 90% at each N (best learning rate, all
+    seeds), the fitted E_min and B_crit with a 95% percentile bootstrap interval over seed indices (a resample draws
+    seed indices with replacement and keeps every run of a drawn seed, at every N and learning rate: the common
+    random numbers stay paired; resamples where the model does not fit are left out of the interval and counted in
+    `fit`), S_min = E_min·B_crit, and B_noise at θ₀ at the largest N beside it (McCandlish's prediction B_crit ≈
+    B_noise). `fit`: "exact" with 2 batch sizes (two points, two unknowns: no check of the model), "least
+    squares" with more, "does not fit" where the point estimate does not."""
+    records = []
+    for (problem, arm, optimizer), group in runs[runs["score"].notna()].groupby(["problem", "arm", "optimizer"]):
+        sizes = np.array(sorted(set(group["batch_size"])))
+        if len(sizes) < 2:
+            continue
+        matrix, lrs = _updates_matrix(group, sizes)  # [N, lr, seed]
+        updates = _fewest_updates(matrix)
+        best = [lrs[np.median(matrix[i], axis=-1).argmin()] if math.isfinite(e) else math.nan
+                for i, e in enumerate(updates)]
+        e_min, b_crit = (float(v) for v in fit_critical_batch(sizes, updates))
+        lo = hi = math.nan
+        unfit = 0
+        if math.isfinite(b_crit) and matrix.shape[-1] >= 2:
+            rng = stable_generator(seed, "critical batch", problem, arm, optimizer)
+            draws = rng.integers(0, matrix.shape[-1], size=(reps, matrix.shape[-1]))  # [R, seeds]
+            resampled = np.moveaxis(matrix[:, :, draws], 2, 0)  # [R, N, lr, seeds]
+            boot = fit_critical_batch(sizes, _fewest_updates(resampled))[1]
+            unfit = int(np.isnan(boot).sum())
+            if np.isfinite(boot).sum() >= 2:
+                lo, hi = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
+        variant = group["variant"].iloc[0]
+        at_start = noise[(noise["problem"] == problem) & (noise["variant"] == variant) & (noise["path_target"] == 0)
+                         & noise["model_applies"].astype(bool)] if len(noise) else noise
+        b_noise = float(at_start.sort_values("batch_size")["b_noise"].iloc[-1]) if len(at_start) else math.nan
+        kind = "exact" if np.isfinite(updates).sum() == 2 else "least squares"
+        records.append({"problem": problem, "arm": arm, "optimizer": optimizer,
+                        "batch_sizes": " ".join(str(int(n)) for n in sizes),
+                        "updates_to_target": " ".join(f"{e:g}" if math.isfinite(e) else "∞" for e in updates),
+                        "best_lrs": " ".join(f"{lr:g}" if math.isfinite(lr) else "—" for lr in best),
+                        "e_min": e_min, "b_crit": b_crit, "b_crit_lo": lo, "b_crit_hi": hi,
+                        "s_min": e_min * b_crit if math.isfinite(b_crit) else math.nan,
+                        "fit": (f"{kind}; {unfit} of {reps} resamples do not fit" if unfit else kind)
+                        if math.isfinite(b_crit) else "does not fit", "b_noise_theta0": b_noise})
+    return pd.DataFrame(records, columns=CRITICAL_COLUMNS)
+
+
 # ----------------------------------------------------------------------------------------------- analysis
 
 TRAINING_TABLES = ("training_runs.csv", "training_selected_lr.csv", "training_per_problem.csv",
                    "training_verdicts.csv", "training_paired.csv", "training_curves.csv", "training_lr.csv",
                    "training_aggregates.csv", "training_improvement.csv", "training_profiles.csv",
-                   "training_failures.csv", "training_noise_scale.csv")
+                   "training_failures.csv", "training_noise_scale.csv", "training_commitment.csv",
+                   "training_commitment_trend.csv", "training_critical_batch.csv")
 RUN_CSV_COLUMNS = ["problem", "arm", "variant", "estimator", "optimizer", "batch_size", "budget", "lr", "seed_index",
                    "seed", "updates", "J0", "J_star", "final_J", "final_score", "score", "auc", "auc_score",
                    "samples_to_50", "samples_to_90", "failed", "failed_defined", "diverged", "diverged_at",
@@ -639,6 +780,9 @@ class TrainingAnalysis:
     lr_curves: pd.DataFrame
     across: Across
     noise: pd.DataFrame
+    commitment: pd.DataFrame
+    commitment_trend: pd.DataFrame
+    critical: pd.DataFrame
     controls: list[str]
     vanilla: list[str]
     pairs: list[tuple[str, str]]
@@ -655,7 +799,8 @@ class TrainingAnalysis:
             "training_curves.csv": self.curves, "training_lr.csv": self.lr_curves,
             "training_aggregates.csv": self.across.intervals, "training_improvement.csv": self.across.improvements,
             "training_profiles.csv": self.across.profiles, "training_failures.csv": self.across.failures,
-            "training_noise_scale.csv": self.noise,
+            "training_noise_scale.csv": self.noise, "training_commitment.csv": self.commitment,
+            "training_commitment_trend.csv": self.commitment_trend, "training_critical_batch.csv": self.critical,
         }
         assert tuple(sorted(out)) == tuple(sorted(TRAINING_TABLES)), "a new table belongs in TRAINING_TABLES"
         return out
@@ -685,7 +830,9 @@ def analyse_training(results: TrainingResults, seed: int, reps: int) -> Training
         paired=paired_differences(scored, selected, pairs, seed, reps),
         curves=sample_efficiency(evaluation, seed, reps), lr_curves=lr_curves,
         across=across_problems(evaluation, pairs, seed, reps),
-        noise=noise_scale_table(results.noise, scored, selected, lr_curves), controls=controls, vanilla=vanilla,
+        noise=noise_scale_table(results.noise, scored, selected, lr_curves), commitment=commitment_table(runs),
+        commitment_trend=commitment_trend(runs, seed), critical=critical_batch(scored, results.noise, seed, reps),
+        controls=controls, vanilla=vanilla,
         pairs=pairs, seed=seed, reps=reps, notes=notes)
 
 

@@ -197,10 +197,17 @@ def test_declaration_target_and_refusals():
     assert resolve_estimator("natural", {"baseline": " constant:0.50 "}).baseline == "constant:0.5"
     assert resolve_estimator("natural", {"baseline": "constant:1e-1"}).baseline == \
         resolve_estimator("reinforce", {"baseline": "constant:1e-1"}).baseline
-    for bad in ("batch_mean", "optimal", "value", "constant:", "constant:x", "rloo:1"):
-        with pytest.raises(ConfigError, match="one of none, constant:<value>, rloo"):
+    for bad in ("batch_mean", "optimal", "constant:", "constant:x", "rloo:1"):
+        with pytest.raises(ConfigError, match="one of none, constant:<value>, rloo, value"):
             resolve_estimator("natural", {"baseline": bad})
     config.replace(baseline="constant:0.5").check(lqr, 1)  # a constant needs no other trajectory
+    # fisher=exact: (F + δI)⁻¹ĝ with F fixed given θ is unbiased for the target; the solver options do not apply
+    assert config.replace(fisher="exact").unbiased(lqr)
+    assert not config.replace(fisher="exact", baseline="value", critic="fitted_same_batch").unbiased(lqr)
+    with pytest.raises(ConfigError, match="estimator natural: option solver applies only to fisher=batch"):
+        resolve_estimator("natural", {"fisher": "exact", "solver": "direct"})
+    with pytest.raises(ConfigError, match="estimator natural: option critic applies only to baseline=value"):
+        resolve_estimator("natural", {"critic": "fitted"})
     # refused when the options are resolved (`only_if`), before any problem is involved
     with pytest.raises(ConfigError, match="estimator natural: option cg_iters applies only to solver=cg"):
         config.replace(solver="direct", cg_iters=5)
@@ -208,6 +215,23 @@ def test_declaration_target_and_refusals():
         resolve_estimator("natural", {"solver": "direct", "cg_tol": 1e-6})
     result = measure(lqr, "natural", 2, reps=3, seed=0, estimator_options={"damping": 0.5}, show_progress=False)
     assert result.target == "(F + 0.5·I)⁻¹∇J" and not result.declared_unbiased
+
+
+def test_exact_fisher_estimate_is_the_damped_solve_of_reinforce_with_the_exact_matrix():
+    """fisher=exact against an independent computation from the same batch: ĝ_nat = (F + δI)⁻¹ ĝ_REINFORCE with
+    F = problem.fisher(θ), per replicate by numpy's solve; with baseline=value the oracle V^π is the baseline."""
+    problem = make_problem("softmax-bandit", {"probs": [1.0, 0.7, 0.0], "rewards": "deterministic"})
+    theta = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    batch = problem.sample(theta, 5, 3, torch.Generator().manual_seed(3))
+    for baseline in ("none", "constant:-1", "value"):
+        config = resolve_estimator("natural", {"fisher": "exact", "baseline": baseline, "damping": 0.05})
+        estimate = config.estimate(problem.policy, theta, batch, config.prepare(problem, theta, torch.Generator()))
+        reinforce_config = resolve_estimator("reinforce", {"baseline": baseline})
+        plain = reinforce_config.estimate(problem.policy, theta, batch,
+                                          reinforce_config.prepare(problem, theta, torch.Generator()))
+        damped = problem.fisher(theta).numpy() + 0.05 * np.eye(3)
+        expected = np.stack([np.linalg.solve(damped, g) for g in plain.numpy()])
+        assert np.allclose(estimate.numpy(), expected, rtol=1e-10, atol=1e-12), baseline
 
 
 # ---------------------------------------------------------------- measured against the exact target

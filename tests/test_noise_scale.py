@@ -234,3 +234,23 @@ def test_softmax_bandit_b_simple_matches_hand_computation():
         assert abs(ns.trace_sigma - trace_one / batch_size) <= Z * se, (ns.trace_sigma, trace_one / batch_size, se)
         assert abs(ns.b_simple - trace_one / (grad @ grad)) <= Z * se * batch_size / (grad @ grad)
 
+
+
+def test_the_exact_gradient_path_climbs_to_the_asked_score_and_follows_the_gradient():
+    """exact_path_point against an independent loop: on the softmax bandit plain gradient ascent with a tiny fixed
+    step (1e-3: a fine Euler discretisation of the gradient flow) reaches s ≥ 0.5 at a θ whose displacement from θ₀
+    agrees with the backtracking path's to cosine > 0.999 (both discretise the same flow; a path that took a wrong
+    direction, e.g. a sign error or a Newton-like step, would not)."""
+    from bench.noise_scale import PATH_RESOLUTION, exact_path_point
+
+    problem = make_problem("softmax-bandit", {})
+    theta0 = problem.default_theta()
+    point = exact_path_point(problem, theta0, 0.5)
+    assert point.reached and 0.5 <= point.score <= 0.5 + 2 * PATH_RESOLUTION
+    start, best = float(problem.objective(theta0)), problem.optimal_objective()
+    theta = theta0.clone()
+    while (float(problem.objective(theta)) - start) / (best - start) < 0.5:
+        theta = theta + 1e-3 * problem.exact_gradient(theta)
+    a, b = (point.theta - theta0), (theta - theta0)
+    assert float(a @ b / (a.norm() * b.norm())) > 0.999
+    assert exact_path_point(problem, theta0, 0.0).steps == 0

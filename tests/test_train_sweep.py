@@ -57,7 +57,7 @@ TRAIN_COLUMNS = [
     "optimizer", "lr", "batch_size", "budget", "seed_index", "seed", "updates", "J0", "J_star", "final_J",
     "final_score", "auc", "samples_to_50", "samples_to_90", "updates_to_50", "updates_to_90", "failed",
     "failed_defined", "diverged", "diverged_at", "nonfinite", "env_steps", "seconds", "curve_updates",
-    "curve_samples", "curve_J", "curve_score", "curve_grad_norm"]
+    "curve_samples", "curve_J", "curve_score", "curve_grad_norm", "arm_outcome"]
 
 
 def rows(results: Path) -> pd.DataFrame:
@@ -91,6 +91,38 @@ def test_log_grid_and_optimizers(tmp_path):
     assert len(cells) == 40 * 7 // 2 * 2  # (48 − 8) runs at 2 lrs → 7 lrs × 2 optimizers
     same = {(c.optimizer, c.lr, c.seed) for c in cells if c.problem == "lqr horizon=5" and c.seed_index == 0}
     assert len({seed for _, _, seed in same}) == 1
+
+
+OWN_TRAIN = ('name = "exact"', 'name = "exact"\ntrain = { lr = [0.5], seeds = 3, budget = 8 }')
+
+
+def test_an_estimator_table_may_carry_its_own_train_settings(tmp_path):
+    """Its `train` keys replace the sweep's for its runs only; the others keep the [train] table's."""
+    cells, _ = expand_training(load_config(write(tmp_path, TINY.replace(*OWN_TRAIN))))
+    exact = [c for c in cells if c.variant == "exact"]
+    others = [c for c in cells if c.variant != "exact"]
+    assert len(exact) == 2 * 2 * 1 * 3  # 2 problems × 2 N × 1 lr × 3 seeds
+    assert {(c.lr, c.budget) for c in exact} == {(0.5, 8)} and {c.seed_index for c in exact} == {0, 1, 2}
+    assert len(others) == 40 - 16 and {c.lr for c in others} == {0.1, 10.0} and {c.budget for c in others} == {16}
+    # seed index 0 of a problem is the same stream whatever table its run comes from (common random numbers)
+    assert len({c.seed for c in cells if c.problem == "lqr horizon=5" and c.seed_index == 0}) == 1
+
+
+@pytest.mark.parametrize("own,message", [
+    ("train = { lr = [-1] }", "estimators[0].train.lr: expected a non-empty list of at most 1000 learning rates"),
+    ("train = { seeds = 1 }", "estimators[0].train.seeds: expected an integer ≥ 2 and ≤ 100000, got 1"),
+    ("train = { steps = 3 }", "estimators[0].train.steps: unknown key; allowed: budget"),
+    ("train = 3", "estimators[0].train: expected a table"),
+])
+def test_bad_own_train_settings_are_one_clear_error(tmp_path, own, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, TINY.replace('name = "exact"', f'name = "exact"\n{own}')))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_own_train_settings_in_a_measurement_sweep_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"estimators\[0\]\.train: applies only to a training sweep"):
+        load_config(write(tmp_path, MEASUREMENT.replace(*OWN_TRAIN), "m.toml"))
 
 
 def test_a_measurement_config_expands_as_before_and_ids_never_collide(tmp_path):
@@ -127,7 +159,7 @@ def test_a_measurement_config_expands_as_before_and_ids_never_collide(tmp_path):
                                                  "integer ≥ 2, got 1"),
     (("seeds = 2", "seeds = 2\nnoise_reps = -3"), "train.noise_reps: expected an integer ≥ 0"),
     (("seeds = 2", "seeds = 2\nsteps = 3"), "train.steps: unknown key; allowed: budget, eval_episodes, eval_every, "
-                                            "lr, noise_reps, optimizers, seeds"),
+                                            "lr, noise_path, noise_reps, optimizers, seeds"),
     (("seed = 1", "seed = 1\nreps = 10"), "reps: applies only to a measurement sweep; this one has a [train] table"),
     (("seed = 1", "seed = 1\nrepetitions = 3"), "repetitions: applies only to a measurement sweep"),
     (("[train]", "[report]\npairs = [['natural', 'exact']]\n[train]"), "report: variant 'natural' is not in the sweep"),
@@ -178,7 +210,7 @@ def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
     assert meta["config"]["train"]["lr"] == [0.1, 10.0] and meta["config"]["train"]["seeds"] == 2
     axes = meta["train_axes"]
     assert axes["lr"] == [0.1, 10.0] and axes["batch_sizes"] == [1, 4] and axes["seed_indices"] == [0, 1]
-    assert axes["optimizers"] == ["sgd"] and axes["budget"] == 16 and len(axes["train_cell_ids"]) == 40
+    assert axes["optimizers"] == ["sgd"] and axes["budget"] == [16] and len(axes["train_cell_ids"]) == 40
     assert axes["noise_cell_ids"] == [] and axes["problems"] == ["softmax-bandit", "lqr horizon=5"]
 
     again = run_sweep(config, tmp_path, executor="inprocess")
@@ -259,3 +291,30 @@ def test_a_noise_scale_cell_per_problem_variant_and_batch_size(tmp_path):
     assert summary.failed == [] and summary.cells == len(cells)
     meta = json.loads((tmp_path / "tn" / "_sweep.json").read_text())
     assert len(meta["train_axes"]["noise_cell_ids"]) == len(meta_axes_ids)
+
+
+def test_noise_scale_along_the_exact_gradient_path(tmp_path):
+    """noise_path = [0, 0.5]: one cell per point; the s = 0.5 cell measures at a θ of the exact-gradient path whose
+    normalized score is ≥ 0.5 (and within a few path steps of it), the θ₀ cell at θ₀."""
+    text = (TINY.replace("seeds = 2", "seeds = 2\nnoise_reps = 20\nnoise_path = [0.5, 0]")
+            .replace("lr = [0.1, 10.0]", "lr = [0.1]"))
+    config = load_config(write(tmp_path, text))
+    assert config.train.noise_path == (0.0, 0.5)
+    noise = [c for c in expand_training(config)[0] if isinstance(c, NoiseCell)]
+    assert len(noise) == 20 and {c.path_score for c in noise} == {0.0, 0.5}
+    at = {c.path_score: c for c in noise if c.problem == "lqr horizon=5" and c.variant == "reinforce"
+          and c.batch_size == 4}
+    start, half = run(at[0.0]), run(at[0.5])
+    assert (start["path_target"], start["path_score"], start["path_steps"], start["path_reached"]) == (0.0, 0.0, 0, True)
+    assert half["path_target"] == 0.5 and half["path_reached"] and 0.5 <= half["path_score"] < 0.6
+    assert half["path_steps"] > 0 and half["grad_norm_sq"] < start["grad_norm_sq"]
+
+
+@pytest.mark.parametrize("value,message", [("[1.0]", "train.noise_path: expected a non-empty list of at most 20 "
+                                                     "normalized scores, each a number in [0, 0.99]"),
+                                           ("[]", "train.noise_path: expected a non-empty list"),
+                                           ("0.5", "train.noise_path: expected a non-empty list")])
+def test_bad_noise_path_is_one_clear_error(tmp_path, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, TINY.replace("seeds = 2", f"seeds = 2\nnoise_path = {value}")))
+    assert message in str(err.value)

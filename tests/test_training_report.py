@@ -40,7 +40,7 @@ def run_row(problem_label: str, env: str, env_options: dict, estimator: str, opt
         "variant": variant, "estimator_options": json.dumps(options, sort_keys=True),
         "optimizer": settings.optimizer, "lr": float(settings.lr), "batch_size": settings.batch_size,
         "budget": settings.budget, "seed_index": seed_index, "seed": settings.seed,
-        **run_columns(run),
+        **run_columns(run, problem),
     }
 
 
@@ -64,6 +64,9 @@ def tiny_training_rows(seeds: int = 4, lrs=(0.3, 3.0, 30.0), batch_sizes=(4, 8),
     return rows
 
 
+AT_THETA0 = {"path_target": 0.0, "path_score": 0.0, "path_steps": 0, "path_reached": True}
+
+
 def noise_rows() -> list[dict]:
     """Two hand-made noise-scale rows: one where the model applies, one where it does not."""
     base = {"kind": "noise_scale", "sweep": "tiny-train", "env": "softmax-bandit", "theta": "default",
@@ -72,11 +75,11 @@ def noise_rows() -> list[dict]:
         {**base, "cell_id": "aa01", "problem": "bandit-1-0.7-0", "variant": "reinforce", "batch_size": 4,
          "grad_norm_sq": 0.04,
          "trace_sigma": 0.5, "b_simple": 50.0, "curvature": 0.01, "trace_h_sigma": 0.02, "b_noise": 8.0,
-         "eps_max": 4.0, "eps_opt": 4.0 / 3.0, "step_length": 0.26, "model_applies": True},
+         "eps_max": 4.0, "eps_opt": 4.0 / 3.0, "step_length": 0.26, "model_applies": True, **AT_THETA0},
         {**base, "cell_id": "aa02", "problem": "softmax-bandit", "variant": "reinforce",
          "batch_size": 4, "grad_norm_sq": 0.01, "trace_sigma": 0.3, "b_simple": 120.0, "curvature": -0.002,
          "trace_h_sigma": 0.01, "b_noise": -20.0, "eps_max": math.nan, "eps_opt": math.nan, "step_length": math.nan,
-         "model_applies": False},
+         "model_applies": False, **AT_THETA0},
     ]
 
 
@@ -310,22 +313,101 @@ def test_report_with_training_has_the_section_and_without_it_none(training_dir, 
 
 
 def test_a_real_noise_scale_row_passes_the_schema_check(rows, tmp_path):
-    """bench.noise_scale's row (helper C's module) under the cell identity loads and lands in the table."""
+    """The row bench.cells.run stores for a NoiseCell (at θ₀ and along the exact-gradient path) loads and lands in
+    the table."""
+    from bench.cells import NoiseCell, run
     from bench.noise_scale import noise_scale
     from estimators import resolve_estimator
 
-    problem = make_problem("softmax-bandit", {"probs": [1.0, 0.7, 0.0]})
-    result = noise_scale(problem, resolve_estimator("reinforce", {}), problem.default_theta(), 4, 200, 5)
-    row = {"kind": "noise_scale", "cell_id": "ab12", "sweep": "tiny-train", "problem": "bandit-1-0.7-0",
-           "env": "softmax-bandit", "env_options": "{}", "theta": "default", "estimator": "reinforce",
-           "variant": "reinforce", "estimator_options": "{}", "batch_size": 4, "reps": 200, "seed": 5}
-    for key, value in result.to_row().items():
-        row.setdefault(key, value)
+    options = (("probs", (1.0, 0.7, 0.0)),)
+    cells = [NoiseCell("tiny-train", "bandit-1-0.7-0", "softmax-bandit", options, "default", "reinforce", "reinforce",
+                       (), 4, 200, 5, path_score) for path_score in (0.0, 0.5)]
+    noise = [run(cell) for cell in cells]
     folder = tmp_path / "real-noise"
-    write_store(folder, rows + [row])
+    write_store(folder, rows + noise)
     loaded = tr.load_training(folder)
-    assert not loaded.unreadable and len(loaded.noise) == 1
+    assert not loaded.unreadable and len(loaded.noise) == 2
     table = tr.noise_scale_table(loaded.noise, loaded.runs, tr.select_learning_rates(loaded.runs),
                                  tr.learning_rate_curves(loaded.runs, 0, 50))
-    assert len(table) == 1 and table["selected_lr"].notna().all()
-    assert table["model_applies"].iloc[0] == result.model_applies
+    assert len(table) == 2 and table["selected_lr"].notna().all() and list(table["path_target"]) == [0.0, 0.5]
+    problem = make_problem("softmax-bandit", dict(options))
+    at_start = noise_scale(problem, resolve_estimator("reinforce", {}), problem.default_theta(), 4, 200, 5)
+    assert table["model_applies"].iloc[0] == at_start.model_applies
+
+
+# ------------------------------------------------------------------------- commitment and the critical batch
+
+
+def outcome_runs(outcomes: np.ndarray, lrs=(0.1, 1.0, 10.0)) -> pd.DataFrame:
+    """Runs of one (problem, arm, N) with the given arm outcomes [seeds, lrs] (True: settled sub-optimal)."""
+    records = [{"problem": "bandit", "arm": "natural", "optimizer": "sgd", "batch_size": 1, "lr": lr,
+                "seed_index": seed, "arm_outcome": "sub-optimal" if outcomes[seed, j] else "optimal"}
+               for seed in range(outcomes.shape[0]) for j, lr in enumerate(lrs)]
+    return pd.DataFrame(records)
+
+
+def test_commitment_table_counts_each_outcome_with_an_exact_interval():
+    outcomes = np.zeros((10, 3), dtype=bool)
+    outcomes[:7, 2] = True
+    runs = outcome_runs(outcomes)
+    runs.loc[(runs.lr == 0.1) & (runs.seed_index == 0), "arm_outcome"] = "undecided"
+    table = tr.commitment_table(runs).set_index("lr")
+    assert list(table["sub_optimal"]) == [0, 0, 7] and list(table["undecided"]) == [1, 0, 0]
+    assert list(table["optimal"]) == [9, 10, 3] and (table["runs"] == 10).all()
+    assert (table.loc[10.0, "lo"], table.loc[10.0, "hi"]) == pytest.approx(tr.clopper_pearson(7, 10))
+    # rows of problems without arms ("") are not counted
+    assert tr.commitment_table(runs.assign(arm_outcome="")).empty
+
+
+def test_commitment_trend_detects_growth_and_holds_its_rate_under_the_null():
+    """A within-seed permutation test: (1) outcomes that grow with the rate in every seed give p ≈ 1/(1 + R);
+    (2) outcomes identical across rates in every seed give p = 1 (no permutation changes T); (3) under H0 (each
+    outcome an independent Bernoulli(0.5) whatever the rate) the one-sided p-value is valid: over 200 seeded
+    data sets of 20 seeds × 3 rates, the number with p < 0.05 is ≤ 20, the 99.9% quantile of Binomial(200, 0.05)
+    (this check itself fails with probability ≤ 0.1% for a calibrated test; a discrete test is conservative)."""
+    growing = np.zeros((20, 3), dtype=bool)
+    growing[:, 2] = True
+    p_growing = tr.commitment_trend(outcome_runs(growing), seed=0, permutations=2000)["p_value"].iloc[0]
+    assert p_growing == pytest.approx(1 / 2001)
+    same = np.repeat(np.arange(20)[:, None] % 2 == 0, 3, axis=1)
+    assert tr.commitment_trend(outcome_runs(same), seed=0, permutations=500)["p_value"].iloc[0] == 1.0
+    rng = np.random.default_rng(11)
+    rejections = sum(
+        tr.commitment_trend(outcome_runs(rng.random((20, 3)) < 0.5), seed=i, permutations=500)["p_value"].iloc[0]
+        < 0.05 for i in range(200))
+    from scipy import stats
+    assert rejections <= stats.binom.ppf(0.999, 200, 0.05), rejections
+
+
+def test_the_critical_batch_fit_recovers_a_known_model():
+    """E(N) = E_min (1 + B_crit/N) exactly at three batch sizes → the fit returns (E_min, B_crit); updates that
+    grow with N do not fit (NaN); a batch size whose E is ∞ (never reached) is left out of the fit."""
+    sizes = np.array([4, 8, 32])
+    e_min, b_crit = tr.fit_critical_batch(sizes, 40 * (1 + 16 / sizes))
+    assert (float(e_min), float(b_crit)) == pytest.approx((40.0, 16.0))
+    assert np.isnan(tr.fit_critical_batch(sizes, np.array([10.0, 20.0, 40.0]))[1])
+    e_min, b_crit = tr.fit_critical_batch(sizes, np.array([80.0, 60.0, math.inf]))  # two finite points: exact
+    assert (float(e_min), float(b_crit)) == pytest.approx((40.0, 4.0 * 1.0))
+    assert np.isnan(tr.fit_critical_batch(sizes, np.array([80.0, math.inf, math.inf]))[1])
+
+
+def test_critical_batch_takes_each_rates_median_with_censored_runs_as_infinite():
+    """At N = 4 the rate 1.0 has 3 of 5 runs at 10 updates (median 10) and 0.1 has all at 30; at N = 16 rate 1.0
+    has 3 of 5 runs censored (median ∞) and 0.1 has all at 20 → E = (10, 20) does not fall with N: no fit. With the
+    censored runs reaching at 5 updates instead, E = (10, 5): exact fit E = a + b/N through both points."""
+    def frame(censored: bool) -> pd.DataFrame:
+        records = []
+        for seed in range(5):
+            for n, lr, updates, reached in [(4, 1.0, 10 if seed < 3 else 99, True), (4, 0.1, 30, True),
+                                            (16, 1.0, 5, not (censored and seed < 3)), (16, 0.1, 20, True)]:
+                records.append({"problem": "p", "arm": "a", "variant": "a", "optimizer": "sgd", "batch_size": n,
+                                "lr": lr, "seed_index": seed, "updates_to_90": float(updates), "reached": reached,
+                                "score": 1.0})
+        return pd.DataFrame(records)
+    empty_noise = pd.DataFrame(columns=["problem", "variant", "path_target", "model_applies", "batch_size", "b_noise"])
+    censored = tr.critical_batch(frame(True), empty_noise, seed=0, reps=200).iloc[0]
+    assert censored["updates_to_target"] == "10 20" and censored["fit"] == "does not fit"
+    reached = tr.critical_batch(frame(False), empty_noise, seed=0, reps=200).iloc[0]
+    assert reached["updates_to_target"] == "10 5" and reached["best_lrs"] == "1 1" and reached["fit"].startswith("exact")
+    # E = a + b/N through (1/4, 10) and (1/16, 5): b = 5 / (3/16) = 80/3, a = 10 − b/4 = 10/3, B_crit = b/a = 8
+    assert (reached["e_min"], reached["b_crit"]) == pytest.approx((10 / 3, 8.0))
