@@ -757,14 +757,30 @@ def _training_commitment(analysis) -> str:
     table, trend = analysis.commitment, analysis.commitment_trend
     body = page.paragraph(
         "Baselines change outcomes, not only variance (Chung et al., ICML 2021): where runs end on a problem with arms. "
-        "A run is settled on an arm holding ≥ 90% of the final policy; sub-optimal = settled on an arm that is not the "
-        "best (committed), with a Clopper–Pearson 95% interval over the runs (seeds). Undecided runs did not settle "
-        "within the budget: where there are any, the committed fraction is a lower bound.")
-    rows = [[r.problem, r.arm, r.batch_size, f"{r.lr:g}", r.runs,
-             f"{r.sub_optimal} ({tr.fmt_interval(r.fraction, r.lo, r.hi)})", r.optimal, r.undecided]
-            for r in table.itertuples()]
-    body += page.table(["problem", "estimator", "N", "lr", "runs", "settled sub-optimal (fraction [95% CI])",
-                        "settled optimal", "undecided"], rows)
+        "A run is settled on an arm holding ≥ 90% of the final policy; a cell reads k/n: k of its n runs (seeds) "
+        "settled on an arm that is not the best (committed), with a Clopper–Pearson 95% interval; u: runs still "
+        "undecided at the end of the budget (then k/n is a lower bound). The estimators none of whose runs "
+        "committed, at any rate, are listed below the table with their run count; every cell is in "
+        "training_commitment.csv.")
+    arms = ["problem", "arm", "batch_size"]
+    committed = table.groupby(arms)["sub_optimal"].transform("sum") > 0
+    shown, never = table[committed], table[~committed]
+    rates = sorted(set(shown["lr"]))
+    rows = []
+    for (problem, arm, batch_size), group in shown.groupby(arms, sort=True):
+        at = {r.lr: r for r in group.itertuples()}
+        rows.append([problem, arm, batch_size] + [
+            "" if lr not in at else f"{at[lr].sub_optimal}/{at[lr].runs} [{at[lr].lo:.2f}, {at[lr].hi:.2f}]"
+            + (f", u {at[lr].undecided}" if at[lr].undecided else "") for lr in rates])
+    if rows:
+        body += page.table(["problem", "estimator", "N"] + [f"lr {lr:g}" for lr in rates], rows)
+    for problem, group in never.groupby("problem", sort=True):
+        pooled = group.groupby(["arm", "batch_size"], sort=True)["runs"].sum()
+        body += page.paragraph(f"{problem}: no run settled on a sub-optimal arm with " + "; ".join(
+            f"{arm} at N={batch_size} (0 of {runs} runs over {group.loc[group['arm'] == arm, 'lr'].nunique()} rates, "
+            f"95% CI [0, {tr.clopper_pearson(0, int(runs))[1]:.2f}])" for (arm, batch_size), runs in pooled.items())
+            + ".", "note")
+    trend = trend.merge(shown[arms].drop_duplicates(), on=arms)
     if len(trend):
         body += page.paragraph(
             "Does commitment grow with the step size? T = Σ log(lr)·[settled sub-optimal] over the runs, one-sided "
