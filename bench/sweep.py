@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.cells import (Cell, check_cells, digest, expand, expand_training, single_thread, table_variants,
-                         theta_for, train_axes)
+from bench.cells import (Cell, check_cells, digest, expand, expand_training, option_columns, single_thread,
+                         table_variants, theta_for, train_axes)
 from bench.config import SweepConfig, read_config
 from bench.executors import check_executor, run_cells
 from bench.harness import progress_bar
@@ -148,7 +148,7 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
             for cell, row, failure in stream:
                 try:
                     if failure is None:
-                        store.write(cell.cell_id, row)
+                        store.write(cell.cell_id, row, option_columns() if isinstance(cell, Cell) else None)
                         store.clear_failure(cell.cell_id)
                     else:
                         store.record_failure(cell.cell_id, failure)

@@ -9,9 +9,13 @@ from typing import Callable
 import torch
 
 from envs.problem import Batch, Problem
+from envs.spec import Int
 
-# The variance-minimising constant of π_θ itself rather than of the batch, fitted on an independent stream.
+# The variance-minimising constant of π_θ itself rather than of the batch, fitted on an independent stream of
+# `<name>:<K>` trajectories (K = ORACLE_SAMPLES unless given).
 ORACLE_BASELINES = ("oracle_optimal", "oracle_optimal_per_param")
+ORACLE_SAMPLES = 10_000
+ORACLE_SAMPLES_RANGE = Int(2, 10_000_000)
 # Bounds of one chunk of the oracle's fit, as bench.sampling bounds the replicate batches.
 ORACLE_STEPS_PER_CHUNK = 2**22  # trajectory steps (trajectories × H)
 ORACLE_PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries (trajectories × P)
@@ -55,6 +59,11 @@ def optimal_constant_sums(unbaselined: torch.Tensor, score: torch.Tensor,
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def oracle_samples(baseline: str) -> int:
+    """K of an oracle baseline's normal form (`oracle_optimal` or `oracle_optimal:<K>`, see score.BaselineParser)."""
+    return int(baseline.partition(":")[2] or ORACLE_SAMPLES)
 
 
 def oracle_chunk(problem: Problem, samples: int) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from envs.problem import Batch, Policy, Problem
 from envs.memory import check_bytes
-from envs.spec import Bool, Choice, ConfigError, Float, Int, Parser, When, number_text, option, reuse
+from envs.spec import Bool, Choice, ConfigError, Float, Parser, When, number_text, option, reuse
 from envs.values import ValueFunction
 from estimators.autodiff import (
     AUTODIFF_OPTION,
@@ -20,11 +20,14 @@ from estimators.autodiff import (
 )
 from estimators.baselines import (
     ORACLE_BASELINES,
+    ORACLE_SAMPLES,
+    ORACLE_SAMPLES_RANGE,
     batch_mean,
     leave_one_out,
     optimal_constant,
     oracle_chunk,
     oracle_optimal_constant,
+    oracle_samples,
 )
 from estimators.critics import (
     CRITIC,
@@ -40,8 +43,8 @@ from estimators.returns import reward_to_go, total_return
 
 BATCH_DEPENDENT_BIASED = ("batch_mean", "optimal", "optimal_per_param")
 FITTED_CONSTANTS = ("optimal", "optimal_per_param", *ORACLE_BASELINES)  # b · Σ_t w_t ψ_t, per trajectory
-BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param", *ORACLE_BASELINES,
-                  "value")
+BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param",
+                  *(f"{name}[:<K>]" for name in ORACLE_BASELINES), "value")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,13 @@ class BaselineParser(Parser):
                 return f"constant:{number_text(Float()(value))}"
             except ValueError:
                 raise ValueError(self.allowed) from None
-        if sep or kind not in BASELINE_NAMES:
+        if kind in ORACLE_BASELINES and sep:  # K trajectories; the default is written without it (one spelling)
+            try:
+                samples = ORACLE_SAMPLES_RANGE(value)
+            except ValueError:
+                raise ValueError(f"{self.allowed} ({kind}:<K>: K {ORACLE_SAMPLES_RANGE.allowed})") from None
+            return kind if samples == ORACLE_SAMPLES else f"{kind}:{samples}"
+        if sep or kind not in (*BASELINE_NAMES, *ORACLE_BASELINES):
             raise ValueError(self.allowed)
         return kind
 
@@ -90,9 +99,9 @@ def reinforce(
     baseline: none (b = 0), constant:<c> (b = c), batch_mean (b_t = mean_j Ĝ_{j,t} over all N
     trajectories, so b = mean_j G_{j,0} for total returns; biased by exactly −∇J/N),
     rloo (the same mean over j ≠ i, unbiased), optimal / optimal_per_param (see
-    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), oracle_optimal /
-    oracle_optimal_per_param (the same constants of π_θ itself, `oracle_baseline` [1, 1] or [1, P] from
-    `baselines.oracle_optimal_constant` on independent trajectories: unbiased), value (b_{i,t} =
+    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), oracle_optimal[:<K>] /
+    oracle_optimal_per_param[:<K>] (the same constants of π_θ itself, `oracle_baseline` [1, 1] or [1, P] from
+    `baselines.oracle_optimal_constant` on K independent trajectories, 10 000 by default: unbiased), value (b_{i,t} =
     V̂_t(s_{i,t}) from `critic`, see `critics`: unbiased whenever the critic does not depend on
     the batch — a state-dependent baseline, lecture notes 001, 004).
     autodiff: how every ∇_θ above is computed — auto (packed for the MLP policies, else vmap), packed
@@ -104,9 +113,9 @@ def reinforce(
     batch [M, N, T] → ĝ [M, P].
     """
     ret, weight = returns_and_weights(policy, theta, batch, returns, discount_score, entropy_coef)
-    if baseline in FITTED_CONSTANTS:
+    if baseline.partition(":")[0] in FITTED_CONSTANTS:
         unbaselined, score = trajectory_terms(policy, theta, batch, ret, weight, autodiff)
-        if baseline in ORACLE_BASELINES:
+        if baseline.partition(":")[0] in ORACLE_BASELINES:
             if oracle_baseline is None:
                 raise ValueError(f"baseline={baseline} needs oracle_baseline, its b* from the estimator's prepare")
             b = oracle_baseline
@@ -160,7 +169,8 @@ def trajectory_terms(policy: Policy, theta: torch.Tensor, batch: Batch, ret: tor
 @ESTIMATORS.entry("reinforce")
 class Reinforce(Estimator):
     returns: str = option(Choice(("total", "reward_to_go")), "reward_to_go", "G_0 for every step, or reward-to-go G_t")
-    baseline: str = option(BaselineParser(), "none", "b subtracted from the returns")
+    baseline: str = option(BaselineParser(), "none", "b subtracted from the returns (oracle_*: π_θ's b*, "
+                             f"fitted on K = {ORACLE_SAMPLES} independent trajectories unless given)")
     discount_score: bool = option(Bool(), True, "weight the score at t by γ^t (unbiased for J)",
                                   only_if=When("returns", "reward_to_go"))
     entropy_coef: float = option(Float(0.0), 0.0, "α: estimate ∇(J + α·Σ_t γ^t H(π(·|s_t))), entropy as a reward",
@@ -168,14 +178,17 @@ class Reinforce(Estimator):
     autodiff: str = reuse(AUTODIFF_OPTION)
     critic: str = reuse(CRITIC, only_if=When("baseline", "value"))
     critic_samples: int = reuse(CRITIC_SAMPLES)
-    oracle_samples: int = option(Int(2, 10_000_000), 10_000, "independent trajectories the oracle b* is fitted on",
-                                 only_if=When("baseline", *ORACLE_BASELINES))
 
     function = staticmethod(reinforce)
     doc = "score-function gradient with reward-to-go, baselines (incl. a critic) and an entropy bonus"
     target_text = "∇J, or ∇(J + α·H) with entropy_coef α > 0"
     bias_text = ("unbiased for its target, except baseline=batch_mean|optimal|optimal_per_param or value with "
                  "critic=fitted_same_batch (fitted on the batch) and discount_score=false when γ < 1")
+
+    @property
+    def oracle(self) -> bool:
+        """baseline=oracle_optimal[_per_param][:<K>]: b* fitted in `prepare` on independent trajectories."""
+        return self.baseline.partition(":")[0] in ORACLE_BASELINES
 
     def validate(self) -> None:
         if self.baseline == "value" and self.returns != "reward_to_go":
@@ -206,26 +219,27 @@ class Reinforce(Estimator):
                               "(fitted to its own single trajectory it cancels the estimate)")
         if self.baseline == "value":
             check_critic(self, problem)
-        if self.baseline in ORACLE_BASELINES:
-            chunk = oracle_chunk(problem, self.oracle_samples)  # its trajectories, g_i, s_i and their products
+        if self.oracle:
+            chunk = oracle_chunk(problem, oracle_samples(self.baseline))  # its trajectories, g_i, s_i, products
             check_bytes(problem.sample_bytes(chunk) + 24.0 * chunk * problem.num_params,
-                        f"{self.owner()} with baseline={self.baseline} on {self.oracle_samples} trajectories",
-                        "oracle_samples or the problem's size")
+                        f"{self.owner()} with baseline={self.baseline} (chunks of {chunk} trajectories)",
+                        "the problem's size")
 
     def kwargs(self) -> dict[str, Any]:
         return {key: value for key, value in self.as_dict().items()
-                if key not in ("critic", "critic_samples", "oracle_samples")}
+                if key not in ("critic", "critic_samples")}
 
     def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
-        if self.baseline in ORACLE_BASELINES:
+        if self.oracle:
             def terms(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
                 ret, weight = returns_and_weights(problem.policy, theta, batch, self.returns, self.discount_score,
                                                   self.entropy_coef)
                 return trajectory_terms(problem.policy, theta, batch, ret, weight, self.autodiff)
 
-            b = oracle_optimal_constant(problem, theta, generator, self.oracle_samples,
-                                        self.baseline == "oracle_optimal_per_param", terms)
-            info: dict[str, Any] = {"oracle_samples": self.oracle_samples}
+            samples = oracle_samples(self.baseline)
+            b = oracle_optimal_constant(problem, theta, generator, samples,
+                                        self.baseline.startswith("oracle_optimal_per_param"), terms)
+            info: dict[str, Any] = {"oracle_samples": samples}
             if b.numel() == 1:
                 info["oracle_baseline"] = float(b)
             return Prepared({**self.kwargs(), "oracle_baseline": b}, info=info)

@@ -59,7 +59,7 @@ def closed_forms(theta: torch.Tensor, probs: tuple[float, ...]):
 @pytest.mark.parametrize("baseline", ORACLE_BASELINES)
 def test_oracle_baseline_matches_closed_form_on_softmax_bandit(baseline):
     problem = make_problem("softmax-bandit", {"probs": PROBS})
-    config = resolve_estimator("reinforce", {"baseline": baseline, "oracle_samples": SAMPLES})
+    config = resolve_estimator("reinforce", {"baseline": f"{baseline}:{SAMPLES}"})
     fitted = config.prepare(problem, THETA, torch.Generator().manual_seed(5)).kwargs["oracle_baseline"]
     scalar, scalar_sd, per_param, per_param_sd = closed_forms(THETA, PROBS)
     if baseline == "oracle_optimal":
@@ -76,7 +76,7 @@ def test_closed_form_standard_error_matches_the_spread_of_fits():
     """The docstring's standard error, checked against 200 fits of 2000 trajectories each: the spread of b̂ agrees
     with it within the sampling error of a standard deviation from 200 values (relative SE ≈ 1/√400 = 5%; 5 SE)."""
     problem = make_problem("softmax-bandit", {"probs": PROBS})
-    config = resolve_estimator("reinforce", {"baseline": "oracle_optimal", "oracle_samples": 2000})
+    config = resolve_estimator("reinforce", {"baseline": "oracle_optimal:2000"})
     fits = [float(config.prepare(problem, THETA, torch.Generator().manual_seed(seed)).kwargs["oracle_baseline"])
             for seed in range(200)]
     _, scalar_sd, _, _ = closed_forms(THETA, PROBS)
@@ -97,11 +97,11 @@ def test_oracle_baseline_is_declared_unbiased_and_not_batch_dependent(baseline):
     """Declared unbiased, and allowed at N = 1 (fitted elsewhere, it does not cancel a lone trajectory as the
     batch-fitted optimal baselines would)."""
     problem = make_problem("softmax-bandit", {"probs": PROBS})
-    config = resolve_estimator("reinforce", {"baseline": baseline, "oracle_samples": 1000})
+    config = resolve_estimator("reinforce", {"baseline": f"{baseline}:1000"})
     assert config.unbiased(problem)
     config.check(problem, 1)
     result = measure(problem, "reinforce", 1, reps=50, seed=3, theta=THETA,
-                     estimator_options={"baseline": baseline, "oracle_samples": 1000}, show_progress=False)
+                     estimator_options={"baseline": f"{baseline}:1000"}, show_progress=False)
     assert result.declared_unbiased and result.metrics.variance_trace > 0
     assert result.estimator_info["oracle_samples"] == 1000
 
@@ -135,8 +135,13 @@ def test_oracle_baseline_refused_without_log_pi_and_without_prepare():
     with pytest.raises(ConfigError, match="no stochastic policy") as err:
         config.check(deterministic, 4)
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="option oracle_samples applies only to baseline=oracle_optimal"):
-        resolve_estimator("reinforce", {"baseline": "rloo", "oracle_samples": 100})
+    # K in one normal form: the default is written without it, a K out of range is one line naming the range
+    assert resolve_estimator("reinforce", {"baseline": "oracle_optimal:10000"}).baseline == "oracle_optimal"
+    assert resolve_estimator("reinforce", {"baseline": "oracle_optimal_per_param:5000"}).baseline == \
+        "oracle_optimal_per_param:5000"
+    for bad in ("oracle_optimal:1", "oracle_optimal:x", "oracle_optimal:2.5"):
+        with pytest.raises(ConfigError, match=r"option baseline=.* K an integer ≥ 2 and ≤ 10000000"):
+            resolve_estimator("reinforce", {"baseline": bad})
     problem = make_problem("softmax-bandit", {})
     batch = problem.sample(problem.default_theta(), 1, 4, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="needs oracle_baseline"):
