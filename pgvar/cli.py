@@ -1,5 +1,9 @@
 """The `pgvar` command: `pgvar list`, `pgvar measure`, `pgvar train`, `pgvar sweep`, `pgvar report` (the top layer: it composes
-bench/ and reports/, and nothing imports it)."""
+bench/ and reports/, and nothing imports it).
+
+Every project and numerical import is deferred to the command that needs it: `pgvar`, `pgvar --help`, `pgvar COMMAND
+--help` and `pgvar --version` import neither torch nor the problems (tests/test_cli.py checks it), and `pgvar list`
+imports only the registries (envs, estimators), not the harness, scipy or pandas."""
 
 from __future__ import annotations
 
@@ -9,30 +13,29 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import torch
+from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
 
-from bench.harness import Measurement, measure
-from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
-from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
-from envs import PROBLEMS, make_problem
-from envs.gym_vector import GYM_PREFIX
-from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
-from envs.spec import ConfigError, Option, parse_key_values
-from estimators import ESTIMATORS
+if TYPE_CHECKING:
+    from envs.spec import Option
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (no usage block), exit status 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise ConfigError(message)
+        print(f"pgvar: error: {_one_line(message)}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _load_theta(path: str):
     """The array or tensor in a .npy or .pt file (`Problem.check_theta` checks its dtype, shape and values)."""
+    import numpy as np
+    import torch
+
+    from envs.spec import ConfigError
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--theta {path}: " + ("not a regular file" if file.exists() else "no such file"))
@@ -63,6 +66,11 @@ def _describe_options(options: dict[str, Option]) -> list[str]:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
+    from envs import PROBLEMS
+    from envs.gym_vector import GYM_PREFIX
+    from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
+    from estimators import ESTIMATORS
+
     print("Problems (--env NAME, options with --env-opt KEY=VALUE):")
     for name, config_class in PROBLEMS.items():
         print(f"  {name}: {config_class.doc}")
@@ -106,6 +114,8 @@ def _describe_reference(record: dict) -> str:
 
 
 def render_table(record: dict) -> str:
+    from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
+
     opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
     lines = [
         f"{record['env']} ({record['num_params']} parameters, γ={_num(record['gamma'], 'g')}, H={record['horizon']}), "
@@ -150,13 +160,18 @@ def render_table(record: dict) -> str:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from bench.harness import measure
+    from bench.reference import ReferenceConfig
+    from envs import make_problem
+    from envs.spec import parse_key_values
+
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
     theta = _load_theta(args.theta) if args.theta else None
     reference = ReferenceConfig(args.reference, args.reference_samples, args.reference_batch_size,
                                 args.reference_seed, args.reference_cache, not args.no_reference_cache)
     if args.reference_cache:  # a bad folder is the user's mistake even where the reference turns out exact
         reference.check_cache()
-    result: Measurement = measure(
+    result = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
         parse_key_values(args.est_opt, "--est-opt"), reference_config=reference,
     )
@@ -215,6 +230,8 @@ TRAIN_FLAGS = ("optimizer", "lr", "batch_size", "budget", "seed", "eval_episodes
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.training import TrainSettings, train
+    from envs import make_problem
+    from envs.spec import parse_key_values
 
     settings = TrainSettings.parse({key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None})
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
@@ -227,6 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import load_config, run_sweep
+    from envs.spec import ConfigError
 
     config = load_config(args.config)
     summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh,
@@ -340,15 +358,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command is None:  # bare `pgvar`: what there is to run
+        if args.command is None:  # bare `pgvar`: what there is to run, and how to ask for more
             parser.print_help()
-            raise ConfigError("a command is required (the commands are listed above)")
+            return 0
+    except SystemExit as exit_:  # --help, --version: argparse exits 0 after printing; a bad flag: 2 (one line)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except BrokenPipeError:  # e.g. `pgvar --help | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; every user error is one line on stderr and exit status 2."""
+    from envs.spec import ConfigError
+
+    try:
         return args.run(args)
     except ConfigError as err:
         print(f"pgvar: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except SystemExit as exit_:  # --help, --version: argparse exits 0 after printing
-        return exit_.code if isinstance(exit_.code, int) else 0
     except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0
