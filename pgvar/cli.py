@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from bench.progress import INTERVAL_ENV, PROGRESS_SECONDS
 from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         reference.check_cache()
     result = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
-        parse_key_values(args.est_opt, "--est-opt"), reference_config=reference,
+        parse_key_values(args.est_opt, "--est-opt"), show_progress=not args.quiet, reference_config=reference,
     )
     record = result.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
@@ -236,7 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings.parse({key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None})
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
     theta = _load_theta(args.theta) if args.theta else None
-    run = train(problem, args.estimator, settings, parse_key_values(args.est_opt, "--est-opt"), theta)
+    run = train(problem, args.estimator, settings, parse_key_values(args.est_opt, "--est-opt"), theta,
+                show_progress=not args.quiet)
     record = run.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_training(record))
     return 0
@@ -248,7 +250,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh,
-                        log=lambda line: print(f"pgvar: {line}", file=sys.stderr))
+                        log=lambda line: print(f"pgvar: {line}", file=sys.stderr), show_progress=not args.quiet)
     if summary.skipped:
         reasons = sorted({line.split(": ", 1)[1] for line in summary.skipped})
         print(f"skipped {len(summary.skipped)} combinations that do not apply: {'; '.join(reasons)}", file=sys.stderr)
@@ -283,6 +285,12 @@ def _add_problem_and_estimator(parser: argparse.ArgumentParser, estimator_help: 
     parser.add_argument("--theta", metavar="PATH", help=f"{theta_name} as a .npy or .pt file (default: the problem's θ)")
 
 
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (otherwise a bar on a terminal, elsewhere a line every "
+                        f"{PROGRESS_SECONDS:g} s or ${INTERVAL_ENV}; always silent under CI=true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgvar", description="Measure bias and variance of policy-gradient estimators.")
     parser.add_argument("--version", action="version", version=f"pgvar {_version()}")
@@ -306,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"cache folder of sampled references (default ${CACHE_ENV} or .cache/references)")
     m.add_argument("--no-reference-cache", action="store_true", help="recompute the reference, store nothing")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _add_quiet(m)
     m.set_defaults(run=cmd_measure)
 
     t = sub.add_parser("train", help="one training run: the estimator drives sgd/adam; the learning curve of J")
@@ -318,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", metavar="N", help="evaluation trajectories where J is not exact (default 256)")
     t.add_argument("--eval-every", metavar="K", help="updates between evaluations where J is not exact (default 10)")
     t.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
+    _add_quiet(t)
     t.set_defaults(run=cmd_train)
 
     s = sub.add_parser("sweep", help="run every cell of a sweep config into results/<name>/ (resumable)")
@@ -327,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--results", default="results", help="results root (default: results)")
     s.add_argument("--fresh", action="store_true", help="delete this sweep's results and start over")
+    _add_quiet(s)
     s.set_defaults(run=cmd_sweep)
 
     r = sub.add_parser("report", help="figures, rliable statistics and one HTML file from a results folder")
