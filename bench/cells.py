@@ -439,8 +439,43 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+OPTION_PREFIX = "opt_"  # a measure row's typed column of each estimator option: opt_<name>
+
+
+@functools.cache
+def option_columns() -> Mapping[str, type]:
+    """opt_<name> → the type (bool, int, float or str) of option <name>'s values, over every registered
+    estimator: the typed columns every measure row has, null where the cell's estimator has no such option, so
+    that every cell file of a sweep has one schema and `pd.read_parquet` of the folder keeps them all (pyarrow
+    takes a folder's schema from one file). The type is that of the parsed default; an option name declared
+    with two types, or a value of another type, is a TypeError (a bug of the registry, caught by the tests)."""
+    columns: dict[str, type] = {}
+    for name, config in ESTIMATORS.items():
+        for key, spec in config.options().items():
+            kind = type(spec.parser(spec.default))
+            if kind not in (bool, int, float, str):
+                raise TypeError(f"estimator {name}: option {key} has values of type {kind.__name__}, which no "
+                                "opt_ column holds (bool, int, float, str)")
+            column = OPTION_PREFIX + key
+            if columns.setdefault(column, kind) is not kind:
+                raise TypeError(f"option {key} has values of type {columns[column].__name__} in one estimator and "
+                                f"{kind.__name__} in {name}")
+    return MappingProxyType(columns)
+
+
+def option_row(config: Estimator) -> dict[str, Any]:
+    """The opt_<name> columns of a row from its estimator's resolved config: the value of every option that
+    applies (defaults included), None where the estimator has no such option or where its `only_if` does not
+    hold (`critic_samples` unless `critic=fitted`): a null says the option plays no part in the measurement."""
+    specs = config.options()
+    values = {key: value for key, value in config.as_dict().items()
+              if specs[key].only_if is None or specs[key].only_if.holds(config)}
+    return {column: values.get(column.removeprefix(OPTION_PREFIX)) for column in option_columns()}
+
+
 def run_cell(cell: Cell) -> dict[str, Any]:
-    """Run one cell → one tidy row (config, metrics with CI bounds, cost, provenance)."""
+    """Run one cell → one tidy row (config, metrics with CI bounds, cost, provenance); the estimator's options
+    are in `estimator_options` (JSON, as given) and in the typed `opt_<name>` columns (resolved)."""
     with single_thread():
         problem = make_problem(cell.env, dict(cell.env_options))
         result = measure(problem, cell.estimator, cell.batch_size, cell.reps, cell.seed,
@@ -453,6 +488,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         "estimator": cell.estimator, "variant": cell.variant,
         "estimator_options": json.dumps(dict(cell.estimator_options), sort_keys=True),
         "estimator_info": json.dumps(record["estimator_info"], sort_keys=True),
+        **option_row(resolve_estimator(cell.estimator, dict(cell.estimator_options))),
         "batch_size": cell.batch_size, "reps": cell.reps, "repetition": cell.repetition, "seed": cell.seed,
     }
     for key in ("num_params", "horizon", "reference_kind", "reference_samples", "target", "declared_unbiased",

@@ -12,7 +12,8 @@ import torch
 
 from bench.metrics import METRICS_WITH_CI, GradientMetrics, gradient_metrics
 from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
-from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
+from bench.progress import progress_bar
+from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator
 from envs.memory import check_bytes, format_bytes, memory_limit
 from envs.problem import Problem
 from envs.spec import ConfigError, Int, check_int, check_seed

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
 from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
 from envs.memory import check_bytes
 from envs.problem import Capability, Problem
@@ -42,11 +43,7 @@ from estimators.registry import Target, resolve_estimator
 
 REFERENCE_STREAM = 2  # sub-stream of the reference seed (batches: 0 of the measurement seed, prepare: 1)
 REFERENCE_ESTIMATOR = "reinforce"
-DEFAULT_SAMPLES = 2**17  # trajectories
-DEFAULT_BATCH_SIZE = 64  # trajectories per reference batch (RLOO's leave-one-out mean over 63 others)
-KINDS = ("auto", "exact", "sampled")
 CODE_ROOT = Path(__file__).resolve().parents[1]
-CACHE_ENV = "PGVAR_CACHE_DIR"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,6 @@ each chunk of batches into its estimates. Shared by the measurement (bench.harne
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Iterator
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.progress import ProgressLines, progress_bar  # noqa: F401 (progress_bar: re-exported for its callers)
 from envs.problem import Batch, Problem
 from estimators.registry import Estimator, Prepared
 
@@ -31,12 +30,6 @@ def make_generator(seed: int, *stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr, silent under CI=true and when stderr is not a terminal."""
-    quiet = not enabled or os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=quiet, leave=False)
-
-
 def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
     by_steps = STEPS_PER_CHUNK // (batch_size * problem.horizon)
     by_params = PARAMS_PER_CHUNK // (batch_size * problem.num_params)
@@ -52,7 +45,7 @@ def chunk_bytes(problem: Problem, batch_size: int, reps: int) -> tuple[int, floa
 
 
 def draw_estimates(problem: Problem, estimator: Estimator, theta: torch.Tensor, batch_size: int, reps: int,
-                   generator: torch.Generator, bar: tqdm | None = None,
+                   generator: torch.Generator, bar: tqdm | ProgressLines | None = None,
                    prepared: Prepared | None = None) -> Iterator[tuple[torch.Tensor, Batch, float]]:
     """`reps` independent batches of `batch_size` trajectories drawn from π at `prepared.sample_theta` (θ when
     None), in chunks of `chunk_reps`, each chunk turned into its estimates at θ → yields (estimates [M_chunk, P]

@@ -39,6 +39,7 @@ FAILED_SUFFIX = ".json"
 META_FILE = "_sweep.json"  # a leading "_" keeps pyarrow's dataset reader from reading it as data
 LOCK_FILE = ".lock"
 TEMP_SUFFIX = ".tmp"
+NULLABLE_DTYPES = {bool: "boolean", int: "Int64", float: "Float64", str: "string"}  # pandas dtypes with a null
 
 # A sweep name becomes a folder name: letters, digits, '-', '_' and '.', not leading '.' (so never '.', '..'
 # or a hidden folder), no separator. The length bound keeps cell file names under the usual 255-byte limit.
@@ -244,10 +245,18 @@ class ResultsStore:
     def failure_path(self, cell_id: str) -> Path:
         return self.root / f"{FAILED_PREFIX}{cell_id}{FAILED_SUFFIX}"
 
-    def write(self, cell_id: str, row: Mapping[str, Any]) -> None:
+    def write(self, cell_id: str, row: Mapping[str, Any], types: Mapping[str, type] | None = None) -> None:
+        """Write one row as the cell's file. `types` (column → bool, int, float or str) gives the type of columns
+        that may be None in a row: each is written as that type with a null (a bare None column would be of
+        Parquet type null in this file and of another type in the next, and a folder read as one dataset takes
+        its schema from one file), and reads back as the pandas nullable dtype (boolean, Int64, Float64, string)."""
         path = self._inside(self.cell_path(cell_id))
         tmp = self._inside(self.root / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-        pd.DataFrame([dict(row)]).to_parquet(tmp, index=False)
+        frame = pd.DataFrame([dict(row)])
+        for column, kind in (types or {}).items():
+            if column in frame:
+                frame[column] = frame[column].astype(NULLABLE_DTYPES[kind])
+        frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
 
     def record_failure(self, cell_id: str, record: Mapping[str, Any]) -> Path:

@@ -7,22 +7,21 @@ share before dispatching them.
 
 A config with a [train] table is a training sweep: the same store, executors and resumption, over training runs
 and noise-scale cells (`bench.cells.expand_training`) instead of measurements; its `_sweep.json` also records
-`kind = "train"` and `train_axes` (`bench.cells.train_axes`), and where stderr is not a terminal (no bar) it
-reports progress as a line about every PROGRESS_SECONDS through `log`.
+`kind = "train"` and `train_axes` (`bench.cells.train_axes`). Progress (cells done, failures, ETA) is a bar on a
+terminal and a line every PROGRESS_SECONDS otherwise (`bench.progress`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.cells import (Cell, check_cells, digest, expand, expand_training, single_thread, table_variants,
-                         theta_for, train_axes)
+from bench.cells import (Cell, check_cells, digest, expand, expand_training, option_columns, single_thread,
+                         table_variants, theta_for, train_axes)
 from bench.config import SweepConfig, read_config
 from bench.executors import check_executor, run_cells
-from bench.harness import progress_bar
+from bench.progress import progress_bar
 from bench.reference import ReferenceConfig, reference_for
 from bench.store import ResultsStore
 from envs import make_problem
@@ -39,9 +38,6 @@ def load_config(path: str | Path) -> SweepConfig:
     return config
 
 
-PROGRESS_SECONDS = 15.0  # a training sweep's progress line interval when the bar is not shown
-
-
 def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     """What `_sweep.json` records: the resolved config, the planned distinct cell ids and each estimator table's
     variants; a training sweep also its kind and axes. A measurement sweep's record is what it was before
@@ -56,29 +52,7 @@ def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     return meta
 
 
-class _ProgressLines:
-    """One `log` line at most every PROGRESS_SECONDS (and at the end): done/total, elapsed and a linear ETA."""
-
-    def __init__(self, name: str, total: int, log: Callable[[str], None] | None, enabled: bool):
-        self.name, self.total, self.log, self.enabled = name, total, log, enabled and log is not None and total > 0
-        self.done, self.began = 0, time.monotonic()
-        self.last = self.began
-
-    def update(self, failed: int) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < PROGRESS_SECONDS and self.done < self.total):
-            return
-        self.last = now
-        elapsed = now - self.began
-        left = elapsed / self.done * (self.total - self.done)
-        guess = self.done < self.total and self.done >= max(10, self.total // 50)  # an ETA from a few cells misleads
-        self.log(f"sweep {self.name}: {self.done}/{self.total} cells ({100 * self.done / self.total:.0f}%)"
-                 + (f", {failed} failed" if failed else "") + f", {elapsed:.0f} s elapsed"
-                 + (f", ~{left:.0f} s left" if guess else ""))
-
-
-def prepare_references(cells: list[Cell]) -> None:
+def prepare_references(cells: list[Cell], show_progress: bool = True) -> None:
     """Compute each sampled reference the cells need once, here, into the cache (with one torch thread, as the
     cells run), so that parallel workers read it instead of each computing it. Workers on other machines see
     it only through a shared cache folder ($PGVAR_CACHE_DIR); otherwise they compute and cache their own."""
@@ -98,7 +72,8 @@ def prepare_references(cells: list[Cell]) -> None:
         for cell, target in needed.values():
             try:
                 problem = make_problem(cell.env, dict(cell.env_options))
-                reference_for(problem, theta_for(problem, cell.theta), target, ReferenceConfig(**dict(cell.reference)))
+                reference_for(problem, theta_for(problem, cell.theta), target, ReferenceConfig(**dict(cell.reference)),
+                              show_progress)
             except Exception:  # noqa: BLE001 - its cells raise the same error when they run, and fail alone
                 continue
 
@@ -117,9 +92,10 @@ class SweepSummary:
 
 def run_sweep(config: SweepConfig, results_root: str | Path = "results", executor: str = "processes",
               workers: int | None = None, scheduler: str | None = None, fresh: bool = False,
-              log: Callable[[str], None] | None = None) -> SweepSummary:
+              log: Callable[[str], None] | None = None, show_progress: bool = True) -> SweepSummary:
     """Run every unfinished cell of `config`, writing each row as it finishes; `log` receives one-line notes
-    (corrupt cells about to be recomputed) before the compute starts.
+    (corrupt cells about to be recomputed) before the compute starts; `show_progress` shows the cells done and
+    failed (`bench.progress.progress_bar`), and the sampled references' batches computed before them.
 
     The results folder is locked for the whole run (a second sweep on it is a ConfigError). A finished cell
     whose file does not read back whole is deleted and recomputed. A cell that raises is recorded as
@@ -140,15 +116,14 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
                 + (f" and {len(broken) - 3} more" if len(broken) > 3 else ""))
         done = store.finished()
         todo = [c for c in cells if c.cell_id not in done]
-        prepare_references(todo)
+        prepare_references(todo, show_progress)
         stream = run_cells(todo, executor, workers, scheduler)
         failed = []
-        with progress_bar(len(todo), f"sweep {config.name}") as bar:
-            lines = _ProgressLines(config.name, len(todo), log, config.is_training and bar.disable)
+        with progress_bar(len(todo), f"sweep {config.name}: cells", show_progress) as bar:
             for cell, row, failure in stream:
                 try:
                     if failure is None:
-                        store.write(cell.cell_id, row)
+                        store.write(cell.cell_id, row, option_columns() if isinstance(cell, Cell) else None)
                         store.clear_failure(cell.cell_id)
                     else:
                         store.record_failure(cell.cell_id, failure)
@@ -156,7 +131,8 @@ def run_sweep(config: SweepConfig, results_root: str | Path = "results", executo
                 except OSError as err:  # e.g. the disk is full: every cell written so far is whole and kept
                     raise ConfigError(f"{store.root}: cannot write {store.cell_path(cell.cell_id).name} "
                                       f"({err.strerror or err}); the finished cells are kept, rerun to resume") from None
+                if failed:
+                    bar.set_postfix_str(f"{len(failed)} failed")
                 bar.update(1)
-                lines.update(len(failed))
     return SweepSummary(len(cells), len(todo), len(cells) - len(todo), skipped, deleted,
                         [f"{store.cell_path(i).name}: {why}" for i, why in broken.items()], failed, str(store.root))

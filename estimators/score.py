@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from envs.problem import Batch, Policy, Problem
+from envs.memory import check_bytes
 from envs.spec import Bool, Choice, ConfigError, Float, Parser, When, number_text, option, reuse
 from envs.values import ValueFunction
 from estimators.autodiff import (
@@ -17,7 +18,17 @@ from estimators.autodiff import (
     weighted_score_per_replicate,
     weighted_score_per_trajectory,
 )
-from estimators.baselines import batch_mean, leave_one_out, optimal_constant
+from estimators.baselines import (
+    ORACLE_BASELINES,
+    ORACLE_SAMPLES,
+    ORACLE_SAMPLES_RANGE,
+    batch_mean,
+    leave_one_out,
+    optimal_constant,
+    oracle_chunk,
+    oracle_optimal_constant,
+    oracle_samples,
+)
 from estimators.critics import (
     CRITIC,
     CRITIC_SAMPLES,
@@ -31,13 +42,16 @@ from estimators.registry import ESTIMATORS, Estimator, Prepared, Target
 from estimators.returns import reward_to_go, total_return
 
 BATCH_DEPENDENT_BIASED = ("batch_mean", "optimal", "optimal_per_param")
-BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param", "value")
+FITTED_CONSTANTS = ("optimal", "optimal_per_param", *ORACLE_BASELINES)  # b · Σ_t w_t ψ_t, per trajectory
+BASELINE_NAMES = ("none", "constant:<value>", "batch_mean", "rloo", "optimal", "optimal_per_param",
+                  *(f"{name}[:<K>]" for name in ORACLE_BASELINES), "value")
 
 
 @dataclass(frozen=True)
 class BaselineParser(Parser):
     allowed: str = "one of " + ", ".join(BASELINE_NAMES)
-    examples: tuple[str, ...] = ("none", "constant:0.5", "batch_mean", "rloo", "optimal", "optimal_per_param", "value")
+    examples: tuple[str, ...] = ("none", "constant:0.5", "batch_mean", "rloo", "optimal", "optimal_per_param",
+                                 *ORACLE_BASELINES, "value")
 
     def __call__(self, raw: Any) -> str:
         text = str(raw).strip()
@@ -47,7 +61,13 @@ class BaselineParser(Parser):
                 return f"constant:{number_text(Float()(value))}"
             except ValueError:
                 raise ValueError(self.allowed) from None
-        if sep or kind not in BASELINE_NAMES:
+        if kind in ORACLE_BASELINES and sep:  # K trajectories; the default is written without it (one spelling)
+            try:
+                samples = ORACLE_SAMPLES_RANGE(value)
+            except ValueError:
+                raise ValueError(f"{self.allowed} ({kind}:<K>: K {ORACLE_SAMPLES_RANGE.allowed})") from None
+            return kind if samples == ORACLE_SAMPLES else f"{kind}:{samples}"
+        if sep or kind not in (*BASELINE_NAMES, *ORACLE_BASELINES):
             raise ValueError(self.allowed)
         return kind
 
@@ -62,6 +82,7 @@ def reinforce(
     entropy_coef: float = 0.0,
     critic: ValueFunction | SameBatchCritic | None = None,
     autodiff: str = "auto",
+    oracle_baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """REINFORCE / likelihood-ratio gradient of J(θ) = E[Σ_{t<H} γ^t r_{t+1}] (Williams 1992;
     lecture notes 000 §2–5, 003), or of J_α = J + α E[Σ_t γ^t H(π(·|s_t))] when entropy_coef α > 0.
@@ -78,7 +99,9 @@ def reinforce(
     baseline: none (b = 0), constant:<c> (b = c), batch_mean (b_t = mean_j Ĝ_{j,t} over all N
     trajectories, so b = mean_j G_{j,0} for total returns; biased by exactly −∇J/N),
     rloo (the same mean over j ≠ i, unbiased), optimal / optimal_per_param (see
-    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), value (b_{i,t} =
+    `baselines.optimal_constant`; estimated from the batch, biased at O(1/N)), oracle_optimal[:<K>] /
+    oracle_optimal_per_param[:<K>] (the same constants of π_θ itself, `oracle_baseline` [1, 1] or [1, P] from
+    `baselines.oracle_optimal_constant` on K independent trajectories, 10 000 by default: unbiased), value (b_{i,t} =
     V̂_t(s_{i,t}) from `critic`, see `critics`: unbiased whenever the critic does not depend on
     the batch — a state-dependent baseline, lecture notes 001, 004).
     autodiff: how every ∇_θ above is computed — auto (packed for the MLP policies, else vmap), packed
@@ -89,21 +112,15 @@ def reinforce(
 
     batch [M, N, T] → ĝ [M, P].
     """
-    ones = torch.ones_like(batch.discount)
-    rewards = batch.rewards
-    if entropy_coef:
-        entropy = policy.entropy(theta, batch.obs).detach() * batch.mask  # [M, N, T]
-        rewards = rewards + entropy_coef * entropy
-    if returns == "reward_to_go":
-        ret = reward_to_go(rewards, batch.gamma)  # [M, N, T]
-        weight = (batch.discount if discount_score else ones) * batch.mask
-    else:
-        ret = total_return(rewards, batch.discount)[..., None].expand_as(rewards)
-        weight = ones * batch.mask
-    if baseline in ("optimal", "optimal_per_param"):
-        unbaselined = weighted_score_per_trajectory(policy, theta, batch, weight * ret, autodiff)  # [M, N, P]
-        score = weighted_score_per_trajectory(policy, theta, batch, weight, autodiff)  # [M, N, P]
-        b = optimal_constant(unbaselined, score, per_param=baseline == "optimal_per_param")
+    ret, weight = returns_and_weights(policy, theta, batch, returns, discount_score, entropy_coef)
+    if baseline.partition(":")[0] in FITTED_CONSTANTS:
+        unbaselined, score = trajectory_terms(policy, theta, batch, ret, weight, autodiff)
+        if baseline.partition(":")[0] in ORACLE_BASELINES:
+            if oracle_baseline is None:
+                raise ValueError(f"baseline={baseline} needs oracle_baseline, its b* from the estimator's prepare")
+            b = oracle_baseline
+        else:
+            b = optimal_constant(unbaselined, score, per_param=baseline == "optimal_per_param")
         estimate = (unbaselined - b * score).mean(dim=1)
     else:
         if baseline == "none":
@@ -118,16 +135,42 @@ def reinforce(
             advantage = ret - float(baseline.partition(":")[2])
         estimate = weighted_score_per_replicate(policy, theta, batch, weight * advantage, autodiff)
     if entropy_coef:
-        direct = (batch.discount if discount_score else ones) * batch.mask
+        direct = (batch.discount if discount_score else torch.ones_like(batch.discount)) * batch.mask
         direct_gradient = weighted_entropy_gradient_per_replicate(policy, theta, batch, direct, autodiff)  # [M, P]
         estimate = estimate + entropy_coef * direct_gradient
     return estimate
 
 
+def returns_and_weights(policy: Policy, theta: torch.Tensor, batch: Batch, returns: str, discount_score: bool,
+                        entropy_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`reinforce`'s Ĝ_{i,t} (entropy as a reward when α > 0) and score weights w_t, zero after the episode.
+    → 2 × [M, N, T]."""
+    rewards = batch.rewards
+    if entropy_coef:
+        entropy = policy.entropy(theta, batch.obs).detach() * batch.mask  # [M, N, T]
+        rewards = rewards + entropy_coef * entropy
+    if returns == "reward_to_go":
+        ret = reward_to_go(rewards, batch.gamma)  # [M, N, T]
+        weight = (batch.discount if discount_score else torch.ones_like(batch.discount)) * batch.mask
+    else:
+        ret = total_return(rewards, batch.discount)[..., None].expand_as(rewards)
+        weight = torch.ones_like(batch.discount) * batch.mask
+    return ret, weight
+
+
+def trajectory_terms(policy: Policy, theta: torch.Tensor, batch: Batch, ret: torch.Tensor, weight: torch.Tensor,
+                     autodiff: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per trajectory, g_i = Σ_t w_t ψ_t Ĝ_t and s_i = Σ_t w_t ψ_t (ψ_t = ∇_θ log π_θ(a_t|s_t)), the two terms a
+    constant baseline combines as g_i − b s_i. ret, weight [M, N, T] → 2 × [M, N, P]."""
+    unbaselined = weighted_score_per_trajectory(policy, theta, batch, weight * ret, autodiff)  # [M, N, P]
+    return unbaselined, weighted_score_per_trajectory(policy, theta, batch, weight, autodiff)
+
+
 @ESTIMATORS.entry("reinforce")
 class Reinforce(Estimator):
     returns: str = option(Choice(("total", "reward_to_go")), "reward_to_go", "G_0 for every step, or reward-to-go G_t")
-    baseline: str = option(BaselineParser(), "none", "b subtracted from the returns")
+    baseline: str = option(BaselineParser(), "none", "b subtracted from the returns (oracle_*: π_θ's b*, "
+                             f"fitted on K = {ORACLE_SAMPLES} independent trajectories unless given)")
     discount_score: bool = option(Bool(), True, "weight the score at t by γ^t (unbiased for J)",
                                   only_if=When("returns", "reward_to_go"))
     entropy_coef: float = option(Float(0.0), 0.0, "α: estimate ∇(J + α·Σ_t γ^t H(π(·|s_t))), entropy as a reward",
@@ -141,6 +184,11 @@ class Reinforce(Estimator):
     target_text = "∇J, or ∇(J + α·H) with entropy_coef α > 0"
     bias_text = ("unbiased for its target, except baseline=batch_mean|optimal|optimal_per_param or value with "
                  "critic=fitted_same_batch (fitted on the batch) and discount_score=false when γ < 1")
+
+    @property
+    def oracle(self) -> bool:
+        """baseline=oracle_optimal[_per_param][:<K>]: b* fitted in `prepare` on independent trajectories."""
+        return self.baseline.partition(":")[0] in ORACLE_BASELINES
 
     def validate(self) -> None:
         if self.baseline == "value" and self.returns != "reward_to_go":
@@ -171,11 +219,30 @@ class Reinforce(Estimator):
                               "(fitted to its own single trajectory it cancels the estimate)")
         if self.baseline == "value":
             check_critic(self, problem)
+        if self.oracle:
+            chunk = oracle_chunk(problem, oracle_samples(self.baseline))  # its trajectories, g_i, s_i, products
+            check_bytes(problem.sample_bytes(chunk) + 24.0 * chunk * problem.num_params,
+                        f"{self.owner()} with baseline={self.baseline} (chunks of {chunk} trajectories)",
+                        "the problem's size")
 
     def kwargs(self) -> dict[str, Any]:
-        return {key: value for key, value in self.as_dict().items() if key not in ("critic", "critic_samples")}
+        return {key: value for key, value in self.as_dict().items()
+                if key not in ("critic", "critic_samples")}
 
     def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
+        if self.oracle:
+            def terms(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+                ret, weight = returns_and_weights(problem.policy, theta, batch, self.returns, self.discount_score,
+                                                  self.entropy_coef)
+                return trajectory_terms(problem.policy, theta, batch, ret, weight, self.autodiff)
+
+            samples = oracle_samples(self.baseline)
+            b = oracle_optimal_constant(problem, theta, generator, samples,
+                                        self.baseline.startswith("oracle_optimal_per_param"), terms)
+            info: dict[str, Any] = {"oracle_samples": samples}
+            if b.numel() == 1:
+                info["oracle_baseline"] = float(b)
+            return Prepared({**self.kwargs(), "oracle_baseline": b}, info=info)
         if self.baseline != "value":
             return Prepared(self.kwargs())
         critic, info = prepare_critic(self, problem, theta, generator)

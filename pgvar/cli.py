@@ -1,5 +1,9 @@
 """The `pgvar` command: `pgvar list`, `pgvar measure`, `pgvar train`, `pgvar sweep`, `pgvar report` (the top layer: it composes
-bench/ and reports/, and nothing imports it)."""
+bench/ and reports/, and nothing imports it).
+
+Every project and numerical import is deferred to the command that needs it: `pgvar`, `pgvar --help`, `pgvar COMMAND
+--help` and `pgvar --version` import neither torch nor the problems (tests/test_cli.py checks it), and `pgvar list`
+imports only the registries (envs, estimators), not the harness, scipy or pandas."""
 
 from __future__ import annotations
 
@@ -9,30 +13,30 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import torch
+from bench.progress import INTERVAL_ENV, PROGRESS_SECONDS
+from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
 
-from bench.harness import Measurement, measure
-from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
-from bench.reference import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS, ReferenceConfig
-from envs import PROBLEMS, make_problem
-from envs.gym_vector import GYM_PREFIX
-from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
-from envs.spec import ConfigError, Option, parse_key_values
-from estimators import ESTIMATORS
+if TYPE_CHECKING:
+    from envs.spec import Option
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (no usage block), exit status 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise ConfigError(message)
+        print(f"pgvar: error: {_one_line(message)}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _load_theta(path: str):
     """The array or tensor in a .npy or .pt file (`Problem.check_theta` checks its dtype, shape and values)."""
+    import numpy as np
+    import torch
+
+    from envs.spec import ConfigError
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--theta {path}: " + ("not a regular file" if file.exists() else "no such file"))
@@ -63,6 +67,11 @@ def _describe_options(options: dict[str, Option]) -> list[str]:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
+    from envs import PROBLEMS
+    from envs.gym_vector import GYM_PREFIX
+    from envs.memory import MEMORY_FRACTION, format_bytes, memory_limit
+    from estimators import ESTIMATORS
+
     print("Problems (--env NAME, options with --env-opt KEY=VALUE):")
     for name, config_class in PROBLEMS.items():
         print(f"  {name}: {config_class.doc}")
@@ -106,6 +115,8 @@ def _describe_reference(record: dict) -> str:
 
 
 def render_table(record: dict) -> str:
+    from bench.metrics import HEAVY_TAIL_KURTOSIS, METRICS_WITH_CI, NONFINITE_LIMIT
+
     opts = ", ".join(f"{k}={v}" for k, v in record["estimator_options"].items())
     lines = [
         f"{record['env']} ({record['num_params']} parameters, γ={_num(record['gamma'], 'g')}, H={record['horizon']}), "
@@ -150,15 +161,20 @@ def render_table(record: dict) -> str:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from bench.harness import measure
+    from bench.reference import ReferenceConfig
+    from envs import make_problem
+    from envs.spec import parse_key_values
+
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
     theta = _load_theta(args.theta) if args.theta else None
     reference = ReferenceConfig(args.reference, args.reference_samples, args.reference_batch_size,
                                 args.reference_seed, args.reference_cache, not args.no_reference_cache)
     if args.reference_cache:  # a bad folder is the user's mistake even where the reference turns out exact
         reference.check_cache()
-    result: Measurement = measure(
+    result = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
-        parse_key_values(args.est_opt, "--est-opt"), reference_config=reference,
+        parse_key_values(args.est_opt, "--est-opt"), show_progress=not args.quiet, reference_config=reference,
     )
     record = result.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
@@ -215,11 +231,14 @@ TRAIN_FLAGS = ("optimizer", "lr", "batch_size", "budget", "seed", "eval_episodes
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.training import TrainSettings, train
+    from envs import make_problem
+    from envs.spec import parse_key_values
 
     settings = TrainSettings.parse({key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None})
     problem = make_problem(args.env, parse_key_values(args.env_opt, "--env-opt"))
     theta = _load_theta(args.theta) if args.theta else None
-    run = train(problem, args.estimator, settings, parse_key_values(args.est_opt, "--est-opt"), theta)
+    run = train(problem, args.estimator, settings, parse_key_values(args.est_opt, "--est-opt"), theta,
+                show_progress=not args.quiet)
     record = run.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_training(record))
     return 0
@@ -227,10 +246,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import load_config, run_sweep
+    from envs.spec import ConfigError
 
     config = load_config(args.config)
     summary = run_sweep(config, args.results, args.executor, args.workers, args.scheduler, args.fresh,
-                        log=lambda line: print(f"pgvar: {line}", file=sys.stderr))
+                        log=lambda line: print(f"pgvar: {line}", file=sys.stderr), show_progress=not args.quiet)
     if summary.skipped:
         reasons = sorted({line.split(": ", 1)[1] for line in summary.skipped})
         print(f"skipped {len(summary.skipped)} combinations that do not apply: {'; '.join(reasons)}", file=sys.stderr)
@@ -265,6 +285,12 @@ def _add_problem_and_estimator(parser: argparse.ArgumentParser, estimator_help: 
     parser.add_argument("--theta", metavar="PATH", help=f"{theta_name} as a .npy or .pt file (default: the problem's θ)")
 
 
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (otherwise a bar on a terminal, elsewhere a line every "
+                        f"{PROGRESS_SECONDS:g} s or ${INTERVAL_ENV}; always silent under CI=true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgvar", description="Measure bias and variance of policy-gradient estimators.")
     parser.add_argument("--version", action="version", version=f"pgvar {_version()}")
@@ -288,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"cache folder of sampled references (default ${CACHE_ENV} or .cache/references)")
     m.add_argument("--no-reference-cache", action="store_true", help="recompute the reference, store nothing")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _add_quiet(m)
     m.set_defaults(run=cmd_measure)
 
     t = sub.add_parser("train", help="one training run: the estimator drives sgd/adam; the learning curve of J")
@@ -300,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", metavar="N", help="evaluation trajectories where J is not exact (default 256)")
     t.add_argument("--eval-every", metavar="K", help="updates between evaluations where J is not exact (default 10)")
     t.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
+    _add_quiet(t)
     t.set_defaults(run=cmd_train)
 
     s = sub.add_parser("sweep", help="run every cell of a sweep config into results/<name>/ (resumable)")
@@ -309,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--results", default="results", help="results root (default: results)")
     s.add_argument("--fresh", action="store_true", help="delete this sweep's results and start over")
+    _add_quiet(s)
     s.set_defaults(run=cmd_sweep)
 
     r = sub.add_parser("report", help="figures, rliable statistics and one HTML file from a results folder")
@@ -340,15 +369,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command is None:  # bare `pgvar`: what there is to run
+        if args.command is None:  # bare `pgvar`: what there is to run, and how to ask for more
             parser.print_help()
-            raise ConfigError("a command is required (the commands are listed above)")
+            return 0
+    except SystemExit as exit_:  # --help, --version: argparse exits 0 after printing; a bad flag: 2 (one line)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except BrokenPipeError:  # e.g. `pgvar --help | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; every user error is one line on stderr and exit status 2."""
+    from envs.spec import ConfigError
+
+    try:
         return args.run(args)
     except ConfigError as err:
         print(f"pgvar: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except SystemExit as exit_:  # --help, --version: argparse exits 0 after printing
-        return exit_.code if isinstance(exit_.code, int) else 0
     except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0

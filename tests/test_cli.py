@@ -294,10 +294,40 @@ def test_help_version_and_bare_pgvar_exit_without_a_traceback(capsys):
     for argv in (["--help"], ["measure", "--help"], ["sweep", "--help"], ["report", "--help"], ["list", "--help"]):
         assert main(argv) == 0
         assert "usage: pgvar" in capsys.readouterr().out
-    assert main([]) == 2  # bare: the commands on stdout, one error line on stderr
+    assert main([]) == 0  # bare: the commands and how to ask for more, on stdout
     captured = capsys.readouterr()
-    assert all(command in captured.out for command in ("list", "measure", "sweep", "report"))
-    assert captured.err.strip() == "pgvar: error: a command is required (the commands are listed above)"
+    assert all(command in captured.out for command in ("list", "measure", "train", "sweep", "report"))
+    assert "usage: pgvar" in captured.out and captured.err == ""
+    assert main(["frobnicate"]) == 2  # a bad command: one line naming the valid ones
+    assert capsys.readouterr().err.strip() == ("pgvar: error: argument COMMAND: invalid choice: 'frobnicate' (choose "
+                                               "from 'list', 'measure', 'train', 'sweep', 'report')")
+
+
+HEAVY_MODULES = ("torch", "numpy", "scipy", "pandas", "envs", "estimators", "bench.harness")
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["--version"], ["measure", "--help"], ["train", "--help"],
+                                  ["sweep", "--help"], ["report", "--help"], ["list", "--help"]], ids=" ".join)
+def test_help_version_and_bare_pgvar_import_no_torch(argv):
+    """Through a fresh interpreter (this one has imported torch long ago): the help and version paths import neither
+    torch nor numpy nor any problem or estimator module, exit 0, print to stdout and nothing to stderr."""
+    code = ("import sys; from pgvar.cli import main; code = main(sys.argv[1:]); "
+            f"print('LOADED', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules), file=sys.stderr); "
+            "sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    assert out.stderr.strip() == "LOADED []", out.stderr
+
+
+def test_list_imports_the_registries_but_not_the_harness():
+    """`pgvar list` needs the problems and estimators (whose modules import torch at their top), not the harness,
+    the metrics (scipy) or the store (pandas)."""
+    code = ("import sys; from pgvar.cli import main; code = main(['list']); "
+            "print('LOADED', sorted(m for m in ('scipy', 'pandas', 'bench.harness', 'bench.metrics') "
+            "if m in sys.modules), file=sys.stderr); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "Estimators (--estimator NAME" in out.stdout, out.stderr
+    assert out.stderr.strip() == "LOADED []", out.stderr
 
 
 def test_help_through_the_installed_command():

@@ -88,7 +88,7 @@ def test_reinforce_matches_loop_twin(case):
     prepared = config.prepare(problem, theta, torch.Generator().manual_seed(4))
     fast = config.estimate(problem.policy, theta, batch, prepared)
     slow = reinforce_loop(problem, theta, batch, config.returns, config.baseline, config.discount_score,
-                          config.entropy_coef, prepared.kwargs.get("critic"))
+                          config.entropy_coef, prepared.kwargs.get("critic"), prepared.kwargs.get("oracle_baseline"))
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-11)
 
 

@@ -242,9 +242,11 @@ def fit_loop(critic: SameBatchCritic, batch, m: int) -> ValueFunction:
     return ValueFunction(critic.basis, weights)
 
 
-def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, entropy_coef=0.0, critic=None) -> torch.Tensor:
+def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, entropy_coef=0.0, critic=None,
+                   oracle_baseline=None) -> torch.Tensor:
     """Slow twin of `estimators.score.reinforce`: the lecture notes' sums written out trajectory by trajectory and
-    step by step, one backward pass per (m, i, t) for the score ∇ log π(a_t|s_t) and the entropy."""
+    step by step, one backward pass per (m, i, t) for the score ∇ log π(a_t|s_t) and the entropy. The oracle
+    baselines use the given b* (`oracle_baseline`, fitted by the estimator's prepare)."""
     M, N, _ = batch.rewards.shape
     gamma, out = batch.gamma, torch.zeros(M, problem.num_params, dtype=torch.float64)
     for m in range(M):
@@ -279,10 +281,12 @@ def reinforce_loop(problem, theta, batch, returns, baseline, discount_score, ent
                 return sum(gamma**k * x for k, x in enumerate(rewards[j]))
             return ret[j][t] if t < lengths[j] else 0.0
 
-        if baseline.startswith("optimal"):
+        if baseline.startswith(("optimal", "oracle_optimal")):
             g = [sum((weight[i][t] * ret[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
             s = [sum((weight[i][t] * scores[i][t] for t in range(lengths[i])), torch.zeros(problem.num_params, dtype=torch.float64)) for i in range(N)]
-            if baseline == "optimal":
+            if baseline.startswith("oracle"):
+                b = oracle_baseline.reshape(-1)  # [1] or [P]
+            elif baseline == "optimal":
                 num = sum(float(s[i] @ g[i]) for i in range(N))
                 den = sum(float(s[i] @ s[i]) for i in range(N))
                 b = num / den if den > 0 else 0.0
