@@ -417,8 +417,10 @@ def rollout(
     horizon: int | None = None,
     gamma: float = 1.0,
     group_size: int = 1,
+    dtype: torch.dtype = torch.float64,
 ) -> Batch:
-    """reps × batch_size episodes under π_θ (`policy.sample`), all lanes stepped at once in float64, until
+    """reps × batch_size episodes under π_θ (`policy.sample`), all lanes stepped at once in float64, the policy
+    network run in `dtype` (float32: gymnasium's observation precision; the Batch's obs are in it), until
     every episode has ended or `horizon` steps were taken. Consecutive groups of `group_size` lanes start
     from one initial state (GRPO's groups; 1: i.i.d.).
 
@@ -438,7 +440,7 @@ def rollout(
     if not 0 < horizon <= params.max_episode_steps:
         raise ConfigError(f"rollout: horizon {horizon} must be in 1..{params.max_episode_steps} for {env_id}")
     count = reps * batch_size
-    theta = theta.detach().to(torch.float64)
+    theta = theta.detach().to(dtype)
     state, obs = env.reset(params, count // group_size, generator, torch.float64)
     state, obs = State(grouped(state.physics, group_size), grouped(state.time, group_size)), grouped(obs, group_size)
     # Only the live lanes are carried from step to step, `lanes` [b] their indices: the policy, its draws and
@@ -450,9 +452,10 @@ def rollout(
     observations, actions, rewards, masks = [], [], [], []
     with torch.no_grad():
         for _ in range(horizon):
-            action = policy.sample(theta, obs, generator)
+            policy_obs = obs.to(dtype)
+            action = policy.sample(theta, policy_obs, generator)
             state, next_obs, reward, ends = env.step(params, state, action)
-            observations.append(obs.new_zeros(count, *obs.shape[1:]).index_copy_(0, lanes, obs))
+            observations.append(policy_obs.new_zeros(count, *obs.shape[1:]).index_copy_(0, lanes, policy_obs))
             actions.append(action.new_zeros(count, *action.shape[1:]).index_copy_(0, lanes, action))
             rewards.append(reward.new_zeros(count).index_copy_(0, lanes, reward))
             masks.append(torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True))
@@ -466,7 +469,7 @@ def rollout(
             if not lanes.numel():
                 break
     final_obs[lanes] = obs
-    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, final_obs, gamma)
+    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, final_obs.to(dtype), gamma)
 
 
 def check_policy(env: ClassicEnv, policy: MLPCategorical | MLPGaussian) -> None:

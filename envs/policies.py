@@ -152,10 +152,11 @@ class MLP:
         return out
 
     def __call__(self, theta: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """θ [P], obs [..., obs_dim] → f_θ(s) [..., out_dim]."""
+        """θ [P], obs [..., obs_dim] → f_θ(s) [..., out_dim], computed in θ's dtype (float32 observations of a
+        float32 rollout are exact in float64)."""
         *hidden_layers, (weight, bias) = self.layers(theta)
         activation = ACTIVATIONS[self.activation]
-        h = obs
+        h = obs.to(theta.dtype)
         for w, b in hidden_layers:
             h = activation(torch.nn.functional.linear(h, w, b))
         return torch.nn.functional.linear(h, weight, bias)

@@ -247,16 +247,17 @@ def weighted_gradients(kind: str, policy: MLPCategorical | MLPGaussian, theta: t
     """Σ_{s ∈ u, mask_s > 0} w_s ∇_θ φ_θ(s_s, a_s) for every unit u, φ = log π (kind "score") or H(π(·|s))
     ("entropy"); the units are the leading `unit_dims` dimensions of weights [M, N, T] (1: replicates →
     [M, P]; 2: trajectories → [M, N, P]). obs [M, N, T, O]; actions [M, N, T] long or [M, N, T, A].
-    Steps where mask is 0 are skipped (every caller's w is 0 there). Computed in θ's dtype."""
+    Steps where mask is 0 are skipped (every caller's w is 0 there). Computed in the dtype of floating obs (a
+    float32 rollout's: `envs.control.DTYPE`), else θ's; returned in θ's."""
     unit_shape = weights.shape[:unit_dims]
     alive = (mask > 0).reshape(unit_shape.numel(), -1)
     packed = pack_steps(alive, chunk_rows)
-    dtype = theta.dtype
+    dtype = obs.dtype if obs.is_floating_point() else theta.dtype
     obs = obs.reshape(alive.numel(), -1)[packed.index].to(dtype)  # [S, O], packed order
     actions = actions.reshape(alive.numel(), *actions.shape[3:])[packed.index]
     actions = actions.to(dtype) if actions.is_floating_point() else actions
     weights = weights.detach().reshape(-1)[packed.index].to(dtype)  # [S]
-    network = _Network.of(policy, theta)
+    network = _Network.of(policy, theta.to(dtype))
     cotangent = COTANGENTS[(kind, type(policy))]
     out = theta.new_empty(unit_shape.numel(), theta.numel())
     out[packed.accumulated] = 0.0
@@ -266,7 +267,7 @@ def weighted_gradients(kind: str, policy: MLPCategorical | MLPGaussian, theta: t
         for start, sums in _chunk_gradients(network, cotangent, chunk, obs[rows], actions[rows], weights[rows]):
             target = out[:, start: start + sums.shape[1]]
             if chunk.partial:
-                target.index_add_(0, units, sums)
+                target.index_add_(0, units, sums.to(out.dtype))
             else:
-                target[units] = sums
+                target[units] = sums.to(out.dtype)
     return out.reshape(*unit_shape, theta.numel())

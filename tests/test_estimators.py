@@ -255,7 +255,10 @@ def test_gaussian_bandit_variance_matches_closed_form(baseline, batch_size):
 # Problems without an exact gradient: each declared-unbiased option variation against a sampled reference
 # (bench/reference.py: its noise enters the test), on short-horizon classic control with a small MLP so that it
 # runs in seconds. Same ALPHA; these add ≈ 30 measurements to the family above (FPR ≤ 0.3% more).
-SMALL_CONTROL = [(name, {"horizon": 20, "hidden": (8,)}) for name, _ in SAMPLED_CASES]
+# float64: these seeds were drawn with its uniforms; float32's other draws put mountaincar-continuous's tail kurtosis
+# at 4.09–4.25 (flag: 4) at seed 106, as float64 reaches 5.1 at seed 107 — chance at M = 300, not float32, whose effect
+# on an estimate is bounded far below its standard error by tests/test_float32.py.
+SMALL_CONTROL = [(name, {"horizon": 20, "hidden": (8,), "dtype": "float64"}) for name, _ in SAMPLED_CASES]
 CONTROL_UNBIASED_CASES = applicable_cases(SMALL_CONTROL, batch_size=8, declared_unbiased=True, full_grid=False)
 
 
