@@ -130,10 +130,17 @@ def float32_and_float64(seed: int = 0, reps: int = REPS, batch_size: int = BATCH
 
 
 def test_float32_estimates_are_within_the_derived_bound_and_far_below_the_standard_error():
-    _, _, batch, single, double, bound = float32_and_float64()
+    """The float32 estimate uses the rollout's kept float32 activations; the same with them recomputed in float32
+    (the slow twin of that fast path) is held to the same bound."""
+    problem, theta, batch, single, double, bound = float32_and_float64()
+    assert batch.kept_for(problem.policy, theta) is not None
     assert single.dtype == double.dtype == torch.float64 and not torch.equal(single, double)  # float32 did run
     error = (single - double).abs()
     assert (error <= bound).all(), float((error / bound).max())
+    estimator = resolve_estimator("reinforce", {"baseline": "rloo"})
+    recomputed = estimator.estimate(problem.policy, theta, dataclasses.replace(batch, kept=None),
+                                    Prepared(estimator.kwargs()))
+    assert ((recomputed - double).abs() <= bound).all()
     sd = double.std(0)  # [P] one estimate's standard deviation per coordinate
     assert (sd > 0).all()
     assert float((error / sd).max()) <= MAX_ERROR_OVER_SE
