@@ -15,7 +15,8 @@ evaluated in float64 on the float64 values. γ_n = n u / (1 − n u). Per step, 
     pre = W h + b (n in):    e_pre = γ_{n+2} (|W| |h| + |b|) + |W| e_h      (+2: W rounded to float32, b added)
     h = 2σ(2 pre) − 1:       e_h = tanh'(pre) e_pre + 9u                     (σ to 4u, then 2σ − 1 rounded)
     z = W h + b:             e_z as pre
-    d = e_a − softmax(z):    e_d = ½ max_j e_{z_j} + 7u                    (Σ_j |∂p_i/∂z_j| = 2 p_i (1 − p_i) ≤ ½)
+    d = e_a − softmax(z):    e_d = ½ max_j e_{z_j} + 7u                    (Σ_j |∂p_i/∂z_j| = 2 p_i (1 − p_i) ≤ ½;
+                                                                           two actions: a − σ(z₁ − z₀), σ' ≤ ¼)
     δ_K = A d:               e_δ = |A| e_d + 2u |A| |d|                      (A rounded, then the product)
     g = Wᵀ δ (n out):        e_g = γ_{n+1} |W|ᵀ |δ| + |W|ᵀ e_δ
     δ' = g ⊙ (1 − h²):       e_δ' = e_g (1 − h²) + |g| (2 |h| e_h + 3u)

@@ -104,3 +104,16 @@ def test_activations_equal_the_network():
     out = policy.net.activations(layers, obs)
     assert [h.shape[1] for h in out] == [3, 7, 5, 4] and torch.equal(out[0], obs)
     torch.testing.assert_close(out[-1], policy.logits(theta, obs), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_two_action_score_cotangent_is_the_softmax_one(dtype):
+    from estimators.mlp_backprop import _categorical_score, _categorical_score_by_softmax
+
+    generator = torch.Generator().manual_seed(9)
+    z = (4 * torch.randn(1000, 2, dtype=torch.float64, generator=generator)).to(dtype)
+    actions = torch.randint(2, (1000,), generator=generator)
+    fast, _ = _categorical_score(z, actions, None)
+    slow, _ = _categorical_score_by_softmax(z, actions, None)
+    tolerance = 1e-10 if dtype == torch.float64 else 4 * 2.0**-24  # |e_a − p| ≤ 1: a few float32 roundings
+    torch.testing.assert_close(fast, slow, rtol=0, atol=tolerance)
