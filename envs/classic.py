@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from envs.policies import MLPCategorical, MLPGaussian
-from envs.problem import Batch, grouped, stack_steps
+from envs.problem import Batch, grouped
 from envs.spec import ConfigError
 
 
@@ -407,6 +407,41 @@ CLASSIC_ENVS: dict[str, ClassicEnv] = {
 # ------------------------------------------------------------------------------------------------ rollout
 
 
+# Bytes of kept activations a rollout may hold (`KeptActivations`); past it the backward pass recomputes them.
+KEEP_BYTES = 2**30
+
+
+@dataclass(frozen=True)
+class KeptActivations:
+    """The policy network's activations at a rollout's alive steps, kept so that the packed backward pass
+    (estimators/mlp_backprop.py) does not recompute the forward pass. Rows in the order the steps were taken;
+    position [S]: each row's flat index lane·T + t into the Batch's [M·N·T] steps (lane = m·N + n); inputs:
+    [h_0 = obs, h_1, …, h_{K−1}] of each layer [S, width] in the rollout's dtype; theta [P] (a copy) and policy:
+    what they were computed with; obs and mask: the Batch tensors they belong to (see `RolloutBatch.kept_for`)."""
+
+    policy: MLPCategorical | MLPGaussian
+    theta: torch.Tensor
+    position: torch.Tensor
+    inputs: list[torch.Tensor]
+    obs: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RolloutBatch(Batch):
+    """A `Batch` from `rollout`, with the activations of its alive steps when they fit in KEEP_BYTES."""
+
+    kept: KeptActivations | None = None
+
+    def kept_for(self, policy: object, theta: torch.Tensor) -> KeptActivations | None:
+        """The kept activations if they are those of `policy` at θ on this Batch's own obs and mask (a Batch made
+        from this one by `dataclasses.replace` with other obs or mask gets None), else None."""
+        kept = self.kept
+        valid = (kept is not None and self.obs is kept.obs and self.mask is kept.mask and kept.policy == policy
+                 and torch.equal(kept.theta, theta.detach().to(kept.theta.dtype)))
+        return kept if valid else None
+
+
 def rollout(
     env_id: str,
     policy: MLPCategorical | MLPGaussian,
@@ -417,19 +452,28 @@ def rollout(
     horizon: int | None = None,
     gamma: float = 1.0,
     group_size: int = 1,
-) -> Batch:
-    """reps × batch_size episodes under π_θ (`policy.sample`), all lanes stepped at once in float64, until
-    every episode has ended or `horizon` steps were taken. Consecutive groups of `group_size` lanes start
-    from one initial state (GRPO's groups; 1: i.i.d.).
+    dtype: torch.dtype = torch.float64,
+) -> RolloutBatch:
+    """reps × batch_size episodes under π_θ, all lanes stepped at once in float64, the policy network run in
+    `dtype` (float32: gymnasium's observation precision; the Batch's obs are in it), until every episode has
+    ended or `horizon` steps were taken. Consecutive groups of `group_size` lanes start from one initial state
+    (GRPO's groups; 1: i.i.d.).
 
     horizon defaults to the env's max_episode_steps (gymnasium's TimeLimit) and may not exceed it, so that
     `truncated` (alive when the horizon ran out) never hides a TimeLimit cut in mid-horizon. A discrete env
-    takes an `MLPCategorical` (inverse-CDF draws, one uniform per live lane and step), a continuous one an
-    `MLPGaussian` whose unclipped draw is recorded (the env clips it, as gymnasium's step does). A lane that
+    takes an `MLPCategorical` (one uniform per live lane and step, `MLPCategorical.sample_logits`), a continuous
+    one an `MLPGaussian` whose unclipped draw is recorded (the env clips it, as gymnasium's step does). A lane that
     has ended is no longer stepped (stepping past the end is undefined) and records obs, action and reward
     0, mask 0, as the tabular `sample` does. γ only sets `discount`; gymnasium's returns are undiscounted.
 
-    → Batch with obs [M, N, T, O], actions [M, N, T] long or [M, N, T, 1], final_obs [M, N, O], T ≤ horizon.
+    Work and memory are proportional to the alive steps: only the live lanes are carried from step to step
+    (at CartPole's near-uniform initial policy the mean episode is ~1/4 of the longest), each step records its
+    live rows only, and the padded [M, N, T] tensors are scattered once at the end. The network's activations of
+    the alive steps are kept (`KeptActivations`, up to KEEP_BYTES). One torch thread: per-step tensors of a few
+    thousand rows gain nothing from intra-op threads, which on a shared machine cost up to 30× (measured).
+    The slow twin, zero-filled full lanes and `policy.sample` every step, is tests/twins.py `classic_rollout_loop`.
+
+    → RolloutBatch with obs [M, N, T, O], actions [M, N, T] long or [M, N, T, 1], final_obs [M, N, O], T ≤ horizon.
     """
     env = CLASSIC_ENVS[env_id]
     params = env.params
@@ -438,35 +482,70 @@ def rollout(
     if not 0 < horizon <= params.max_episode_steps:
         raise ConfigError(f"rollout: horizon {horizon} must be in 1..{params.max_episode_steps} for {env_id}")
     count = reps * batch_size
-    theta = theta.detach().to(torch.float64)
+    source_theta = theta.detach().clone()
+    theta = source_theta.to(dtype)
+    layers = policy.net.scaled_layers(theta)
     state, obs = env.reset(params, count // group_size, generator, torch.float64)
     state, obs = State(grouped(state.physics, group_size), grouped(state.time, group_size)), grouped(obs, group_size)
-    # Only the live lanes are carried from step to step, `lanes` [b] their indices: the policy, its draws and
-    # the physics cost nothing for ended episodes (at CartPole's near-uniform initial policy the mean episode
-    # is ~1/4 of the longest). Each step's records are scattered into zeroed [B] tensors for stack_steps.
-    lanes = torch.arange(count)
+    lanes = torch.arange(count)  # [b] the live lanes
     terminated = torch.zeros(count, dtype=torch.bool)
     final_obs = torch.zeros_like(obs)
-    observations, actions, rewards, masks = [], [], [], []
-    with torch.no_grad():
-        for _ in range(horizon):
-            action = policy.sample(theta, obs, generator)
-            state, next_obs, reward, ends = env.step(params, state, action)
-            observations.append(obs.new_zeros(count, *obs.shape[1:]).index_copy_(0, lanes, obs))
-            actions.append(action.new_zeros(count, *action.shape[1:]).index_copy_(0, lanes, action))
-            rewards.append(reward.new_zeros(count).index_copy_(0, lanes, reward))
-            masks.append(torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True))
-            if bool(ends.any()):
-                ended, running = ends.nonzero()[:, 0], (~ends).nonzero()[:, 0]  # positions among the live lanes
-                terminated[lanes[ended]] = True
-                final_obs[lanes[ended]] = next_obs[ended]
-                lanes, next_obs = lanes[running], next_obs[running]
-                state = State(state.physics[running], state.time[running])
-            obs = next_obs
-            if not lanes.numel():
-                break
-    final_obs[lanes] = obs
-    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, final_obs, gamma)
+    # per step, of the live lanes: lane indices, the network's inputs of each layer, actions, rewards
+    lane_steps: list[torch.Tensor] = []
+    input_steps: list[list[torch.Tensor]] = [[] for _ in layers]
+    action_steps: list[torch.Tensor] = []
+    reward_steps: list[torch.Tensor] = []
+    row_bytes = sum(w.shape[1] for w, _ in layers) * torch.finfo(dtype).bits // 8
+    keep, kept_bytes = True, 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for _ in range(horizon):
+                activations = policy.net.activations(layers, obs)  # [h_0 … h_{K−1}, z], each [b, width]
+                if isinstance(policy, MLPCategorical):
+                    action = policy.sample_logits(activations[-1], generator)
+                else:
+                    action = policy.sample_mean(theta, activations[-1], generator)
+                state, next_obs, reward, ends = env.step(params, state, action)
+                lane_steps.append(lanes)
+                action_steps.append(action)
+                reward_steps.append(reward)
+                kept_bytes += len(lanes) * row_bytes
+                keep = keep and kept_bytes <= KEEP_BYTES
+                for k, kept_inputs in enumerate(input_steps):
+                    if k == 0 or keep:
+                        kept_inputs.append(activations[k])
+                    elif kept_inputs:
+                        kept_inputs.clear()  # over KEEP_BYTES: the backward pass will recompute them
+                if bool(ends.any()):
+                    ended, running = ends.nonzero()[:, 0], (~ends).nonzero()[:, 0]  # positions among the live lanes
+                    terminated[lanes[ended]] = True
+                    final_obs[lanes[ended]] = next_obs[ended]
+                    lanes, next_obs = lanes[running], next_obs[running]
+                    state = State(state.physics[running], state.time[running])
+                obs = next_obs
+                if not lanes.numel():
+                    break
+        final_obs[lanes] = obs
+        steps = len(lane_steps)
+        counts = torch.tensor([len(step) for step in lane_steps])
+        position = torch.cat(lane_steps) * steps + torch.repeat_interleave(torch.arange(steps), counts)  # [S]
+        inputs = [torch.cat(kept_inputs) for kept_inputs in input_steps] if keep else [torch.cat(input_steps[0])]
+
+        def padded(rows: torch.Tensor) -> torch.Tensor:  # [S, ...] → [M, N, T, ...], zero at ended steps
+            out = rows.new_zeros(count * steps, *rows.shape[1:])
+            out[position] = rows
+            return out.reshape(reps, batch_size, steps, *rows.shape[1:])
+
+        batch_obs = padded(inputs[0])
+        mask = padded(torch.ones(len(position), dtype=torch.float64))
+    finally:
+        torch.set_num_threads(threads)
+    kept = KeptActivations(policy, source_theta, position, inputs, batch_obs, mask) if keep else None
+    return RolloutBatch(obs=batch_obs, actions=padded(torch.cat(action_steps)), rewards=padded(torch.cat(reward_steps)),
+                        mask=mask, terminated=terminated.reshape(reps, batch_size), gamma=gamma,
+                        final_obs=final_obs.to(dtype).reshape(reps, batch_size, -1), kept=kept)
 
 
 def check_policy(env: ClassicEnv, policy: MLPCategorical | MLPGaussian) -> None:

@@ -1,10 +1,10 @@
 """Any registered gymnasium environment as a problem, `--env gym:<id>`: episodes stepped through
 `gymnasium.vector.SyncVectorEnv` under an MLP policy, into the same `Batch` as the batched problems.
 
-The policy follows from the spaces. Observations: a Box is flattened into float64 (gymnasium's float32
-observations are exact in float64); a Discrete(n) observation is the state index s − start, kept as a long
-in the Batch and fed to the MLP one-hot (`OneHotObservation`). Actions: Discrete(n) → `MLPCategorical`
-(the env receives a + start); a 1-D Box(k) → `MLPGaussian` with k outputs, whose unclipped float64 draw is
+The policy follows from the spaces. Observations: a Box is flattened into the policy network's dtype
+(option `dtype`, float32 by default: gymnasium's classic-control observations are float32); a Discrete(n)
+observation is the state index s − start, kept as a long in the Batch and fed to the MLP one-hot (`OneHotObservation`). Actions: Discrete(n) → `MLPCategorical`
+(the env receives a + start); a 1-D Box(k) → `MLPGaussian` with k outputs, whose unclipped draw is
 recorded and passed to the env as it is: gymnasium's envs clip or not as they do (Pendulum and
 MountainCarContinuous clip to their bounds; MuJoCo clamps controls to the model's ctrlrange). Other spaces
 are refused. J(θ) = E[Σ_{t<H} γ^t r_{t+1}] over episodes cut at H ≤ the id's TimeLimit (H is required for
@@ -150,14 +150,15 @@ class GymProblem(MLPProblem):
         return make_gym_env(self.env_id)
 
     def observe(self, raw: np.ndarray) -> np.ndarray:
-        """SyncVectorEnv observations [L, ...] → the Batch's: int64 states [L] (Discrete) or float64 [L, O]."""
+        """SyncVectorEnv observations [L, ...] → the Batch's: int64 states [L] (Discrete) or [L, O] in the policy
+        network's dtype (`envs.control.DTYPE`)."""
         space = self.info.observation_space
         if isinstance(space, spaces.Discrete):
             return np.asarray(raw, dtype=np.int64) - int(space.start)
-        return np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], -1)
+        return np.asarray(raw, dtype=np.float32 if self.dtype == torch.float32 else np.float64).reshape(raw.shape[0], -1)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
-        """Policy actions [L] int64 or [L, k] float64 → what SyncVectorEnv.step takes."""
+        """Policy actions [L] int64 or [L, k] real → what SyncVectorEnv.step takes."""
         space = self.info.action_space
         return action + int(space.start) if isinstance(space, spaces.Discrete) else action
 
@@ -167,11 +168,11 @@ class GymProblem(MLPProblem):
         Bookkeeping is in numpy (arrays of L entries, where torch's per-call cost would dominate), and torch runs
         on one thread meanwhile.
 
-        → Batch with obs [M, N, T, O] float64 or [M, N, T] long (Discrete observations), actions [M, N, T] long
+        → Batch with obs [M, N, T, O] in `dtype` or [M, N, T] long (Discrete observations), actions [M, N, T] long
         or [M, N, T, k], final_obs [M, N, ...]; T = the longest episode's length ≤ horizon."""
         count = reps * batch_size
         reset_seeds, dynamics_seeds = episode_seeds(count, group_size, generator)
-        theta = theta.detach().to(torch.float64)
+        theta = theta.detach().to(self.dtype)
         lanes = min(self.num_envs, count)
         envs = gym.vector.SyncVectorEnv([self.make_env] * lanes, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
         slot = np.arange(lanes)  # [L] the slot each lane is running, −1 once it has none left

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, vmap
 
+from envs.classic import RolloutBatch
 from envs.problem import Batch, Policy
 from envs.spec import Choice, ConfigError, Option
 import estimators.mlp_backprop as mlp_backprop
@@ -36,8 +37,10 @@ METHODS = ("auto", "packed", "vmap", "surrogate", "naive")
 # The estimators' `autodiff` option. Its test grid is the default alone: the methods are tested equal
 # (tests/test_autodiff.py), so running the statistical tests on the others would test nothing new.
 AUTODIFF_OPTION = Option(Choice(METHODS), "auto", "how ∇_θ is computed: packed (hand-written backprop, MLP "
-                         "policies only), vmap (torch.func), surrogate (one backward per batch) or naive (one per "
-                         "step); auto: packed for MLP policies, else vmap; the same estimate", grid=("auto",))
+                         "policies only, reusing the rollout's activations), vmap (torch.func), surrogate (one backward "
+                         "per batch) or naive (one per step); auto: packed for MLP policies, else vmap; the same "
+                         "estimate; one sum per batch unless the estimator needs per-trajectory scores (reinforce's "
+                         "optimal baselines)", grid=("auto",))
 
 PerStep = Callable[..., torch.Tensor]  # (θ [P], *inputs [..., *event]) → per-step values [...]
 
@@ -69,8 +72,9 @@ def _weighted_gradients(policy: Policy, kind: str, theta: torch.Tensor, batch: B
     method = resolve_method(method, policy)
     weights, mask = weights.detach(), batch.mask
     if method == "packed":
+        kept = batch.kept_for(policy, theta) if isinstance(batch, RolloutBatch) else None
         return mlp_backprop.weighted_gradients(kind, policy, theta, batch.obs, batch.actions, weights, mask,
-                                               unit_dims)
+                                               unit_dims, kept=kept)
     per_step: PerStep = policy.log_prob if kind == "score" else policy.entropy
     inputs = (batch.obs, batch.actions) if kind == "score" else (batch.obs,)
 

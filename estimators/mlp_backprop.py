@@ -18,15 +18,15 @@ with the output cotangents, p = softmax(z), ζ = (a − z) e^{−ℓ}:
 
 Why it is fast. `torch.func.vmap` (estimators/autodiff.py) differentiates all T steps of every padded
 trajectory, dead or alive (at CartPole's near-uniform initial policy the longest episode is ~4× the mean);
-here only the S alive steps are computed, in float64 matmuls. The per-unit sums of outer products
-Σ_s δ_s h_sᵀ are batched matmuls without padding: the units are sorted by their number of alive steps L and
-each unit's steps laid out contiguously (`pack_steps`), so n units of L steps are one [n, L, width] view and
-one `torch.bmm`. Rows are processed in chunks of at most `CHUNK_ROWS` steps, whose activations stay in
-cache; a unit longer than a chunk is cut into pieces whose sums are added.
-
-tanh(x) is evaluated as 2·sigmoid(2x) − 1, the same function to ~2e-16 absolute at half the cost of
-`torch.tanh` in float64 on this CPU (measured 3.0 vs 6.2 ns per element on one core); the factor 2 is
-folded into the layer's weights and bias, an exact scaling.
+here only the S alive steps are computed, in the observations' dtype (float32 for the classic-control
+problems by default, `envs.control.DTYPE`). The per-unit sums of outer products Σ_s δ_s h_sᵀ are batched
+matmuls without padding: the units are sorted by their number of alive steps L and each unit's steps laid out
+contiguously (`pack_steps`), so n units of L steps are one [n, L, width] view and one `torch.bmm`; with
+per-replicate units (every estimator but REINFORCE's optimal baselines, which need per-trajectory scores) that
+is one [width × S_m] × [S_m × width] product per layer and batch. Rows are processed in chunks of at most
+`CHUNK_ROWS` steps, whose activations stay in cache; a unit longer than a chunk is cut into pieces whose sums
+are added. The forward pass is not recomputed when the rollout kept its activations (`envs.classic.KeptActivations`):
+they are gathered chunk by chunk instead (else `MLP.activations`, the rollout's own forward pass, recomputes them).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.policies import MLPCategorical, MLPGaussian
+from envs.classic import KeptActivations
+from envs.policies import MLP, MLPCategorical, MLPGaussian
 
 MLP_POLICIES = (MLPCategorical, MLPGaussian)
 # Alive steps per chunk: a [CHUNK_ROWS, 64] float64 activation is 4 MiB (L3: 32 MiB); 4096–16384 measured
@@ -49,6 +50,16 @@ Cotangent = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Cotangen
 
 
 def _categorical_score(z: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None) -> CotangentPair:
+    """e_a − softmax(z); for two actions [−c, c] with c = a − σ(z₁ − z₀) (= e_a − p, a softmax of two entries being
+    a sigmoid), one elementwise pass instead of a softmax over rows of two (2× on CartPole's chunks)."""
+    if z.shape[1] == 2:
+        c = actions.to(z.dtype).sub_(torch.sigmoid(z[:, 1] - z[:, 0]))
+        return torch.stack((-c, c), 1), None
+    return _categorical_score_by_softmax(z, actions, log_std)
+
+
+def _categorical_score_by_softmax(z: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None) -> CotangentPair:
+    """e_a − softmax(z) for any number of actions (the twin of the two-action form)."""
     taken = actions[:, None] == torch.arange(z.shape[1], device=z.device)  # one-hot e_a [R, out]
     return taken.to(z.dtype).sub_(torch.softmax(z, dim=-1)), None
 
@@ -158,13 +169,6 @@ def pack_steps(alive: torch.Tensor, chunk_rows: int = CHUNK_ROWS) -> PackedSteps
     return PackedSteps(index, chunks, accumulated)
 
 
-def _activate(name: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
-    """(in-place activation of a pre-activation computed with weights × scale, scale)."""
-    if name == "tanh":
-        return (lambda x: torch.sigmoid_(x).mul_(2.0).sub_(1.0)), 2.0  # tanh(y) = 2 sigmoid(2y) − 1
-    return torch.relu_, 1.0
-
-
 def _through_activation(name: str, delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """δ ⊙ act'(pre-activation), with act' written through the activation h, in place in δ."""
     if name == "tanh":
@@ -176,8 +180,9 @@ def _through_activation(name: str, delta: torch.Tensor, h: torch.Tensor) -> torc
 class _Network:
     """θ's layers as the backprop uses them (detached), and where each layer's gradient goes in θ [P]."""
 
+    net: MLP
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # (W [out, in], b [out]) from the input
-    scaled_hidden: list[tuple[torch.Tensor, torch.Tensor]]  # the hidden layers × the activation's scale
+    scaled: list[tuple[torch.Tensor, torch.Tensor]]  # for `MLP.activations`: the hidden layers × the activation's scale
     activation: str
     offsets: list[int]  # start of each layer's W in θ; its b follows W
     num_net_params: int  # where the Gaussian's ℓ starts
@@ -186,24 +191,21 @@ class _Network:
     @staticmethod
     def of(policy: MLPCategorical | MLPGaussian, theta: torch.Tensor) -> _Network:
         layers = [(w.detach(), b.detach()) for w, b in policy.net.layers(theta)]
-        _, scale = _activate(policy.net.activation)
         offsets = [0]
         for n_in, n_out in policy.net.layer_sizes:
             offsets.append(offsets[-1] + n_out * n_in + n_out)
         log_std = policy.log_std(theta).detach() if isinstance(policy, MLPGaussian) else None
-        return _Network(layers, [(w * scale, b * scale) for w, b in layers[:-1]], policy.net.activation,
-                        offsets[:-1], offsets[-1], log_std)
+        return _Network(policy.net, layers, policy.net.scaled_layers(theta), policy.net.activation, offsets[:-1],
+                        offsets[-1], log_std)
 
 
-def _chunk_gradients(network: _Network, cotangent: Cotangent, chunk: Chunk, obs: torch.Tensor,
+def _chunk_gradients(network: _Network, cotangent: Cotangent, chunk: Chunk, inputs: list[torch.Tensor],
                      actions: torch.Tensor, weights: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """The chunk's per-unit sums (per piece, for a unit cut into pieces): obs [R, O], actions [R, ...],
-    weights [R] → [(first entry in θ, sums [units, entries])], the units in the order of the chunk's segments."""
-    activate, _ = _activate(network.activation)
-    inputs = [obs]  # h_0 … h_{K−1}, each [R, width]
-    for w, b in network.scaled_hidden:
-        inputs.append(activate(torch.addmm(b, inputs[-1], w.T)))
+    """The chunk's per-unit sums (per piece, for a unit cut into pieces): inputs [h_0 = obs, …, h_{K−1}] of each
+    layer [R, width], actions [R, ...], weights [R] → [(first entry in θ, sums [units, entries])], the units in the
+    order of the chunk's segments."""
     w_out, b_out = network.layers[-1]
+    obs = inputs[0]
     delta, extra = cotangent(torch.addmm(b_out, inputs[-1], w_out.T), actions, network.log_std)
     delta.mul_(weights[:, None])
     units = sum(s.count for s in chunk.segments)
@@ -243,30 +245,41 @@ def _chunk_gradients(network: _Network, cotangent: Cotangent, chunk: Chunk, obs:
 
 def weighted_gradients(kind: str, policy: MLPCategorical | MLPGaussian, theta: torch.Tensor, obs: torch.Tensor,
                        actions: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, unit_dims: int,
-                       chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+                       chunk_rows: int = CHUNK_ROWS, kept: KeptActivations | None = None) -> torch.Tensor:
     """Σ_{s ∈ u, mask_s > 0} w_s ∇_θ φ_θ(s_s, a_s) for every unit u, φ = log π (kind "score") or H(π(·|s))
     ("entropy"); the units are the leading `unit_dims` dimensions of weights [M, N, T] (1: replicates →
     [M, P]; 2: trajectories → [M, N, P]). obs [M, N, T, O]; actions [M, N, T] long or [M, N, T, A].
-    Steps where mask is 0 are skipped (every caller's w is 0 there). Computed in θ's dtype."""
+    Steps where mask is 0 are skipped (every caller's w is 0 there). Computed in the dtype of floating obs (a
+    float32 rollout's: `envs.control.DTYPE`), else θ's; returned in θ's. `kept`: the rollout's activations of
+    these steps at this θ (`RolloutBatch.kept_for`), gathered instead of recomputing the forward pass."""
     unit_shape = weights.shape[:unit_dims]
     alive = (mask > 0).reshape(unit_shape.numel(), -1)
     packed = pack_steps(alive, chunk_rows)
-    dtype = theta.dtype
-    obs = obs.reshape(alive.numel(), -1)[packed.index].to(dtype)  # [S, O], packed order
+    dtype = obs.dtype if obs.is_floating_point() else theta.dtype
+    if kept is not None:  # the kept row of each packed row [S]
+        kept_row = torch.empty(alive.numel(), dtype=torch.long)
+        kept_row[kept.position] = torch.arange(len(kept.position))
+        rows_of = kept_row[packed.index]
+    else:
+        obs = obs.reshape(alive.numel(), -1)[packed.index].to(dtype)  # [S, O], packed order
     actions = actions.reshape(alive.numel(), *actions.shape[3:])[packed.index]
     actions = actions.to(dtype) if actions.is_floating_point() else actions
     weights = weights.detach().reshape(-1)[packed.index].to(dtype)  # [S]
-    network = _Network.of(policy, theta)
+    network = _Network.of(policy, theta.to(dtype))
     cotangent = COTANGENTS[(kind, type(policy))]
     out = theta.new_empty(unit_shape.numel(), theta.numel())
     out[packed.accumulated] = 0.0
     for chunk in packed.chunks:
         rows = slice(chunk.start, chunk.stop)
         units = torch.cat([s.ids for s in chunk.segments])
-        for start, sums in _chunk_gradients(network, cotangent, chunk, obs[rows], actions[rows], weights[rows]):
+        if kept is not None:
+            inputs = [h[rows_of[rows]] for h in kept.inputs]
+        else:
+            inputs = network.net.activations(network.scaled, obs[rows])[:-1]
+        for start, sums in _chunk_gradients(network, cotangent, chunk, inputs, actions[rows], weights[rows]):
             target = out[:, start: start + sums.shape[1]]
             if chunk.partial:
-                target.index_add_(0, units, sums)
+                target.index_add_(0, units, sums.to(out.dtype))
             else:
-                target[units] = sums
+                target[units] = sums.to(out.dtype)
     return out.reshape(*unit_shape, theta.numel())

@@ -95,6 +95,8 @@ def test_reinforce_matches_loop_twin(case):
 def test_batch_mean_is_exactly_scaled_rloo(problem):
     if not problem.supports(Capability.STOCHASTIC_POLICY):
         pytest.skip("a deterministic policy has no log π")
+    if "dtype" in problem.options:  # an identity to float64 rounding (float32: tests/test_float32.py)
+        problem = problem.config.replace(dtype="float64").build()
     theta = random_theta(problem, seed=22)
     batch = problem.sample(theta, 3, 5, torch.Generator().manual_seed(4))
     mean_b = reinforce(problem.policy, theta, batch, baseline="batch_mean")
@@ -255,7 +257,10 @@ def test_gaussian_bandit_variance_matches_closed_form(baseline, batch_size):
 # Problems without an exact gradient: each declared-unbiased option variation against a sampled reference
 # (bench/reference.py: its noise enters the test), on short-horizon classic control with a small MLP so that it
 # runs in seconds. Same ALPHA; these add ≈ 30 measurements to the family above (FPR ≤ 0.3% more).
-SMALL_CONTROL = [(name, {"horizon": 20, "hidden": (8,)}) for name, _ in SAMPLED_CASES]
+# float64: these seeds were drawn with its uniforms; float32's other draws put mountaincar-continuous's tail kurtosis
+# at 4.09–4.25 (flag: 4) at seed 106, as float64 reaches 5.1 at seed 107 — chance at M = 300, not float32, whose effect
+# on an estimate is bounded far below its standard error by tests/test_float32.py.
+SMALL_CONTROL = [(name, {"horizon": 20, "hidden": (8,), "dtype": "float64"}) for name, _ in SAMPLED_CASES]
 CONTROL_UNBIASED_CASES = applicable_cases(SMALL_CONTROL, batch_size=8, declared_unbiased=True, full_grid=False)
 
 

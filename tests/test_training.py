@@ -173,7 +173,9 @@ def test_learning_rates_optimizers_and_estimators_share_the_sampling_stream():
 def test_a_problem_without_exact_j_is_evaluated_on_held_out_batches():
     """Cartpole: J is the mean discounted return of eval_episodes trajectories with its SE, at every eval_every-th
     update and the last; no J*, so s is NaN and `failed` unknown."""
-    problem = make_problem("cartpole", {"horizon": 20, "hidden": (8,)})
+    # float64: with float32's draws at seed 0 all 8 held-out episodes reach H at the last evaluations (SE 0), as
+    # float64's do at seeds 1 and 2 — luck of the seed, not of the dtype
+    problem = make_problem("cartpole", {"horizon": 20, "hidden": (8,), "dtype": "float64"})
     run = train(problem, "reinforce", TrainSettings(lr=0.05, batch_size=4, budget=40, seed=0, eval_episodes=8,
                                                     eval_every=4), show_progress=False)
     assert run.objective_kind == "evaluated" and not problem.supports(Capability.EXACT_GRADIENT)

@@ -20,13 +20,59 @@ import numpy as np
 import torch
 
 from bench.metrics import GradientMetrics, gradient_metrics
+from envs.classic import CLASSIC_ENVS, State
 from envs.lqr import LinearQuadratic, QuadraticActionValues
-from envs.policies import MLPCategorical
-from envs.problem import Problem
+from envs.policies import MLPCategorical, MLPGaussian, inverse_cdf
+from envs.problem import Batch, Problem, grouped, stack_steps
 from envs.tabular import TabularProblem
 from envs.values import TableBasis, ValueFunction
 from estimators.autodiff import weighted_score_per_trajectory
 from estimators.critics import RIDGE, SameBatchCritic
+
+# ---------------------------------------------------------------- classic rollouts (envs/classic.py)
+
+
+def classic_rollout_loop(env_id: str, policy: MLPCategorical | MLPGaussian, theta: torch.Tensor, reps: int,
+                         batch_size: int, generator: torch.Generator, horizon: int, gamma: float = 1.0,
+                         group_size: int = 1, dtype: torch.dtype = torch.float64) -> Batch:
+    """Twin of `envs.classic.rollout`: every step, `policy.sample` (the network by `MLP.__call__`, categorical
+    actions by the inverse CDF for any number of actions) on the live lanes, then each step's records scattered
+    into zeroed [B] tensors and stacked; no kept activations. The same draws from `generator` in the same order,
+    so the same Batch to rounding of the policy's probabilities."""
+    env = CLASSIC_ENVS[env_id]
+    count = reps * batch_size
+    theta = theta.detach().to(dtype)
+    state, obs = env.reset(env.params, count // group_size, generator, torch.float64)
+    state, obs = State(grouped(state.physics, group_size), grouped(state.time, group_size)), grouped(obs, group_size)
+    lanes = torch.arange(count)
+    terminated = torch.zeros(count, dtype=torch.bool)
+    final_obs = torch.zeros_like(obs)
+    observations, actions, rewards, masks = [], [], [], []
+    with torch.no_grad():
+        for _ in range(horizon):
+            policy_obs = obs.to(dtype)
+            if isinstance(policy, MLPCategorical):
+                u = torch.rand(len(lanes), dtype=dtype, generator=generator)
+                action = inverse_cdf(torch.softmax(policy.logits(theta, policy_obs), -1), u)
+            else:
+                action = policy.sample(theta, policy_obs, generator)
+            state, next_obs, reward, ends = env.step(env.params, state, action)
+            observations.append(policy_obs.new_zeros(count, *obs.shape[1:]).index_copy_(0, lanes, policy_obs))
+            actions.append(action.new_zeros(count, *action.shape[1:]).index_copy_(0, lanes, action))
+            rewards.append(reward.new_zeros(count).index_copy_(0, lanes, reward))
+            masks.append(torch.zeros(count, dtype=torch.bool).index_fill_(0, lanes, True))
+            for lane in range(len(lanes)):
+                if ends[lane]:
+                    terminated[lanes[lane]] = True
+                    final_obs[lanes[lane]] = next_obs[lane]
+            running = ~ends
+            lanes, obs = lanes[running], next_obs[running]
+            state = State(state.physics[running], state.time[running])
+            if not lanes.numel():
+                break
+    final_obs[lanes] = obs
+    return stack_steps(reps, batch_size, observations, actions, rewards, masks, terminated, final_obs.to(dtype), gamma)
+
 
 # ------------------------------------------------------------------ returns (estimators/returns.py)
 

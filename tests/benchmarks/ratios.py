@@ -1,7 +1,8 @@
 """Print each benchmark group's medians and the ratios between its roles from a pytest-benchmark JSON.
 
 Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate", "vmap" or "packed" for
-the autodiff methods; "gym loop", "batched B=…" or "batched vmap B=…" for rollouts) and, when they time
+the autodiff methods; "gym loop", "batched B=…" or "batched vmap B=…" for rollouts; "pgvar", "cleanrl" and
+"competent" for the CartPole job) and, when they time
 different amounts of work, `extra_info["reps"]`: the ratios are then taken per replicate (per env step for
 the rollouts, whose `extra_info["env_steps_per_second"]` is printed too)."""
 
@@ -14,7 +15,8 @@ from collections import defaultdict
 # (numerator, denominator) roles whose per-replicate median ratio is printed when a group has both
 RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate"),
           ("vmap", "packed"), ("gym loop", "batched B=4096"), ("gym loop", "batched B=16384"),
-          ("gym loop", "batched vmap B=4096"), ("batched vmap B=4096", "batched B=4096")]
+          ("gym loop", "batched vmap B=4096"), ("batched vmap B=4096", "batched B=4096"),
+          ("cleanrl", "pgvar"), ("competent", "pgvar")]
 
 
 def main(path: str) -> int:
@@ -31,6 +33,7 @@ def main(path: str) -> int:
             median, reps = b["stats"]["median"], info.get("reps", 1)
             per_rep[info.get("role", b["name"])] = median / reps
             rate = f", {info['env_steps_per_second']:.4g} env steps/s" if "env_steps_per_second" in info else ""
+            rate += f", cosine to pgvar {info['cosine_to_pgvar']:.4f}" if "cosine_to_pgvar" in info else ""
             print(f"  {b['name']:<34} median {median:.4g} s over {b['stats']['rounds']} rounds, "
                   f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate{rate} ({info.get('role', '')})")
         for slow, fast in RATIOS:

@@ -1,0 +1,199 @@
+"""The issue-13 job timed three ways in one run: M REINFORCE-RLOO gradient estimates, each from a batch of N whole
+CartPole-v1 episodes at the seeded default θ (MLP 4 → 64 → 64 → 2 tanh, 4 610 parameters, γ = 0.99, reward-to-go,
+the score at t weighted by γ^t: `estimators.score.reinforce` with baseline=rloo).
+
+- "pgvar": `bench.harness.measure` end to end, what `pgvar measure --env cartpole --estimator reinforce --est-opt
+  baseline=rloo --batch-size N --reps M` does (float32 rollout keeping its activations, the packed backprop, the
+  metrics), the sampled reference loaded from a cache filled before timing (so it is excluded);
+- "cleanrl": the loop of CleanRL-style code: `gymnasium.vector.SyncVectorEnv` of 8 CartPole-v1, the policy (a
+  torch.nn.Sequential in float32) called on the 8 observations every step, episodes taken in the order they start
+  (a lane idles once N episodes were started, so every batch holds N whole episodes, none length-biased), then one
+  backward of the surrogate Σ_i Σ_t A_{i,t} log π(a|s) / N per batch;
+- "competent": what a user who knows gymnasium's vector API writes: `gymnasium.make_vec("CartPole-v1", num_envs=L,
+  vectorization_mode="vector_entry_point")` (numpy-vectorised CartPole) with one lane per episode, the float32
+  policy batched over the L lanes every step until all have ended, then one surrogate backward per batch.
+
+All three compute the same estimates (in distribution): their mean gradients must agree, by cosine, with pgvar's
+(`extra_info["cosine_to_pgvar"]`, asserted ≥ MIN_COSINE). extra_info["reps"] is the number of env steps of the
+batches, so `ratios.py`'s per-replicate ratios are per env step: "cleanrl / pgvar" and "competent / pgvar" are the
+speed-ups. The slow ways run fewer batches (ratios are per env step). Runtime ≈ 1–2 minutes.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from bench.harness import measure
+from bench.reference import ReferenceConfig
+from envs import make_problem
+from estimators.baselines import leave_one_out
+from estimators.returns import reward_to_go
+
+# group → (N, M of pgvar and competent, M of cleanrl)
+JOBS = {"CartPole job N=32 M=500": (32, 500, 16), "CartPole job N=1024 M=16 (B=16384)": (1024, 16, 1)}
+LANES = 1024  # competent: episodes stepped at once by make_vec
+CLEANRL_ENVS = 8
+# Independent means of a few thousand episodes: their cosine is < 1 by noise alone (measured ≥ 0.97 at these sizes);
+# a way computing another gradient (a sign, a missing baseline, a wrong weight) falls far below.
+MIN_COSINE = 0.9
+MEANS: dict[str, np.ndarray] = {}  # group → pgvar's mean gradient, for the others' cosine
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory):
+    """The problem, and a reference config whose (small) reference is computed now, outside the timings. Every way
+    runs on one torch thread: on this shared 2-core machine intra-op threads made the batched policy of "competent"
+    30× slower (measured 3.3k vs ~120k env steps/s beside other jobs), which would flatter pgvar."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield from _cartpole(tmp_path_factory)
+    torch.set_num_threads(threads)
+
+
+def _cartpole(tmp_path_factory):
+    problem = make_problem("cartpole")
+    reference = ReferenceConfig("sampled", 4096, 64, seed=0, cache_dir=str(tmp_path_factory.mktemp("references")))
+    measure(problem, "reinforce", 4, 2, 0, estimator_options={"baseline": "rloo"}, show_progress=False,
+            reference_config=reference)
+    yield problem, reference
+
+
+def torch_policy(problem) -> torch.nn.Sequential:
+    """The default θ as the torch.nn.Sequential a user would write, in float32."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                              torch.nn.Linear(64, 2))
+    torch.nn.utils.vector_to_parameters(problem.default_theta().float(), net.parameters())
+    return net
+
+
+def surrogate_gradient(net: torch.nn.Sequential, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                       mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """One backward of the REINFORCE-RLOO surrogate of one batch: obs [N, T, 4], actions [N, T], rewards and mask
+    [N, T] → ĝ [P] (float64)."""
+    ret = reward_to_go(rewards.double(), gamma)
+    weights = (gamma ** torch.arange(ret.shape[1], dtype=torch.float64)) * mask * (ret - leave_one_out(ret[None])[0])
+    log_pi = torch.log_softmax(net(obs), -1).gather(-1, actions[..., None])[..., 0]
+    loss = (weights.float() * log_pi).sum() / obs.shape[0]
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    return torch.cat([g.reshape(-1) for g in grads]).double()
+
+
+def cleanrl_job(problem, batch_size: int, reps: int) -> tuple[np.ndarray, int]:
+    """reps batches of batch_size whole episodes from SyncVectorEnv(8), policy per step → (mean ĝ [P], env steps)."""
+    net = torch_policy(problem)
+    envs = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("CartPole-v1") for _ in range(CLEANRL_ENVS)],
+                                          autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+    generator = torch.Generator().manual_seed(1)
+    obs, _ = envs.reset(seed=1)
+    estimates, env_steps = [], 0
+    for _ in range(reps):
+        started = CLEANRL_ENVS
+        running: list[list] = [[] for _ in range(CLEANRL_ENVS)]
+        active = [True] * CLEANRL_ENVS
+        episodes: list[list] = []
+        while len(episodes) < batch_size:
+            obs_t = torch.as_tensor(obs)
+            with torch.no_grad():
+                probs = torch.softmax(net(obs_t), -1)
+            actions = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            obs, reward, terminated, truncated, _ = envs.step(actions.numpy())
+            for lane in range(CLEANRL_ENVS):
+                if not active[lane]:
+                    continue
+                running[lane].append((obs_t[lane], int(actions[lane]), float(reward[lane])))
+                if terminated[lane] or truncated[lane]:
+                    episodes.append(running[lane])
+                    running[lane] = []
+                    active[lane] = started < batch_size
+                    started += active[lane]
+        lengths = [len(e) for e in episodes]
+        steps = max(lengths)
+        obs_b = torch.zeros(batch_size, steps, 4)
+        actions_b = torch.zeros(batch_size, steps, dtype=torch.long)
+        rewards_b = torch.zeros(batch_size, steps, dtype=torch.float64)
+        mask_b = torch.zeros(batch_size, steps, dtype=torch.float64)
+        for i, episode in enumerate(episodes):
+            obs_b[i, :len(episode)] = torch.stack([o for o, _, _ in episode])
+            actions_b[i, :len(episode)] = torch.tensor([a for _, a, _ in episode])
+            rewards_b[i, :len(episode)] = torch.tensor([r for _, _, r in episode])
+            mask_b[i, :len(episode)] = 1.0
+        estimates.append(surrogate_gradient(net, obs_b, actions_b, rewards_b, mask_b, problem.gamma))
+        env_steps += sum(lengths)
+        obs, _ = envs.reset(seed=int(torch.randint(2**31, (), generator=generator)))  # the next batch starts fresh
+    envs.close()
+    return torch.stack(estimates).mean(0).numpy(), env_steps
+
+
+def competent_job(problem, batch_size: int, reps: int) -> tuple[np.ndarray, int]:
+    """reps batches of batch_size episodes, LANES episodes at a time in make_vec's numpy CartPole, the policy
+    batched over all lanes every step → (mean ĝ [P], env steps)."""
+    net = torch_policy(problem)
+    lanes = max(LANES // batch_size, 1) * batch_size
+    envs = gymnasium.make_vec("CartPole-v1", num_envs=lanes, vectorization_mode="vector_entry_point")
+    generator = torch.Generator().manual_seed(2)
+    estimates, env_steps, seed = [], 0, 2
+    while len(estimates) < reps:
+        obs, _ = envs.reset(seed=seed)
+        seed += lanes
+        alive = np.ones(lanes, dtype=bool)
+        observations, actions, rewards, masks = [], [], [], []
+        while alive.any():
+            obs_t = torch.from_numpy(obs)
+            with torch.no_grad():
+                probs = torch.softmax(net(obs_t), -1)
+            action = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+            observations.append(obs_t)
+            actions.append(action)
+            rewards.append(torch.from_numpy(reward * alive))
+            masks.append(torch.from_numpy(alive.astype(np.float64)))
+            alive = alive & ~(terminated | truncated)
+        obs_l, actions_l = torch.stack(observations, 1), torch.stack(actions, 1)  # [L, T, …]
+        rewards_l, mask_l = torch.stack(rewards, 1).double(), torch.stack(masks, 1)
+        env_steps += int(mask_l.sum())
+        for start in range(0, lanes, batch_size):
+            if len(estimates) == reps:
+                break
+            rows = slice(start, start + batch_size)
+            estimates.append(surrogate_gradient(net, obs_l[rows], actions_l[rows], rewards_l[rows], mask_l[rows],
+                                                problem.gamma))
+            if len(estimates) == reps and start + batch_size < lanes:
+                env_steps -= int(mask_l[start + batch_size:].sum())  # lanes whose batch was not needed
+    envs.close()
+    return torch.stack(estimates).mean(0).numpy(), env_steps
+
+
+def pgvar_job(problem, reference: ReferenceConfig, batch_size: int, reps: int) -> tuple[np.ndarray, int]:
+    result = measure(problem, "reinforce", batch_size, reps, 0, estimator_options={"baseline": "rloo"},
+                     show_progress=False, reference_config=reference)
+    assert result.reference.cached and result.metrics.reps_used == reps
+    return result.metrics.mean_grad, result.env_steps
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("group", list(JOBS))
+@pytest.mark.parametrize("way", ["pgvar", "competent", "cleanrl"])
+def test_cartpole_job(benchmark, cartpole, group, way):
+    problem, reference = cartpole
+    batch_size, reps, cleanrl_reps = JOBS[group]
+    benchmark.group = group
+    if way == "pgvar":
+        mean, env_steps = benchmark.pedantic(pgvar_job, args=(problem, reference, batch_size, reps), rounds=3,
+                                             iterations=1, warmup_rounds=1)
+        MEANS[group] = mean
+    else:
+        job, job_reps = (competent_job, reps) if way == "competent" else (cleanrl_job, cleanrl_reps)
+        mean, env_steps = benchmark.pedantic(job, args=(problem, batch_size, job_reps), rounds=2, iterations=1)
+        # the slow ways' first round is their warm-up too: same seeds every round, so the same work
+        if group not in MEANS:
+            MEANS[group] = pgvar_job(problem, reference, batch_size, reps)[0]
+        benchmark.extra_info["cosine_to_pgvar"] = cosine(mean, MEANS[group])
+        assert benchmark.extra_info["cosine_to_pgvar"] >= MIN_COSINE
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(role=way, reps=env_steps, env_steps_per_second=env_steps / median)
