@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
@@ -34,7 +34,7 @@ from reports.families import Axis  # noqa: E402
 from reports.results import at_headline  # noqa: E402
 from reports.rliable_stats import STATISTICS  # noqa: E402
 
-DPI = 90  # keeps the ~40 figures of the default report under 10 MB of base64
+DPI = 90  # with palette PNGs the ~30 figures of the default report take ~1.3 MB of base64
 PANEL_HEIGHT = 2.8  # inches
 PANELS_PER_ROW = 3
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -65,13 +65,23 @@ def report_style() -> Iterator[None]:
         yield
 
 
+PALETTE_COLOURS = 128  # a plot has a few colours and their antialiased blends: a palette PNG is ~3× smaller
+
+
 def png_data_uri(fig: Figure) -> str:
-    """The figure as a `data:image/png;base64,…` URI; the figure is closed."""
+    """The figure as a `data:image/png;base64,…` URI of a PALETTE_COLOURS-colour palette PNG (median cut, no
+    dithering: the same pixels give the same bytes); the figure is closed."""
+    from PIL import Image
+
     buffer = io.BytesIO()
-    # No "Software" metadata: the bytes then depend only on the pixels.
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    buffer.seek(0)
+    palette = Image.open(buffer).convert("RGB").quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT,
+                                                         dither=Image.Dither.NONE)
+    encoded = io.BytesIO()
+    palette.save(encoded, format="PNG", optimize=True)  # PIL writes no time or software chunk
+    return "data:image/png;base64," + base64.b64encode(encoded.getvalue()).decode("ascii")
 
 
 def _variant_legend(fig: Figure, style: VariantStyle, shown: Sequence[str], extra: Sequence[Line2D] = (),
@@ -322,4 +332,80 @@ def performance_profile(profiles: pd.DataFrame, style: VariantStyle, xlabel: str
     ax.axvline(0, color="0.4", linestyle="--", linewidth=1)
     fig.tight_layout()
     _variant_legend(fig, style, variants, markers=False)
+    return fig
+
+
+HEATMAP_ROW = 0.25  # inches per variant row: 9-pt labels fit
+HEATMAP_COLUMN = 1.1  # inches per problem column: ~15 characters of a 9-pt label
+HEATMAP_LIMIT = 3.0  # the colour scale spans 10^±3; beyond it the colour saturates (the label keeps the value)
+CHAR_WIDTH, LINE_HEIGHT = 0.07, 0.16  # inches of a 9-pt character and line: the margins the labels need
+
+
+def _wrapped(text: str, width: int = 15) -> str:
+    """`text` broken at spaces into lines of at most `width` characters (a longer word keeps its line)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def relative_variance_heatmap(cells: pd.DataFrame, variants: Sequence[str], problems: Sequence[str],
+                              headline: dict[str, int], reference: str) -> Figure:
+    """Estimators × problems at each problem's headline N: colour = log10 of the variance over the reference's
+    (paired ratio; blue = less variance), the ratio printed in the cell; a "b" where the variant is declared
+    biased, a "!" where it is declared unbiased but the bias test rejects, a grey hatch where a repetition is
+    heavy-tailed or invalid (its CIs are too narrow, or its numbers not the estimator's). Blank: not measured at
+    that N. `cells`: reports.verdict.relative_variance_table."""
+    rows = [v for v in variants if v in set(cells["variant"])]
+    columns = [_wrapped(f"{p} N={headline[p]}") for p in problems]
+    left = 0.2 + CHAR_WIDTH * max(map(len, rows))
+    top = 0.15 + LINE_HEIGHT * max(c.count("\n") + 1 for c in columns)
+    right, bottom = 1.45, 0.45
+    width, height = left + HEATMAP_COLUMN * len(problems) + right, top + HEATMAP_ROW * len(rows) + bottom
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, bottom / height, HEATMAP_COLUMN * len(problems) / width,
+                       HEATMAP_ROW * len(rows) / height))
+    bar = fig.add_axes(((width - right + 0.1) / width, bottom / height, 0.15 / width,
+                        HEATMAP_ROW * len(rows) / height))
+    values = np.full((len(rows), len(problems)), np.nan)
+    index = {(r.variant, r.problem): r for r in cells.itertuples()}
+    for i, variant in enumerate(rows):
+        for j, problem in enumerate(problems):
+            if (variant, problem) in index:
+                values[i, j] = np.log10(index[(variant, problem)].relative_variance)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.94")
+    mesh = ax.pcolormesh(np.ma.masked_invalid(np.clip(values, -HEATMAP_LIMIT, HEATMAP_LIMIT)), cmap=cmap,
+                         vmin=-HEATMAP_LIMIT, vmax=HEATMAP_LIMIT, edgecolors="white", linewidth=0.5)
+    for i, variant in enumerate(rows):
+        for j, problem in enumerate(problems):
+            cell = index.get((variant, problem))
+            if cell is None:
+                continue
+            mark = "b" if cell.biased else "!" if cell.test_rejects else ""
+            dark = abs(values[i, j]) > 0.6 * HEATMAP_LIMIT
+            ax.text(j + 0.5, i + 0.5, f"{cell.relative_variance:.2g}{' ' + mark if mark else ''}", ha="center",
+                    va="center", fontsize=9, color="white" if dark else "black",
+                    fontweight="bold" if mark else "normal")
+            if cell.heavy_tailed or cell.invalid:
+                ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="////", edgecolor="0.45", linewidth=0))
+    ax.set_xticks(np.arange(len(problems)) + 0.5)
+    ax.set_xticklabels(columns, fontsize=9)
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(len(rows)) + 0.5)
+    ax.set_yticklabels(rows, fontsize=9)
+    ax.set_ylim(len(rows), 0)
+    ax.grid(False)
+    ticks = range(-int(HEATMAP_LIMIT), int(HEATMAP_LIMIT) + 1)
+    colorbar = fig.colorbar(mesh, cax=bar, ticks=list(ticks))
+    colorbar.ax.set_yticklabels([f"{10.0 ** k:g}" for k in ticks], fontsize=9)
+    colorbar.set_label(f"variance / {_wrapped(reference, 30)}'s", fontsize=9)
+    handles = [Patch(facecolor="white", edgecolor="0.45", hatch="////", label="heavy-tailed (CI too narrow)"),
+               Line2D([], [], linestyle="", marker="$b$", color="black", label="declared biased"),
+               Line2D([], [], linestyle="", marker="$!$", color="black", label="unbiasedness test rejects"),
+               Patch(facecolor="0.94", label="not measured at this N")]
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(left / width, 0), ncol=4, frameon=False,
+               fontsize=9, borderaxespad=0.1)
     return fig

@@ -10,12 +10,12 @@ import math
 from typing import Mapping, Sequence
 
 import pandas as pd
-from scipy import stats
 
 from bench.metrics import NONFINITE_LIMIT, trust_flags
 from reports.families import Axis, Family
-from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, target_order, variance_ratios
+from reports.results import BIAS_TEST_LEVEL, Sweep, chance_of_rejections, at_headline, target_order, variance_ratios
 from reports.rliable_stats import SCORES, RliableResults
+from reports.verdict import identical
 
 Section = tuple[str, list[str]]
 
@@ -26,9 +26,12 @@ def fmt(value: float) -> str:
 
 
 def fmt_ci(value: float, low: float, high: float) -> str:
-    """"value [low, high]", or just the value when the interval is undefined."""
+    """"value [low, high]", just the value when the interval is undefined, and "value (no spread)" when it has zero
+    width: every resample gave the same number, which is no evidence of precision."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return fmt(value)
+    if low == high:
+        return f"{fmt(value)} (no spread)"
     return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
@@ -43,6 +46,8 @@ def ratio_words(ratio: float, low: float, high: float, above: str, below: str, u
     `single` when there is no interval (one repetition)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{single} {fmt(ratio)}× (one repetition: no interval)"
+    if all(identical(value, 1.0) for value in (ratio, low, high)):
+        return f"{unclear}: identical to float rounding (ratio 1×)"
     if low > 1:
         return f"{above} {fmt(ratio)}× [{fmt(low)}, {fmt(high)}]"
     if high < 1:
@@ -161,11 +166,6 @@ def mse_findings(points: pd.DataFrame, headline: dict[str, int]) -> Section:
             items)
 
 
-def _chance_of_rejections(k: int, n: int) -> float:
-    """P(at least k of n independent tests reject at the 1% level) when every null hypothesis holds."""
-    return float(stats.binom.sf(k - 1, n, BIAS_TEST_LEVEL)) if k else 1.0
-
-
 def bias_findings(rows: pd.DataFrame) -> Section:
     """The bias test at the 1% level against each variant's own target, held against each
     declaration: per declared-biased variant, where it is detected; per (variant, problem) declared
@@ -180,7 +180,7 @@ def bias_findings(rows: pd.DataFrame) -> Section:
     counts = tested.groupby(["target", "declared_unbiased", "variant", "problem"], sort=True).agg(
         n=("rejected", "size"), k=("rejected", "sum"), reps=("reps", "max"),
     ).reset_index()
-    counts["p_chance"] = [_chance_of_rejections(k, n) for k, n in zip(counts["k"], counts["n"])]
+    counts["p_chance"] = [chance_of_rejections(k, n) for k, n in zip(counts["k"], counts["n"])]
     unbiased = counts[counts["declared_unbiased"]]
     # Bonferroni over the (variant, problem) groups, so the warnings together fire by chance < 1%.
     warn_level = BIAS_TEST_LEVEL / max(len(unbiased), 1)
@@ -206,7 +206,7 @@ def bias_findings(rows: pd.DataFrame) -> Section:
         if len(rest):
             n, k = int(rest["n"].sum()), int(rest["k"].sum())
             others = " (apart from the warnings above)" if suspicious.any() else ""
-            p_chance = _chance_of_rejections(k, n)
+            p_chance = chance_of_rejections(k, n)
             verdict = ("consistent with no bias" if p_chance >= BIAS_TEST_LEVEL else
                        f"more than chance gives (probability {p_chance:.2g}): a small bias somewhere")
             items.append(f"Against {target}, the declared-unbiased variants{others} ({rest['variant'].nunique()}): "

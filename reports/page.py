@@ -64,8 +64,9 @@ def figure(data_uri: str, alt: str, caption: str) -> str:
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
-def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
-    """The whole document from (anchor, heading, body HTML) sections, with a link to each."""
+def page(title: str, sections: Sequence[tuple[str, str, str]], preface: str = "") -> str:
+    """The whole document from (anchor, heading, body HTML) sections, with a link to each; `preface` (HTML) stands
+    between the links and the first section."""
     links = "".join(f'<a href="#{anchor}">{escape(heading)}</a>' for anchor, heading, _ in sections)
     blocks = "\n".join(f'<section id="{anchor}"><h2>{escape(heading)}</h2>{body}</section>'
                        for anchor, heading, body in sections)
@@ -73,5 +74,5 @@ def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         '<p id="broken-images-warning" class="warning" hidden></p>\n'
-        f"<h1>{escape(title)}</h1><nav>{links}</nav>\n{blocks}\n<script>{SCRIPT}</script>\n</body></html>\n"
+        f"<h1>{escape(title)}</h1><nav>{links}</nav>\n{preface}{blocks}\n<script>{SCRIPT}</script>\n</body></html>\n"
     )

@@ -49,12 +49,14 @@ from reports.results import (
     summary_table,
     target_order,
     variance_ratios,
+    zero_width_intervals,
 )
+from reports.verdict import fixed_theta_verdicts, relative_variance_table
 from reports.rliable_stats import (
     COSINE,
     SCORES,
     STATISTICS,
-    VARIANCE_REDUCTION,
+    MSE_REDUCTION,
     RliableResults,
     rliable_analysis,
 )
@@ -65,7 +67,7 @@ REPORT_LIBRARIES = ("rliable", "seaborn", "matplotlib", "pandas")
 
 
 FINGERPRINT_FILE = ".fingerprint"
-TABLE_FILES = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
+TABLE_FILES = ("verdict.csv", "relative_variance.csv", "summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
                "probability_of_improvement.csv", "performance_profiles.csv")
 # Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
 # output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
@@ -264,11 +266,14 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     rliable = rliable_analysis(sweep.rows, sweep.variants, settings)
     sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
     summary = summary_table(points)
+    reference = settings.reference_variant
+    verdicts = fixed_theta_verdicts(points, headline, reference, sweep.rows)
+    heat = relative_variance_table(points, ratios, headline, reference)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "verdict.csv": verdicts, "relative_variance.csv": heat, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
@@ -285,7 +290,10 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
             frame.to_csv(out_dir / name, index=False)
 
     with figures.report_style():
+        order = [v for family in family_list for v in family.variants]
         body = [
+            ("fixed-verdict", "Verdict at fixed θ: which estimator has the lowest MSE, where",
+             _fixed_verdict_section(verdicts, heat, sweep, [reference, *order], headline)),
             ("sweep", "Sweep", _sweep_section(sweep)),
             ("reading", "Reading the intervals", _reading_section(sweep)),
             ("findings", "Findings", _findings_section(sections)),
@@ -299,7 +307,9 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
                             + page.paragraph("How these are scored and chosen: the Training section below.")))
             body.insert(-1, ("training", "Training", training_section(analysis)))
     index = out_dir / "index.html"
-    index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body), encoding="utf-8")
+    preface = _warnings_block(sweep) + _trust_counts(sweep, [at_headline(summary, headline), verdicts],
+                                                     at_headline(ratios, headline), heat)
+    index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body, preface), encoding="utf-8")
     return index
 
 
@@ -346,6 +356,72 @@ def _warnings_block(sweep: Sweep) -> str:
                                   "warning") + page.bullet_list(items)
 
 
+def _exact_ties(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Rows of a ratio table whose two variants gave the same numbers in every repetition: ratio and interval
+    exactly 1 (e.g. reward-to-go and total return on a one-step bandit). Printed "identical", not as an interval."""
+    return frame[column].eq(1) & frame[f"{column}_lo"].eq(1) & frame[f"{column}_hi"].eq(1)
+
+
+def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame) -> str:
+    """The first line of the page: how many measurements are heavy-tailed, and how many of the intervals the page
+    shows have zero width (`shown`: the tables whose intervals it prints; in the paired-ratio tables `ratios` and
+    `heat` the exact ties are counted apart: they are printed "identical")."""
+    rows = sweep.rows
+    heavy = int(rows["heavy_tailed"].sum())
+    ties = _exact_ties(ratios, "ratio")
+    zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~ties],
+                                                         heat[~_exact_ties(heat, "relative_variance")]])
+    return page.paragraph(
+        f"Heavy-tailed measurements: {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too narrow, so "
+        "they are hatched or grey in the figures and never recommended or counted as a win. Zero-width intervals "
+        f"among those shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
+        + f"; exact ties (two variants giving the same estimates): {int(ties.sum())}, printed \"identical\".",
+        "note")
+
+
+def _by_reason(listed: str) -> str:
+    """verdict.csv's "a (why); b (why)" grouped by reason: "why: a, b", "—" when empty."""
+    grouped: dict[str, list[str]] = {}
+    for item in filter(None, listed.split("; ")):
+        variant, why = item[:-1].split(" (", 1)
+        grouped.setdefault(why, []).append(variant)
+    return "; ".join(f"{why}: {', '.join(variants)}" for why, variants in grouped.items()) or "—"
+
+
+def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sweep, order: list[str],
+                           headline: dict[str, int]) -> str:
+    """The fixed-θ answer: the verdict table, the heat map of variance relative to the reference, how to read
+    them, and links to the sections behind them."""
+    reference = sweep.settings.reference_variant
+    rows = [[r.problem, r.batch_size, r.recommended or "none eligible", fmt_ci(r.mse, r.mse_lo, r.mse_hi),
+             fmt(r.mse_vs_reference), r.identical or "—", r.tied or "none", _by_reason(r.not_eligible_lower),
+             f"{r.heavy_tailed_measurements} of {r.measurements}"] for r in verdicts.itertuples()]
+    body = page.table(["problem", "N", "recommended (lowest MSE vs ∇J)", "MSE [95% CI]", f"MSE / {reference}'s",
+                       "identical", "tied (CIs overlap)", "lower MSE, not eligible (why)", "heavy-tailed here"], rows)
+    problems = [p for p in sweep.problems if p in set(heat["problem"])]
+    if len(heat):
+        body += page.figure(
+            figures.png_data_uri(figures.relative_variance_heatmap(heat, list(dict.fromkeys(order)), problems,
+                                                                   headline, reference)),
+            "variance relative to vanilla REINFORCE, estimators × problems",
+            f"Variance tr Cov(ĝ) of each estimator of ∇J over {reference}'s at each problem's N, paired per repetition "
+            "(geometric mean; every variant saw the same trajectories): blue is less variance, red more, log colour "
+            "scale. b: declared biased; !: declared unbiased but its bias test rejects; hatched: heavy-tailed in a "
+            "repetition (the ratio's CI is too narrow). Values with CIs: relative_variance.csv.")
+    body += page.paragraph(
+        "How to read this. Each row is one problem at its headline N (the largest N where the most variants were "
+        "measured). The recommendation is the estimator with the lowest mean squared error ‖ĝ − ∇J‖² (bias² + "
+        "variance) among the eligible ones: trustworthy in every repetition, declared unbiased, and not rejected by "
+        "the bias test (p < 0.01) more often than chance gives (at 1%: with 3 repetitions, in 2 or more). \"tied\": eligible variants whose MSE interval overlaps the recommended "
+        "one's (the data do not separate them); \"identical\": the same MSE to float rounding. A lower MSE of a "
+        "biased, heavy-tailed or rejected variant is named, never recommended. Intervals are single-repetition 95% "
+        "CIs over the M batches (Reading the intervals).")
+    links = [("sweep", "what was measured"), ("reading", "the intervals"), ("findings", "findings tables"),
+             ("measurements", "every family against N"), ("sweeps", "one-option sweeps"),
+             ("summary", "full MSE rankings")]
+    return body + "<p>" + " · ".join(f'<a href="#{a}">{text}</a>' for a, text in links) + "</p>"
+
+
 def _sweep_section(sweep: Sweep) -> str:
     rows, settings = sweep.rows, sweep.settings
     failed = f", {len(sweep.failed)} failed" if sweep.failed else ""
@@ -368,7 +444,7 @@ def _sweep_section(sweep: Sweep) -> str:
         every += page.heading("Cells failed") + page.bullet_list(list(sweep.failed))
     if len(sweep.stale) > 3:
         every += page.heading("Stale cell files left out") + page.paragraph(", ".join(sweep.stale), "note")
-    return _warnings_block(sweep) + page.table([], facts) + every
+    return page.table([], facts) + every
 
 
 def _reading_section(sweep: Sweep) -> str:
@@ -480,12 +556,12 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
         f"rliable (Agarwal et al. 2021) across problems: tasks are the problems, runs the repetitions, at the "
         f"largest batch sizes N = {', '.join(map(str, rliable.batch_sizes))}. Intervals: 95% stratified bootstrap "
         f"over runs ({settings.bootstrap_reps} resamples, numpy seeded with {settings.seed}). Scores, higher is "
-        f"better: (a) {COSINE.title}, cosine_mean; (b) {VARIANCE_REDUCTION.title}: −log(variance / "
-        f"{settings.reference_variant}'s variance at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
-        "variance, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
-        f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {VARIANCE_REDUCTION.gamma_meaning}.")
+        f"better: (a) {COSINE.title}, cosine_mean; (b) {MSE_REDUCTION.title}: −log(MSE / "
+        f"{settings.reference_variant}'s MSE at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
+        "MSE, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
+        f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {MSE_REDUCTION.gamma_meaning}.")
     if rliable.intervals.empty:
-        body += page.paragraph("No aggregate statistics could be computed for this sweep:", "warning")
+        body += page.paragraph("No aggregate statistics for this sweep:", "note")
         return body + page.bullet_list(rliable.notes)
     for score in SCORES:
         intervals = rliable.intervals[rliable.intervals["score"] == score.column]
@@ -507,7 +583,7 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
                 f"{score.title} at N={batch_size}: IQM, median and mean (higher is better) and optimality gap (lower "
                 f"is better) across {tasks} problems × {runs_text} repetitions; bars are 95% bootstrap CIs, ticks the "
                 "point estimates.")
-        if score is VARIANCE_REDUCTION:
+        if score is MSE_REDUCTION:
             for batch_size, profile in rliable.profiles.groupby("batch_size"):
                 body += page.figure(
                     figures.png_data_uri(figures.performance_profile(profile, style, f"{score.title}, τ")),
