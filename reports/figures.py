@@ -38,6 +38,8 @@ DPI = 90  # with palette PNGs the ~30 figures of the default report take ~1.3 MB
 PANEL_HEIGHT = 2.8  # inches
 PANELS_PER_ROW = 3
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+MARKER_PERIOD = 9  # prime to tab20's 20 colours
+MIN_FONT = 9  # points: every label of every figure, at 100% zoom
 BIAS_COLOR, VARIANCE_COLOR = sns.color_palette("colorblind")[3], sns.color_palette("colorblind")[0]
 
 
@@ -51,17 +53,27 @@ class VariantStyle:
 
 
 def variant_style(variants: Sequence[str]) -> VariantStyle:
-    # ≤ 10 variants: the colourblind palette; more: tab20, with markers cycling at a different
-    # period so neighbouring colours never share a marker too.
+    # ≤ 10 variants: the colourblind palette; more: tab20, with markers cycling at a period (9) prime to the
+    # colours' (20), so no two of the first 180 variants share both colour and marker.
     palette = sns.color_palette("colorblind" if len(variants) <= 10 else "tab20", len(variants))
     return VariantStyle(list(variants), dict(zip(variants, palette)),
-                        {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(variants)})
+                        {v: MARKERS[i % MARKER_PERIOD] for i, v in enumerate(variants)})
+
+
+def style_subset(style: VariantStyle, variants: Sequence[str]) -> VariantStyle:
+    """The same colours and markers for some of the variants (in `style`'s order): a variant keeps its colour in
+    every figure of the report."""
+    shown = [v for v in style.variants if v in set(variants)]
+    return VariantStyle(shown, {v: style.colors[v] for v in shown}, {v: style.markers[v] for v in shown})
 
 
 @contextmanager
 def report_style() -> Iterator[None]:
-    """Seaborn's whitegrid look with small fonts, for the duration of the block only."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper"), plt.rc_context({"figure.dpi": DPI}):
+    """Seaborn's whitegrid look with MIN_FONT-point text, for the duration of the block only."""
+    sizes = {key: MIN_FONT for key in ("font.size", "axes.labelsize", "axes.titlesize", "xtick.labelsize",
+                                        "ytick.labelsize", "legend.fontsize", "legend.title_fontsize")}
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", rc=sizes), \
+            plt.rc_context({"figure.dpi": DPI}):
         yield
 
 
@@ -86,10 +98,10 @@ def png_data_uri(fig: Figure) -> str:
 
 def _variant_legend(fig: Figure, style: VariantStyle, shown: Sequence[str], extra: Sequence[Line2D] = (),
                     markers: bool = True, title: str = "variant") -> None:
-    """One legend for the whole figure, right of the panels."""
+    """One legend for the whole figure, beside the panels (right, centred on their height)."""
     handles = [Line2D([], [], color=style.colors[v], marker=style.markers[v] if markers else None, label=v)
                for v in style.variants if v in shown]
-    fig.legend(handles=[*handles, *extra], loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False,
+    fig.legend(handles=[*handles, *extra], loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                title=title)
 
 
@@ -102,16 +114,17 @@ def _batch_size_axis(ax: plt.Axes, batch_sizes: Sequence[int]) -> None:
 
 
 def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, marker: str,
-                   hollow_when_biased: bool = False) -> None:
-    """One series in one panel: the points joined, with error bars from `<y>_lo`/`<y>_hi` if present;
+                   hollow_when_biased: bool = False, joined: bool = True) -> None:
+    """One series in one panel: the points (joined unless `joined` is False: categorical values have no
+    order to join), with error bars from `<y>_lo`/`<y>_hi` if present;
     with `hollow_when_biased`, points whose variant is declared biased there get hollow markers; points
     not `trustworthy` (reports.results.aggregate_repetitions) get a grey marker on top, in every panel."""
     data = data.sort_values(x)
     error = None
     if f"{y}_lo" in data:
         error = np.clip([data[y] - data[f"{y}_lo"], data[f"{y}_hi"] - data[y]], 0, None)
-    ax.errorbar(data[x], data[y], yerr=error, color=color, marker=marker, markersize=4, linewidth=1.2, capsize=2,
-                elinewidth=0.8)
+    ax.errorbar(data[x], data[y], yerr=error, color=color, marker=marker, markersize=4,
+                linewidth=1.2 if joined else 0, capsize=2, elinewidth=0.8)
     if hollow_when_biased:
         biased = data[~data["declared_unbiased"].astype(bool)]
         ax.plot(biased[x], biased[y], linestyle="", marker=marker, markersize=4, markerfacecolor="white",
@@ -222,7 +235,7 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
     table (`series`). `frame`: one row per (problem, series, value) with the points' metrics and `x`."""
     problems = sorted(frame["problem"].unique())
     metrics = [VARIANCE, RELATIVE_BIAS, COSINE_TO_TARGET]
-    if axis.kind == "kl" or frame["nonfinite"].gt(0).any():
+    if frame["nonfinite"].gt(0).any():  # an all-zero row would be an empty panel
         metrics.append(NONFINITE)
     if frame["info_behaviour_kl"].notna().any():
         metrics.append(ACHIEVED_KL)
@@ -245,7 +258,7 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
                 data = in_column[in_column["series"] == series]
                 if len(data):
                     _errorbar_line(ax, data, "x", metric, style.colors[series], style.markers[series],
-                                   hollow_when_biased=metric == RELATIVE_BIAS[0])
+                                   hollow_when_biased=metric == RELATIVE_BIAS[0], joined=axis.numbers is not None)
             if metric == ACHIEVED_KL[0] and axis.kind == "kl":
                 ax.plot(axis.numbers, axis.numbers, linestyle="--", color="0.4", linewidth=1)
             ax.set_title(f"{problem}, N={int(in_column['batch_size'].iloc[0])}")
@@ -269,7 +282,8 @@ def _stacked_bars(data: pd.DataFrame, style: VariantStyle, **_) -> None:
     ax.scatter(data["mse"], rows, marker="|", color="black", s=120, zorder=3)
     for row, total, bias_squared in zip(rows, data["mse"], data["bias_squared"]):
         share = bias_squared / total if total > 0 else np.nan
-        ax.annotate(f" {total:.3g} ({share:.0%} bias²)", (max(total, bias_squared), row), va="center", fontsize=6.5)
+        ax.annotate(f" {total:.3g} ({share:.0%} bias²)", (max(total, bias_squared), row), va="center",
+                    fontsize=MIN_FONT)
 
 
 def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: VariantStyle) -> Figure:
@@ -279,7 +293,7 @@ def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: Va
     bars = bars.assign(panel=[f"{p}\nN={n}" for p, n in zip(bars["problem"], bars["batch_size"])])
     panels = sorted(bars["panel"].unique())
     height = 0.3 * len(style.variants) + 1.0
-    width = 2.5 + 0.07 * max(map(len, style.variants))  # the bars and the variant labels left of them
+    width = 3.4 + 0.07 * max(map(len, style.variants))  # the bars and the variant labels left of them
     grid = sns.FacetGrid(bars, col="panel", col_order=panels, col_wrap=min(len(panels), PANELS_PER_ROW),
                          sharex=False, sharey=True, height=height, aspect=width / height)
     for ax in grid.axes.flat:
@@ -289,13 +303,13 @@ def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: Va
         ax.grid(False, axis="y")
     grid.map_dataframe(_stacked_bars, style=style)
     for ax in grid.axes.flat:
-        ax.set_xlim(0, 1.45 * ax.get_xlim()[1])  # room for the labels right of the bars
+        ax.set_xlim(0, 1.8 * ax.get_xlim()[1])  # room for the labels right of the bars
     grid.set_titles("{col_name}")
     grid.set_axis_labels("MSE  ‖ĝ − target‖²", "")
     grid.figure.legend(handles=[Patch(color=BIAS_COLOR, label="bias²"), Patch(color=VARIANCE_COLOR, label="variance"),
                                 Line2D([], [], marker="|", color="black", linestyle="", markersize=10,
                                        label="measured MSE")],
-                       loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+                       loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return grid.figure
 
 

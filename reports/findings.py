@@ -13,9 +13,9 @@ import pandas as pd
 
 from bench.metrics import NONFINITE_LIMIT, trust_flags
 from reports.families import Axis, Family
-from reports.results import BIAS_TEST_LEVEL, Sweep, chance_of_rejections, at_headline, target_order, variance_ratios
+from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, chance_of_rejections, target_order, variance_ratios
 from reports.rliable_stats import SCORES, RliableResults
-from reports.verdict import identical
+from reports.verdict import bias_marker, identical
 
 Section = tuple[str, list[str]]
 
@@ -112,6 +112,29 @@ def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, 
     return (f"Variance against the reference, {reference}, of the variants estimating its target "
             f"{targets.get(reference, '')} (ratio = geometric mean over repetitions of the paired variance ratio, "
             "95% t-interval over repetitions)", items)
+
+
+COMPARISON_COLUMNS = ["x", "y", "problem", "batch_size", "variance", "x_relative_bias", "x_bias", "mse_ratio",
+                      "flags"]
+
+
+def comparison_table(ratios: pd.DataFrame, points: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                     headline: dict[str, int]) -> pd.DataFrame:
+    """The configured pairs as a table (COMPARISON_COLUMNS), one row per (X, Y, problem) at the headline N: X's
+    variance against Y's in words with its paired CI (trusted_ratio_phrase: a heavy-tailed or invalid side is
+    never a win; float noise around 1 is "identical"), X's relative bias with its CI and bias marker, and
+    MSE(X) / MSE(Y), so a variance cut bought with a bias shows beside it."""
+    by_point = points.set_index(["problem", "batch_size", "variant"])
+    records = []
+    for x, y in pairs:
+        compared = at_headline(ratios[(ratios["x"] == x) & (ratios["y"] == y)], headline)
+        for row in compared.itertuples():
+            px, py = by_point.loc[(row.problem, row.batch_size, x)], by_point.loc[(row.problem, row.batch_size, y)]
+            records.append({"x": x, "y": y, "problem": row.problem, "batch_size": row.batch_size,
+                            "variance": trusted_ratio_phrase(row), "x_relative_bias": fmt_metric(px, "relative_bias"),
+                            "x_bias": bias_marker(px) or "unbiased",
+                            "mse_ratio": px.mse / py.mse if py.mse > 0 else math.nan, "flags": row.flags or ""})
+    return pd.DataFrame(records, columns=COMPARISON_COLUMNS)
 
 
 def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]],

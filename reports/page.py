@@ -18,6 +18,8 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
 .warning { background: #fff3cd; border: 1px solid #e0b000; padding: 0.5em 1em; font-weight: bold; }
 .note { color: #555; font-size: 0.9em; }
+details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: 600; padding: 0.2em 0; }
+details > :not(summary) { margin-left: 1em; }
 """
 
 # Run by the browser on load: counts figures that failed to decode (a test loads the page in
@@ -57,6 +59,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "<thead><tr>" + "".join(f"<th>{escape(str(h))}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def details(summary: str, body: str, open_: bool = False) -> str:
+    """`body` (HTML) folded behind a one-line `summary`: the page reads top-down with the details closed."""
+    return f"<details{' open' if open_ else ''}><summary>{escape(summary)}</summary>{body}</details>"
 
 
 def figure(data_uri: str, alt: str, caption: str) -> str:

@@ -14,6 +14,8 @@ a CSV, and two builds from the same results write byte-identical CSVs and findin
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import secrets
 import shutil
@@ -35,9 +37,10 @@ from reports.families import (
     memberships,
     sweep_axes,
     table_labels,
+    value_text,
     variants_by_table,
 )
-from reports.findings import Section, all_findings, findings_text, fmt, fmt_ci, fmt_metric
+from reports.findings import Section, all_findings, comparison_table, findings_text, fmt, fmt_ci, fmt_metric
 from reports.results import (
     BIAS_TEST_LEVEL,
     INFO_NUMBERS,
@@ -67,7 +70,7 @@ REPORT_LIBRARIES = ("rliable", "seaborn", "matplotlib", "pandas")
 
 
 FINGERPRINT_FILE = ".fingerprint"
-TABLE_FILES = ("verdict.csv", "relative_variance.csv", "summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
+TABLE_FILES = ("verdict.csv", "relative_variance.csv", "comparisons.csv", "summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
                "probability_of_improvement.csv", "performance_profiles.csv")
 # Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
 # output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
@@ -268,12 +271,13 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     summary = summary_table(points)
     reference = settings.reference_variant
     verdicts = fixed_theta_verdicts(points, headline, reference, sweep.rows)
+    comparisons = comparison_table(ratios, points, settings.pairs, headline)
     heat = relative_variance_table(points, ratios, headline, reference)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "verdict.csv": verdicts, "relative_variance.csv": heat, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "verdict.csv": verdicts, "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
@@ -290,14 +294,15 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
             frame.to_csv(out_dir / name, index=False)
 
     with figures.report_style():
-        order = [v for family in family_list for v in family.variants]
+        order = [reference, *(v for family in family_list for v in family.variants)]
         body = [
             ("fixed-verdict", "Verdict at fixed θ: which estimator has the lowest MSE, where",
-             _fixed_verdict_section(verdicts, heat, sweep, [reference, *order], headline)),
+             _fixed_verdict_section(verdicts, heat, sweep, order, headline)),
             ("sweep", "Sweep", _sweep_section(sweep)),
             ("reading", "Reading the intervals", _reading_section(sweep)),
-            ("findings", "Findings", _findings_section(sections)),
-            ("measurements", "Measurements by estimator family", _measurements_section(points, family_list)),
+            ("findings", "Findings", _findings_section(sections, comparisons)),
+            ("measurements", "Measurements by estimator family",
+             _measurements_section(points, family_list, figures.variant_style(list(dict.fromkeys(order))))),
             ("sweeps", "Sweeps of one option", _sweeps_section(sweeps_at_headline)),
             ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
@@ -379,6 +384,15 @@ def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame,
         "note")
 
 
+def _reference_text(resolution: float) -> str:
+    """How the problem's ∇J is known: exact, or sampled with the smallest relative bias it resolves."""
+    if resolution == 0:
+        return "exact"
+    if math.isnan(resolution):
+        return "unknown"
+    return f"sampled: resolves relative bias ≥ {fmt(resolution)}"
+
+
 def _by_reason(listed: str) -> str:
     """verdict.csv's "a (why); b (why)" grouped by reason: "why: a, b", "—" when empty."""
     grouped: dict[str, list[str]] = {}
@@ -394,10 +408,13 @@ def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sw
     them, and links to the sections behind them."""
     reference = sweep.settings.reference_variant
     rows = [[r.problem, r.batch_size, r.recommended or "none eligible", fmt_ci(r.mse, r.mse_lo, r.mse_hi),
-             fmt(r.mse_vs_reference), r.identical or "—", r.tied or "none", _by_reason(r.not_eligible_lower),
-             f"{r.heavy_tailed_measurements} of {r.measurements}"] for r in verdicts.itertuples()]
-    body = page.table(["problem", "N", "recommended (lowest MSE vs ∇J)", "MSE [95% CI]", f"MSE / {reference}'s",
-                       "identical", "tied (CIs overlap)", "lower MSE, not eligible (why)", "heavy-tailed here"], rows)
+             f"{fmt(r.mse_vs_reference)} ({fmt(r.cost_vs_reference)})", r.identical or "—", r.tied or "none", _by_reason(r.not_eligible_lower),
+             f"{r.heavy_tailed_measurements} of {r.measurements}", _reference_text(r.relative_bias_resolution)]
+            for r in verdicts.itertuples()]
+    body = page.table(["problem", "N", "recommended (lowest MSE vs ∇J)", "MSE [95% CI]",
+                       f"MSE / {reference}'s (at equal compute time)",
+                       "identical", "tied (CIs overlap)", "lower MSE, not eligible (why)", "heavy-tailed here",
+                       "∇J"], rows)
     problems = [p for p in sweep.problems if p in set(heat["problem"])]
     if len(heat):
         body += page.figure(
@@ -415,7 +432,9 @@ def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sw
         "the bias test (p < 0.01) more often than chance gives (at 1%: with 3 repetitions, in 2 or more). \"tied\": eligible variants whose MSE interval overlaps the recommended "
         "one's (the data do not separate them); \"identical\": the same MSE to float rounding. A lower MSE of a "
         "biased, heavy-tailed or rejected variant is named, never recommended. Intervals are single-repetition 95% "
-        "CIs over the M batches (Reading the intervals).")
+        "CIs over the M batches (Reading the intervals). ∇J: exact, or sampled (a reference mean of many "
+        "trajectories), whose own error hides any relative bias below the stated resolution. In brackets beside the MSE "
+        "ratio: MSE × seconds per estimate over the reference's, the ratio at equal compute time.")
     links = [("sweep", "what was measured"), ("reading", "the intervals"), ("findings", "findings tables"),
              ("measurements", "every family against N"), ("sweeps", "one-option sweeps"),
              ("summary", "full MSE rankings")]
@@ -444,7 +463,23 @@ def _sweep_section(sweep: Sweep) -> str:
         every += page.heading("Cells failed") + page.bullet_list(list(sweep.failed))
     if len(sweep.stale) > 3:
         every += page.heading("Stale cell files left out") + page.paragraph(", ".join(sweep.stale), "note")
-    return page.table([], facts) + every
+    return (page.details(f"Provenance and settings: {len(rows)} cells, {len(sweep.problems)} problems, "
+                         f"{len(sweep.variants)} variants", page.table([], facts) + every)
+            + page.details("Variant labels and every option behind them (the defaults a label leaves out)",
+                           _options_legend(sweep)))
+
+
+def _options_legend(sweep: Sweep) -> str:
+    """Each variant's label beside every option it ran with, as the rows record them (`estimator_options`, resolved
+    by the sweep): a label names only the options that differ from the estimator's defaults, so the rest are the
+    defaults."""
+    described = sweep.rows.drop_duplicates("variant").set_index("variant")
+    rows = []
+    for variant in sweep.variants:
+        options = json.loads(described.loc[variant, "estimator_options"])
+        rows.append([variant, described.loc[variant, "estimator"], described.loc[variant, "target"],
+                     ", ".join(f"{key}={value_text(value)}" for key, value in sorted(options.items())) or "none"])
+    return page.table(["variant", "estimator", "target", "every option (those not in the label are defaults)"], rows)
 
 
 def _reading_section(sweep: Sweep) -> str:
@@ -460,9 +495,19 @@ def _reading_section(sweep: Sweep) -> str:
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
 
 
-def _findings_section(sections: list[Section]) -> str:
-    body = page.paragraph("Generated from the numbers of this report; also in findings.txt.", "note")
-    return body + "".join(page.heading(heading) + page.bullet_list(items) for heading, items in sections)
+def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
+    body = page.paragraph(
+        "The configured comparisons at each problem's headline N: X's variance against Y's (paired ratio, 95% "
+        "t-interval over repetitions; a heavy-tailed or invalid side is never read as a win, and a ratio of 1 to "
+        "float rounding is \"identical\"), X's relative bias against its target with its CI and whether it is "
+        "biased, and MSE(X) / MSE(Y), bias included. Every other finding is generated from the numbers of this "
+        "report, folded below by topic, and in findings.txt.", "note")
+    body += page.table(["X", "Y", "problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]",
+                        "X bias", "MSE(X) / MSE(Y)", "flagged"], [
+        [r.x, r.y, r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
+        for r in comparisons.itertuples()]) if len(comparisons) else page.paragraph("No pairs configured.", "note")
+    return body + "".join(page.details(f"{heading} ({len(items)})", page.bullet_list(items))
+                          for heading, items in sections)
 
 
 SINGLE_CI = ("Points: mean over repetitions; error bars: the 95% CI of a single repetition, averaged over "
@@ -472,10 +517,13 @@ FAMILY_RULE = (
     "Variants are grouped into families, one figure each: the [[estimators]] tables of one estimator that sweep "
     "the same options form a family, and a table sweeping nothing joins its estimator's first family (or forms its "
     "own); a variant belongs to the first table that produces it. Each variant's bias and cosine are measured "
-    "against its own target (∇J unless the table says otherwise), and colours are only comparable within a family.")
+    "against its own target (∇J unless the table says otherwise). A variant has the same colour and marker in every "
+    "family's figures.")
 
 
-def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> str:
+def _measurements_section(points: pd.DataFrame, family_list: list[Family], palette: figures.VariantStyle) -> str:
+    """A figure per family against N and its bias²/variance bars, each variant in `palette`'s colour and marker
+    (the same in every family)."""
     body = page.paragraph(FAMILY_RULE) + page.table(["family", "target", "variants", "problems", "N"], [
         [family.title, ", ".join(sorted(set(of["target"]), key=target_order)), "; ".join(family.variants),
          "; ".join(sorted(set(of["problem"]))), ", ".join(map(str, sorted(set(of["batch_size"]))))]
@@ -483,9 +531,9 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> st
     blocks = []  # each figure is encoded (and closed) before the next is drawn
     for family in family_list:
         of_family = points[points["family"] == family.title]
-        style = figures.variant_style(family.variants)
+        style = figures.style_subset(palette, family.variants)
         targets = sorted(set(of_family["target"]), key=target_order)
-        blocks.append(page.heading(family.title) + page.figure(
+        figure_html = page.figure(
             figures.png_data_uri(figures.family_figure(of_family, style)), f"{family.title}: against N",
             f"{family.title}, against the batch size N (log axis), a row per problem. Left: total variance "
             f"tr Cov(ĝ), log-log (lower is better), CI jackknife on the log scale; dashed: ∝ 1/N through the first "
@@ -493,15 +541,15 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> st
             f"Middle: relative bias ‖E ĝ − target‖/‖target‖ against the variant's own target ({', '.join(targets)}), "
             "noise-corrected and clamped at 0 (0 = no detectable bias), CI a normal interval for the squared bias, "
             "square-rooted; hollow markers: declared biased there. Right: mean cosine between an estimate and the "
-            f"target (1 = aligned), t interval. {SINGLE_CI}"))
+            f"target (1 = aligned), t interval. {SINGLE_CI}")
         headline = headline_batch_sizes(of_family)
-        blocks.append(page.figure(
+        blocks.append(page.details(family.title, figure_html + page.figure(
             figures.png_data_uri(figures.bias_variance_bars(of_family, headline, style)),
             f"{family.title}: bias² and variance",
             f"{family.title} per problem at the largest N where the most of its variants were measured: bias² (mean of "
             "bias_norm² over repetitions) and variance stacked; their total is the MSE against each variant's "
             "target, which the tick marks as measured (they agree exactly unless the bias estimate was clamped at "
-            "0). Labels: MSE and bias²'s share."))
+            "0). Labels: MSE and bias²'s share.")))
     return body + "".join(blocks)
 
 
@@ -539,12 +587,12 @@ def _sweeps_section(sweeps: list[tuple[Axis, pd.DataFrame]]) -> str:
     blocks = []
     for axis, frame in sweeps:
         style = figures.variant_style(list(dict.fromkeys(frame.sort_values("table")["series"])))
-        blocks.append(page.heading(axis.title) + page.figure(
+        blocks.append(page.details(axis.title, page.figure(
             figures.png_data_uri(figures.sweep_figure(frame, axis, style)), f"sweep of {axis.option}",
             AXIS_CAPTIONS.get(axis.option, f"Each metric against {axis.option}.") + " Rows: variance tr Cov(ĝ) "
             "(log), relative bias against the variant's target with CIs (hollow markers: declared biased there), mean "
             "cosine to the target; for behaviour sweeps the fraction of non-finite estimates and the achieved KL. "
-            f"{SINGLE_CI}"))
+            f"{SINGLE_CI}")))
     return body + "".join(blocks)
 
 
@@ -611,12 +659,12 @@ def _summary_section(summary: pd.DataFrame, headline: dict[str, int], files: lis
     header = ["target", "rank", "variant", "MSE", "variance", "relative bias", "cosine", "bias test rejects",
               "declared", "heavy-tailed", "non-finite", "s / estimate"]
     for problem, at_n in at_headline(summary, headline).groupby("problem", sort=True):
-        body += page.heading(f"{problem} (N={headline[problem]})") + page.table(header, [
+        body += page.details(f"{problem} (N={headline[problem]})", page.table(header, [
             [r.target, "" if pd.isna(r.mse_rank) else int(r.mse_rank), r.variant,
              *(fmt_metric(r, metric) for metric in ("mse", "variance_trace", "relative_bias", "cosine_mean")),
              f"{r.bias_rejections}/{r.repetitions}", "unbiased" if r.declared_unbiased else "biased",
              f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.estimates}", fmt(r.seconds_per_estimate)]
-            for r in at_n.itertuples()])
+            for r in at_n.itertuples()]))
     return body
 
 

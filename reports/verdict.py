@@ -30,9 +30,10 @@ PLAIN_TARGET = "∇J"
 # difference an M = 200 measurement can resolve (its CIs are ~10% wide).
 IDENTICAL_RTOL = 1e-9
 
-VERDICT_COLUMNS = ["problem", "batch_size", "recommended", "mse", "mse_lo", "mse_hi", "mse_vs_reference", "identical",
+VERDICT_COLUMNS = ["problem", "batch_size", "recommended", "mse", "mse_lo", "mse_hi", "mse_vs_reference",
+                   "cost_vs_reference", "identical",
                    "tied", "not_eligible_lower", "measured", "eligible", "heavy_tailed_measurements",
-                   "measurements"]
+                   "measurements", "relative_bias_resolution"]
 
 
 def identical(a: float, b: float) -> bool:
@@ -40,10 +41,9 @@ def identical(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=IDENTICAL_RTOL, abs_tol=0.0)
 
 
-def ineligibility(point) -> str:
-    """Why a point (a row of reports.results.aggregate_repetitions) cannot be recommended; "" if it can."""
-    if not point.trustworthy:
-        return point.untrustworthy_reasons or "untrustworthy"
+def bias_marker(point) -> str:
+    """"biased" (declared), "unbiasedness test rejects k/R" (declared unbiased, rejected beyond chance) or "" for a
+    point (a row of reports.results.aggregate_repetitions)."""
     if not point.declared_unbiased:
         return "biased"
     if rejects_beyond_chance(point.bias_rejections, point.repetitions):
@@ -51,13 +51,23 @@ def ineligibility(point) -> str:
     return ""
 
 
+def ineligibility(point) -> str:
+    """Why a point cannot be recommended ("" if it can): untrustworthy, or bias_marker's reason."""
+    if not point.trustworthy:
+        return point.untrustworthy_reasons or "untrustworthy"
+    return bias_marker(point)
+
+
 def fixed_theta_verdicts(points: pd.DataFrame, headline: dict[str, int], reference: str,
                          rows: pd.DataFrame) -> pd.DataFrame:
     """One row per problem at its headline N (VERDICT_COLUMNS): the eligible variant with the lowest MSE against
     ∇J (`recommended`, "" when none is eligible), its MSE and CI, its MSE over the reference variant's
-    (`mse_vs_reference`, NaN without the reference), the eligible variants `identical` to it or `tied` with it
-    (overlapping CIs), the ineligible ones with a lower MSE and why (`not_eligible_lower`), and how many of the
-    (problem, N)'s measurements (`rows`, one per cell) are heavy-tailed."""
+    (`mse_vs_reference`, NaN without the reference) and the same at equal compute time (`cost_vs_reference`: MSE ×
+    seconds per estimate, over the reference's; an estimator twice as slow must halve the MSE to break even), the eligible variants `identical` to it or `tied` with it
+    (overlapping CIs), the ineligible ones with a lower MSE and why (`not_eligible_lower`), how many of the
+    (problem, N)'s measurements (`rows`, one per cell) are heavy-tailed, and the smallest relative bias its
+    reference can resolve (`relative_bias_resolution`: 0 for an exact ∇J; for a sampled one the largest over the
+    cells of bias_resolution / ‖g̃‖, bench/metrics.py)."""
     records = []
     plain = at_headline(points[points["target"] == PLAIN_TARGET], headline)
     for problem, at_n in plain.groupby("problem", sort=True):
@@ -67,9 +77,10 @@ def fixed_theta_verdicts(points: pd.DataFrame, headline: dict[str, int], referen
         eligible = at_n[[not why[v] for v in at_n["variant"]]]
         cells = rows[(rows["problem"] == problem) & (rows["batch_size"] == batch_size)]
         record = {"problem": problem, "batch_size": batch_size, "recommended": "", "mse": np.nan, "mse_lo": np.nan,
-                  "mse_hi": np.nan, "mse_vs_reference": np.nan, "identical": "", "tied": "", "not_eligible_lower": "",
+                  "mse_hi": np.nan, "mse_vs_reference": np.nan, "cost_vs_reference": np.nan, "identical": "", "tied": "", "not_eligible_lower": "",
                   "measured": len(at_n), "eligible": len(eligible),
-                  "heavy_tailed_measurements": int(cells["heavy_tailed"].sum()), "measurements": len(cells)}
+                  "heavy_tailed_measurements": int(cells["heavy_tailed"].sum()), "measurements": len(cells),
+                  "relative_bias_resolution": _relative_resolution(cells)}
         if len(eligible):
             best = eligible.iloc[0]
             others = eligible.iloc[1:]
@@ -77,13 +88,24 @@ def fixed_theta_verdicts(points: pd.DataFrame, headline: dict[str, int], referen
             tied = [r.variant for r in others.itertuples()
                     if r.variant not in same and r.mse_lo <= best.mse_hi and best.mse_lo <= r.mse_hi]
             lower = at_n[(at_n["mse"] < best.mse) & ~at_n["variant"].isin(eligible["variant"])]
-            vanilla = at_n.loc[at_n["variant"] == reference, "mse"]
+            vanilla = at_n[at_n["variant"] == reference]
+            if len(vanilla):
+                ref = vanilla.iloc[0]
+                record.update(mse_vs_reference=float(best.mse / ref.mse), cost_vs_reference=float(
+                    best.mse * best.seconds_per_estimate / (ref.mse * ref.seconds_per_estimate)))
             record.update(recommended=best.variant, mse=best.mse, mse_lo=best.mse_lo, mse_hi=best.mse_hi,
-                          mse_vs_reference=float(best.mse / vanilla.iloc[0]) if len(vanilla) else np.nan,
                           identical="; ".join(same), tied="; ".join(tied),
                           not_eligible_lower="; ".join(f"{r.variant} ({why[r.variant]})" for r in lower.itertuples()))
         records.append(record)
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
+
+
+def _relative_resolution(cells: pd.DataFrame) -> float:
+    """max over cells of bias_resolution / reference_norm (NaN when the rows do not carry them)."""
+    if not {"bias_resolution", "reference_norm"} <= set(cells.columns) or cells.empty:
+        return np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float((cells["bias_resolution"] / cells["reference_norm"]).max())
 
 
 HEATMAP_COLUMNS = ["problem", "batch_size", "variant", "relative_variance", "relative_variance_lo",
@@ -112,7 +134,6 @@ def relative_variance_table(points: pd.DataFrame, ratios: pd.DataFrame, headline
         records.append({"problem": r.problem, "batch_size": r.batch_size, "variant": r.variant,
                         "relative_variance": value, "relative_variance_lo": low, "relative_variance_hi": high,
                         "biased": not r.declared_unbiased,
-                        "test_rejects": bool(r.declared_unbiased
-                                             and rejects_beyond_chance(r.bias_rejections, r.repetitions)),
+                        "test_rejects": bias_marker(r).startswith("unbiasedness"),
                         "heavy_tailed": bool(r.heavy_tailed > 0), "invalid": bool(r.invalid)})
     return pd.DataFrame(records, columns=HEATMAP_COLUMNS)

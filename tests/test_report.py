@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "rliable_intervals.csv",
            "probability_of_improvement.csv", "performance_profiles.csv", "findings.txt")
 SECTIONS = ("fixed-verdict", "sweep", "reading", "findings", "measurements", "sweeps", "rliable", "summary")
-OUTPUTS = (*OUTPUTS, "sweeps.csv")
+OUTPUTS = (*OUTPUTS, "sweeps.csv", "verdict.csv", "relative_variance.csv", "comparisons.csv")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=10000")
@@ -305,6 +305,7 @@ def test_sweep_findings_give_the_trend_with_paired_variance_ratios():
 
 def _point(variant, mse, half_width, declared_unbiased=True, rejections=0, heavy=0, problem="p", target="∇J"):
     return {"problem": problem, "variant": variant, "batch_size": 16, "target": target, "mse": mse,
+            "seconds_per_estimate": 2.0 if variant == "best" else 1.0,
             "mse_lo": mse - half_width, "mse_hi": mse + half_width, "declared_unbiased": declared_unbiased,
             "bias_rejections": rejections, "repetitions": 3, "heavy_tailed": heavy, "trustworthy": heavy == 0,
             "untrustworthy_reasons": f"heavy-tailed {heavy}/3" if heavy else ""}
@@ -329,7 +330,7 @@ def test_the_verdict_never_recommends_a_biased_rejected_or_heavy_tailed_variant_
     assert verdict.identical == "same" and verdict.tied == "once; close"
     assert verdict.not_eligible_lower == ("biased (biased); rejected (unbiasedness test rejects 2/3); "
                                           "heavy (heavy-tailed 1/3)")
-    assert verdict.mse_vs_reference == pytest.approx(0.2)
+    assert verdict.mse_vs_reference == pytest.approx(0.2) and verdict.cost_vs_reference == pytest.approx(0.4)
     assert (verdict.heavy_tailed_measurements, verdict.measurements, verdict.eligible) == (1, 10, 6)
     # Nothing eligible: no recommendation rather than an untrustworthy one.
     none = fixed_theta_verdicts(points[points["variant"].isin(["biased", "heavy"])], {"p": 16}, "vanilla", rows)
@@ -473,10 +474,10 @@ def test_families_and_one_option_sweeps_are_drawn_tabled_and_summarised(built):
     titles = ["reinforce: baseline sweep", "reinforce baseline=value: critic sweep",
               "gae critic=fitted critic_samples=50: lambda sweep", "is-per-decision: behaviour sweep"]
     measurements = html[html.index('<section id="measurements">'):html.index('<section id="sweeps">')]
-    assert [t for t in titles if f"<h3>{t}</h3>" in measurements] == titles
+    assert [t for t in titles if f"<summary>{t}</summary>" in measurements] == titles
     assert set(pd.read_csv(out / "aggregated.csv")["family"]) == set(titles)
     sweeps_html = html[html.index('<section id="sweeps">'):html.index('<section id="rliable">')]
-    assert [a for a in ("baseline", "critic", "lambda", "behaviour (kl)") if f"<h3>{a}</h3>" in sweeps_html] == [
+    assert [a for a in ("baseline", "critic", "lambda", "behaviour (kl)") if f"<summary>{a}</summary>" in sweeps_html] == [
         "baseline", "critic", "lambda", "behaviour (kl)"]
     assert sweeps_html.count("<img") == 4
 
