@@ -25,14 +25,25 @@ def fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
+MAX_DIGITS = 8  # significant digits an interval may need before its ends print apart
+
+
 def fmt_ci(value: float, low: float, high: float) -> str:
     """"value [low, high]", just the value when the interval is undefined, and "value (no spread)" when it has zero
-    width: every resample gave the same number, which is no evidence of precision."""
+    width: every resample gave the same number, which is no evidence of precision. A narrow interval gets the
+    digits its value and ends need to print apart ("0.9996 [0.9995, 0.9997]", never "1 [1, 1]")."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return fmt(value)
-    if low == high:
+    if identical(low, high):
         return f"{fmt(value)} (no spread)"
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+    def blurred(digits: int) -> bool:  # two different numbers that print the same
+        texts = {x: f"{x:.{digits}g}" for x in (low, value, high)}
+        return len(set(texts.values())) < len(texts)
+
+    digits = 3
+    while digits < MAX_DIGITS and blurred(digits):
+        digits += 1
+    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
 def fmt_metric(row, metric: str) -> str:
@@ -43,16 +54,21 @@ def fmt_metric(row, metric: str) -> str:
 def ratio_words(ratio: float, low: float, high: float, above: str, below: str, unclear: str, single: str) -> str:
     """A paired ratio and its 95% CI in words: `above` when the CI is above 1 ("cuts variance 3×
     [2.9, 3.1]"), `below` with the inverted ratio when it is below 1, `unclear` when it straddles 1,
-    `single` when there is no interval (one repetition)."""
+    `single` when there is no interval (one repetition); "identical" when ratio and interval are 1 to float
+    rounding, and "exactly r× in every repetition" when the interval has no width (a fixed relation between the
+    two estimators, which no interval describes)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{single} {fmt(ratio)}× (one repetition: no interval)"
     if all(identical(value, 1.0) for value in (ratio, low, high)):
         return f"{unclear}: identical to float rounding (ratio 1×)"
+    if identical(low, high):  # the same ratio in every repetition: a fixed relation, e.g. rloo = N/(N−1) × batch_mean
+        return (f"{above} exactly {fmt(ratio)}×" if ratio > 1 else f"{below} exactly {fmt(1 / ratio)}×") + (
+            " in every repetition (a fixed ratio, not an interval)")
     if low > 1:
-        return f"{above} {fmt(ratio)}× [{fmt(low)}, {fmt(high)}]"
+        return f"{above} {fmt_ci(ratio, low, high).replace(' [', '× [', 1)}"
     if high < 1:
-        return f"{below} {fmt(1 / ratio)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
-    return f"{unclear} ({fmt(ratio)}× [{fmt(low)}, {fmt(high)}])"
+        return f"{below} {fmt_ci(1 / ratio, 1 / high, 1 / low).replace(' [', '× [', 1)}"
+    return f"{unclear} ({fmt_ci(ratio, low, high).replace(' [', '× [', 1)})"
 
 
 def ratio_phrase(ratio: float, low: float, high: float) -> str:

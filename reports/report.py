@@ -24,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from envs.spec import ConfigError
@@ -44,6 +45,7 @@ from reports.findings import Section, all_findings, comparison_table, findings_t
 from reports.results import (
     BIAS_TEST_LEVEL,
     INFO_NUMBERS,
+    ZERO_WIDTH_RTOL,
     Sweep,
     aggregate_repetitions,
     at_headline,
@@ -57,6 +59,7 @@ from reports.results import (
 from reports.verdict import fixed_theta_verdicts, relative_variance_table
 from reports.rliable_stats import (
     COSINE,
+    MIN_RUNS,
     SCORES,
     STATISTICS,
     MSE_REDUCTION,
@@ -361,26 +364,29 @@ def _warnings_block(sweep: Sweep) -> str:
                                   "warning") + page.bullet_list(items)
 
 
-def _exact_ties(frame: pd.DataFrame, column: str) -> pd.Series:
-    """Rows of a ratio table whose two variants gave the same numbers in every repetition: ratio and interval
-    exactly 1 (e.g. reward-to-go and total return on a one-step bandit). Printed "identical", not as an interval."""
-    return frame[column].eq(1) & frame[f"{column}_lo"].eq(1) & frame[f"{column}_hi"].eq(1)
+def _fixed_ratios(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Rows of a paired-ratio table whose ratio was the same in every repetition (an interval of no width to float
+    rounding): two estimators in a fixed relation, identical (reward-to-go and total return on a one-step bandit)
+    or proportional (rloo = N/(N−1) × batch_mean). Printed as such (findings.ratio_words), never as an interval."""
+    return pd.Series(np.isclose(frame[f"{column}_lo"], frame[f"{column}_hi"], rtol=ZERO_WIDTH_RTOL, atol=0.0),
+                     index=frame.index)
 
 
 def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame) -> str:
     """The first line of the page: how many measurements are heavy-tailed, and how many of the intervals the page
     shows have zero width (`shown`: the tables whose intervals it prints; in the paired-ratio tables `ratios` and
-    `heat` the exact ties are counted apart: they are printed "identical")."""
+    `heat` the fixed ratios are counted apart: they are printed as such)."""
     rows = sweep.rows
     heavy = int(rows["heavy_tailed"].sum())
-    ties = _exact_ties(ratios, "ratio")
-    zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~ties],
-                                                         heat[~_exact_ties(heat, "relative_variance")]])
+    fixed = _fixed_ratios(ratios, "ratio")
+    zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~fixed],
+                                                         heat[~_fixed_ratios(heat, "relative_variance")]])
     return page.paragraph(
         f"Heavy-tailed measurements: {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too narrow, so "
         "they are hatched or grey in the figures and never recommended or counted as a win. Zero-width intervals "
         f"among those shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
-        + f"; exact ties (two variants giving the same estimates): {int(ties.sum())}, printed \"identical\".",
+        + f"; paired ratios the same in every repetition (two estimators in a fixed relation: identical, or e.g. "
+        f"rloo = N/(N−1) × batch_mean): {int(fixed.sum())}, printed \"identical\" or \"exactly r×\".",
         "note")
 
 
@@ -399,7 +405,18 @@ def _by_reason(listed: str) -> str:
     for item in filter(None, listed.split("; ")):
         variant, why = item[:-1].split(" (", 1)
         grouped.setdefault(why, []).append(variant)
-    return "; ".join(f"{why}: {', '.join(variants)}" for why, variants in grouped.items()) or "—"
+    return "; ".join(f"{why}: {_merged(variants)}" for why, variants in grouped.items()) or "—"
+
+
+def _merged(variants: list[str]) -> str:
+    """Variant labels with their last option's value merged under a shared prefix: "reinforce baseline=optimal,
+    batch_mean" for reinforce baseline=optimal and reinforce baseline=batch_mean; groups separated by " / "."""
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        prefix, _, value = variant.rpartition("=")
+        key, shown = (prefix, value) if prefix else (variant, "")
+        groups.setdefault(key, []).append(shown)
+    return " / ".join(key if values == [""] else f"{key}={', '.join(values)}" for key, values in groups.items())
 
 
 def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sweep, order: list[str],
@@ -490,9 +507,19 @@ def _reading_section(sweep: Sweep) -> str:
         "value is the mean over the R repetitions and its interval is the 95% CI of a single repetition, averaged "
         "over the repetitions: the uncertainty of one measurement (the mean of R is about √R times more precise). "
         "Variance ratios between variants are paired per repetition (every variant saw the same trajectories) and "
-        "carry t-intervals over the repetitions. The rliable intervals are stratified-bootstrap intervals over "
-        "repetitions. All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
+        "carry t-intervals over the repetitions. rliable's stratified-bootstrap intervals over repetitions are "
+        f"computed only with at least {MIN_RUNS} of them (Across problems). All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
+
+
+def _tally(phrases: pd.Series) -> str:
+    """How a pair's variance comparisons came out over its problems, e.g. "cuts variance on 7, no clear change on 2
+    of 9 problems" (by the words findings.trusted_ratio_phrase chose)."""
+    kinds = {"cuts variance on": "cuts variance", "raises variance on": "raises variance",
+             "identical on": "identical to float rounding"}
+    counts = {label: int(phrases.str.contains(word, regex=False).sum()) for label, word in kinds.items()}
+    counts["no established change on"] = len(phrases) - sum(counts.values())
+    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(phrases)} problems"
 
 
 def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
@@ -501,11 +528,15 @@ def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str
         "t-interval over repetitions; a heavy-tailed or invalid side is never read as a win, and a ratio of 1 to "
         "float rounding is \"identical\"), X's relative bias against its target with its CI and whether it is "
         "biased, and MSE(X) / MSE(Y), bias included. Every other finding is generated from the numbers of this "
-        "report, folded below by topic, and in findings.txt.", "note")
-    body += page.table(["X", "Y", "problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]",
-                        "X bias", "MSE(X) / MSE(Y)", "flagged"], [
-        [r.x, r.y, r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
-        for r in comparisons.itertuples()]) if len(comparisons) else page.paragraph("No pairs configured.", "note")
+        "report, folded below by topic, and in findings.txt. Click a line to fold or unfold it.", "note")
+    header = ["problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]", "X bias", "MSE(X) / MSE(Y)",
+              "flagged"]
+    for (x, y), pair in comparisons.groupby(["x", "y"], sort=False):
+        body += page.details(f"{x} vs {y}: {_tally(pair['variance'])}", page.table(header, [
+            [r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
+            for r in pair.itertuples()]), open_=True)
+    if comparisons.empty:
+        body += page.paragraph("No pairs configured ([report] pairs in the sweep config).", "note")
     return body + "".join(page.details(f"{heading} ({len(items)})", page.bullet_list(items))
                           for heading, items in sections)
 
@@ -598,6 +629,9 @@ def _sweeps_section(sweeps: list[tuple[Axis, pd.DataFrame]]) -> str:
 
 def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
     settings = sweep.settings
+    if rliable.intervals.empty:
+        return page.paragraph("No aggregate statistics across problems for this sweep:", "note") + page.bullet_list(
+            rliable.notes)
     compared = set(rliable.intervals["variant"])
     style = figures.variant_style([v for v in sweep.variants if v in compared])
     body = page.paragraph(
@@ -608,9 +642,6 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
         f"{settings.reference_variant}'s MSE at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
         "MSE, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
         f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {MSE_REDUCTION.gamma_meaning}.")
-    if rliable.intervals.empty:
-        body += page.paragraph("No aggregate statistics for this sweep:", "note")
-        return body + page.bullet_list(rliable.notes)
     for score in SCORES:
         intervals = rliable.intervals[rliable.intervals["score"] == score.column]
         if intervals.empty:

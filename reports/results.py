@@ -361,14 +361,19 @@ def variance_ratios(rows: pd.DataFrame, comparisons: Iterable[tuple[str, str]]) 
     return pd.DataFrame(records, columns=[*RATIO_COLUMNS, "x_heavy_tailed", "y_heavy_tailed", "invalid", "flags"])
 
 
+ZERO_WIDTH_RTOL = 1e-9  # ends closer than this (relative) are one number: float rounding, not an interval
+
+
 def zero_width_intervals(frame: pd.DataFrame) -> int:
-    """How many intervals of a table have zero width: finite `<x>_lo` == `<x>_hi` over every such column pair
-    (and `lo` == `hi`). Such an interval says only that the resamples did not differ, not that the value is known."""
+    """How many intervals of a table have zero width: finite `<x>_lo` and `<x>_hi` equal to ZERO_WIDTH_RTOL over
+    every such column pair (and `lo`, `hi`). Such an interval says only that the resamples did not differ, not that
+    the value is known."""
     pairs = [(c, f"{c[:-3]}_hi") for c in frame.columns if c.endswith("_lo") and f"{c[:-3]}_hi" in frame.columns]
     if {"lo", "hi"} <= set(frame.columns):
         pairs.append(("lo", "hi"))
     count = 0
     for low, high in pairs:
         lo, hi = pd.to_numeric(frame[low], errors="coerce"), pd.to_numeric(frame[high], errors="coerce")
-        count += int((np.isfinite(lo) & np.isfinite(hi) & (lo == hi)).sum())
+        same = np.isclose(lo, hi, rtol=ZERO_WIDTH_RTOL, atol=0.0)
+        count += int((np.isfinite(lo) & np.isfinite(hi) & same).sum())
     return count

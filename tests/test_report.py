@@ -297,7 +297,7 @@ def test_sweep_findings_give_the_trend_with_paired_variance_ratios():
     _, items = sweep_findings([(axis, frame)], cells)
     assert items == [
         "gae critic=fitted on garnet (N=8), lambda 0 → 1: relative bias falls from 0.5 [0.4, 0.6] to 0.01 [0, 0.05] "
-        "while variance rises 4× [4, 4]; cosine 0.9 → 0.7 (each lambda: 0: bias 0.5, variance ×1; 0.5: bias 0.2, "
+        "while variance rises exactly 4× in every repetition (a fixed ratio, not an interval); cosine 0.9 → 0.7 (each lambda: 0: bias 0.5, variance ×1; 0.5: bias 0.2, "
         "variance ×2; 1: bias 0.01, variance ×4); heavy-tailed, so CIs too narrow, at 1 2/3 repetitions."]
 
 
@@ -346,6 +346,11 @@ def test_zero_width_intervals_are_counted_and_never_printed_as_intervals():
     assert ratio_phrase(1.0000000000000002, 1.0000000000000002, 1.0000000000000004).endswith(
         "identical to float rounding (ratio 1×)")
     assert ratio_phrase(1.2, 1.1, 1.3).startswith("cuts variance 1.2×")
+    # A ratio the same in every repetition (rloo = N/(N−1) × batch_mean) is a fixed relation, not an interval; a
+    # narrow real interval gets the digits to print apart.
+    fixed = (64 / 63) ** 2
+    assert ratio_phrase(1 / fixed, 1 / fixed * (1 - 1e-15), 1 / fixed).startswith("raises variance exactly 1.03×")
+    assert ratio_phrase(0.9996, 0.9995, 0.9997) == "raises variance 1.0004× [1.0003, 1.0005]"
 
 
 def test_rliable_runs_only_over_ten_or_more_repetitions_and_scores_mse():
