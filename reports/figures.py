@@ -27,7 +27,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
 from reports.families import Axis  # noqa: E402
@@ -55,7 +55,11 @@ class VariantStyle:
 def variant_style(variants: Sequence[str]) -> VariantStyle:
     # ≤ 10 variants: the colourblind palette; more: tab20, with markers cycling at a period (9) prime to the
     # colours' (20), so no two of the first 180 variants share both colour and marker.
-    palette = sns.color_palette("colorblind" if len(variants) <= 10 else "tab20", len(variants))
+    if len(variants) <= 10:
+        palette = sns.color_palette("colorblind", len(variants))
+    else:  # tab20 pairs a dark and a light shade of each hue: the ten dark first, so neighbours differ in hue
+        pairs = sns.color_palette("tab20", 20)
+        palette = [(pairs[0::2] + pairs[1::2])[i % 20] for i in range(len(variants))]
     return VariantStyle(list(variants), dict(zip(variants, palette)),
                         {v: MARKERS[i % MARKER_PERIOD] for i, v in enumerate(variants)})
 
@@ -273,12 +277,27 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
     return fig
 
 
+def _spans_decades(values: pd.Series) -> bool:
+    """Positive values spanning more than 10×: a log axis."""
+    positive = values[values > 0]
+    return len(positive) > 1 and positive.max() > 10 * positive.min()
+
+
 def _stacked_bars(data: pd.DataFrame, style: VariantStyle, **_) -> None:
-    """Horizontal bars of one panel: bias² then variance, a tick at the measured MSE."""
+    """Horizontal bars of one panel: bias² then variance stacked, a tick at the measured MSE; when the MSEs span
+    more than 10×, a log axis with the MSE bar and the bias² bar (thinner, on top) each from a common floor
+    (stacked lengths mean nothing on a log axis)."""
     ax = plt.gca()
     rows = np.array([style.variants.index(v) for v in data["variant"]])
-    ax.barh(rows, data["bias_squared"], color=BIAS_COLOR, height=0.7)
-    ax.barh(rows, data["variance_trace"], left=data["bias_squared"], color=VARIANCE_COLOR, height=0.7)
+    if _spans_decades(data["mse"]):
+        floor = data.loc[data["mse"] > 0, "mse"].min() / 3
+        ax.set_xscale("log")
+        ax.barh(rows, data["mse"] - floor, left=floor, color=VARIANCE_COLOR, height=0.7)
+        bias = data["bias_squared"].where(data["bias_squared"] > floor)
+        ax.barh(rows, bias - floor, left=floor, color=BIAS_COLOR, height=0.35)
+    else:
+        ax.barh(rows, data["bias_squared"], color=BIAS_COLOR, height=0.7)
+        ax.barh(rows, data["variance_trace"], left=data["bias_squared"], color=VARIANCE_COLOR, height=0.7)
     ax.scatter(data["mse"], rows, marker="|", color="black", s=120, zorder=3)
     for row, total, bias_squared in zip(rows, data["mse"], data["bias_squared"]):
         share = bias_squared / total if total > 0 else np.nan
@@ -302,8 +321,14 @@ def bias_variance_bars(points: pd.DataFrame, headline: dict[str, int], style: Va
         ax.set_ylim(len(style.variants) - 0.5, -0.5)
         ax.grid(False, axis="y")
     grid.map_dataframe(_stacked_bars, style=style)
-    for ax in grid.axes.flat:
-        ax.set_xlim(0, 1.8 * ax.get_xlim()[1])  # room for the labels right of the bars
+    for ax in grid.axes.flat:  # room for the labels right of the bars
+        low, high = ax.get_xlim()
+        if ax.get_xscale() == "log":
+            ax.set_xlim(low, high * 30)
+        else:  # four ticks at most, in scientific notation beyond 10⁴: tick labels never run together
+            ax.set_xlim(0, 1.8 * high)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     grid.set_titles("{col_name}")
     grid.set_axis_labels("MSE  ‖ĝ − target‖²", "")
     grid.figure.legend(handles=[Patch(color=BIAS_COLOR, label="bias²"), Patch(color=VARIANCE_COLOR, label="variance"),

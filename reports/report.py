@@ -313,7 +313,10 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
         if analysis is not None:  # the answer first: which estimator trains best where, and how sure
             body.insert(0, ("verdict", "Verdict: which estimator trains best, where", _training_verdicts(analysis)
                             + page.paragraph("How these are scored and chosen: the Training section below.")))
-            body.insert(-1, ("training", "Training", training_section(analysis)))
+            # folded: the page reads top-down in ≤ 15 screens; the verdict above is its answer
+            body.insert(-1, ("training", "Training", page.details(
+                "The training analysis: runs, sample efficiency, per-problem scores, rliable across problems, paired "
+                "differences, learning rates, noise scale", training_section(analysis))))
     index = out_dir / "index.html"
     preface = _warnings_block(sweep) + _trust_counts(sweep, [at_headline(summary, headline), verdicts],
                                                      at_headline(ratios, headline), heat)
@@ -382,9 +385,9 @@ def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame,
     zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~fixed],
                                                          heat[~_fixed_ratios(heat, "relative_variance")]])
     return page.paragraph(
-        f"Heavy-tailed measurements: {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too narrow, so "
-        "they are hatched or grey in the figures and never recommended or counted as a win. Zero-width intervals "
-        f"among those shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
+        f"Fixed-θ measurements: heavy-tailed {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too "
+        "narrow, so they are hatched or grey in the figures and never recommended or counted as a win. Zero-width "
+        f"intervals among the fixed-θ numbers shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
         + f"; paired ratios the same in every repetition (two estimators in a fixed relation: identical, or e.g. "
         f"rloo = N/(N−1) × batch_mean): {int(fixed.sum())}, printed \"identical\" or \"exactly r×\".",
         "note")
@@ -580,7 +583,8 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family], palet
             f"{family.title} per problem at the largest N where the most of its variants were measured: bias² (mean of "
             "bias_norm² over repetitions) and variance stacked; their total is the MSE against each variant's "
             "target, which the tick marks as measured (they agree exactly unless the bias estimate was clamped at "
-            "0). Labels: MSE and bias²'s share.")))
+            "0). A panel whose MSEs span more than 10× has a log axis: there the MSE bar and a thinner bias² bar "
+            "each start from a common floor, not stacked. Labels: MSE and bias²'s share.")))
     return body + "".join(blocks)
 
 

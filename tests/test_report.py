@@ -451,8 +451,8 @@ def test_the_verdict_table_comes_before_the_first_figure_and_counts_are_on_top(b
     html = built.index.read_text(encoding="utf-8")
     verdict = html.index('<section id="fixed-verdict">')
     assert verdict < html.index("<table", verdict) < html.index("<img") < html.index('<section id="sweep">')
-    assert re.search(r"Heavy-tailed measurements: \d+ of \d+ \(", html[:verdict])
-    assert "Zero-width intervals among those shown: 0;" in html[:verdict]
+    assert re.search(r"Fixed-θ measurements: heavy-tailed \d+ of \d+ \(", html[:verdict])
+    assert "Zero-width intervals among the fixed-θ numbers shown: 0;" in html[:verdict]
     assert not re.search(r"\[([^\[\],]+), \1\]", html)  # no "[a, a]" anywhere
     assert "[1, 1]" not in html and "no spread" not in html
 
