@@ -371,8 +371,8 @@ def _fixed_ratios(frame: pd.DataFrame, column: str) -> pd.Series:
     """Rows of a paired-ratio table whose ratio was the same in every repetition (an interval of no width to float
     rounding): two estimators in a fixed relation, identical (reward-to-go and total return on a one-step bandit)
     or proportional (rloo = N/(N−1) × batch_mean). Printed as such (findings.ratio_words), never as an interval."""
-    return pd.Series(np.isclose(frame[f"{column}_lo"], frame[f"{column}_hi"], rtol=ZERO_WIDTH_RTOL, atol=0.0),
-                     index=frame.index)
+    low, high = (frame[f"{column}_{end}"].astype(float) for end in ("lo", "hi"))  # an empty table has object columns
+    return pd.Series(np.isclose(low, high, rtol=ZERO_WIDTH_RTOL, atol=0.0), index=frame.index)
 
 
 def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame) -> str:

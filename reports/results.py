@@ -373,7 +373,7 @@ def zero_width_intervals(frame: pd.DataFrame) -> int:
         pairs.append(("lo", "hi"))
     count = 0
     for low, high in pairs:
-        lo, hi = pd.to_numeric(frame[low], errors="coerce"), pd.to_numeric(frame[high], errors="coerce")
+        lo, hi = (pd.to_numeric(frame[c], errors="coerce").astype(float) for c in (low, high))
         same = np.isclose(lo, hi, rtol=ZERO_WIDTH_RTOL, atol=0.0)
         count += int((np.isfinite(lo) & np.isfinite(hi) & same).sum())
     return count
