@@ -10,12 +10,12 @@ import math
 from typing import Mapping, Sequence
 
 import pandas as pd
-from scipy import stats
 
 from bench.metrics import NONFINITE_LIMIT, trust_flags
 from reports.families import Axis, Family
-from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, target_order, variance_ratios
+from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, chance_of_rejections, target_order, variance_ratios
 from reports.rliable_stats import SCORES, RliableResults
+from reports.verdict import bias_marker, identical
 
 Section = tuple[str, list[str]]
 
@@ -25,11 +25,25 @@ def fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
+MAX_DIGITS = 8  # significant digits an interval may need before its ends print apart
+
+
 def fmt_ci(value: float, low: float, high: float) -> str:
-    """"value [low, high]", or just the value when the interval is undefined."""
+    """"value [low, high]", just the value when the interval is undefined, and "value (no spread)" when it has zero
+    width: every resample gave the same number, which is no evidence of precision. A narrow interval gets the
+    digits its value and ends need to print apart ("0.9996 [0.9995, 0.9997]", never "1 [1, 1]")."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return fmt(value)
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+    if identical(low, high):
+        return f"{fmt(value)} (no spread)"
+    def blurred(digits: int) -> bool:  # two different numbers that print the same
+        texts = {x: f"{x:.{digits}g}" for x in (low, value, high)}
+        return len(set(texts.values())) < len(texts)
+
+    digits = 3
+    while digits < MAX_DIGITS and blurred(digits):
+        digits += 1
+    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
 def fmt_metric(row, metric: str) -> str:
@@ -40,14 +54,21 @@ def fmt_metric(row, metric: str) -> str:
 def ratio_words(ratio: float, low: float, high: float, above: str, below: str, unclear: str, single: str) -> str:
     """A paired ratio and its 95% CI in words: `above` when the CI is above 1 ("cuts variance 3×
     [2.9, 3.1]"), `below` with the inverted ratio when it is below 1, `unclear` when it straddles 1,
-    `single` when there is no interval (one repetition)."""
+    `single` when there is no interval (one repetition); "identical" when ratio and interval are 1 to float
+    rounding, and "exactly r× in every repetition" when the interval has no width (a fixed relation between the
+    two estimators, which no interval describes)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{single} {fmt(ratio)}× (one repetition: no interval)"
+    if all(identical(value, 1.0) for value in (ratio, low, high)):
+        return f"{unclear}: identical to float rounding (ratio 1×)"
+    if identical(low, high):  # the same ratio in every repetition: a fixed relation, e.g. rloo = N/(N−1) × batch_mean
+        return (f"{above} exactly {fmt(ratio)}×" if ratio > 1 else f"{below} exactly {fmt(1 / ratio)}×") + (
+            " in every repetition (a fixed ratio, not an interval)")
     if low > 1:
-        return f"{above} {fmt(ratio)}× [{fmt(low)}, {fmt(high)}]"
+        return f"{above} {fmt_ci(ratio, low, high).replace(' [', '× [', 1)}"
     if high < 1:
-        return f"{below} {fmt(1 / ratio)}× [{fmt(1 / high)}, {fmt(1 / low)}]"
-    return f"{unclear} ({fmt(ratio)}× [{fmt(low)}, {fmt(high)}])"
+        return f"{below} {fmt_ci(1 / ratio, 1 / high, 1 / low).replace(' [', '× [', 1)}"
+    return f"{unclear} ({fmt_ci(ratio, low, high).replace(' [', '× [', 1)})"
 
 
 def ratio_phrase(ratio: float, low: float, high: float) -> str:
@@ -109,6 +130,29 @@ def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, 
             "95% t-interval over repetitions)", items)
 
 
+COMPARISON_COLUMNS = ["x", "y", "problem", "batch_size", "variance", "x_relative_bias", "x_bias", "mse_ratio",
+                      "flags"]
+
+
+def comparison_table(ratios: pd.DataFrame, points: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                     headline: dict[str, int]) -> pd.DataFrame:
+    """The configured pairs as a table (COMPARISON_COLUMNS), one row per (X, Y, problem) at the headline N: X's
+    variance against Y's in words with its paired CI (trusted_ratio_phrase: a heavy-tailed or invalid side is
+    never a win; float noise around 1 is "identical"), X's relative bias with its CI and bias marker, and
+    MSE(X) / MSE(Y), so a variance cut bought with a bias shows beside it."""
+    by_point = points.set_index(["problem", "batch_size", "variant"])
+    records = []
+    for x, y in pairs:
+        compared = at_headline(ratios[(ratios["x"] == x) & (ratios["y"] == y)], headline)
+        for row in compared.itertuples():
+            px, py = by_point.loc[(row.problem, row.batch_size, x)], by_point.loc[(row.problem, row.batch_size, y)]
+            records.append({"x": x, "y": y, "problem": row.problem, "batch_size": row.batch_size,
+                            "variance": trusted_ratio_phrase(row), "x_relative_bias": fmt_metric(px, "relative_bias"),
+                            "x_bias": bias_marker(px) or "unbiased",
+                            "mse_ratio": px.mse / py.mse if py.mse > 0 else math.nan, "flags": row.flags or ""})
+    return pd.DataFrame(records, columns=COMPARISON_COLUMNS)
+
+
 def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]],
                   headline: dict[str, int]) -> Section:
     """Each configured pair (X, Y): X's variance against Y's per problem, and rliable's P(X > Y)."""
@@ -161,11 +205,6 @@ def mse_findings(points: pd.DataFrame, headline: dict[str, int]) -> Section:
             items)
 
 
-def _chance_of_rejections(k: int, n: int) -> float:
-    """P(at least k of n independent tests reject at the 1% level) when every null hypothesis holds."""
-    return float(stats.binom.sf(k - 1, n, BIAS_TEST_LEVEL)) if k else 1.0
-
-
 def bias_findings(rows: pd.DataFrame) -> Section:
     """The bias test at the 1% level against each variant's own target, held against each
     declaration: per declared-biased variant, where it is detected; per (variant, problem) declared
@@ -180,7 +219,7 @@ def bias_findings(rows: pd.DataFrame) -> Section:
     counts = tested.groupby(["target", "declared_unbiased", "variant", "problem"], sort=True).agg(
         n=("rejected", "size"), k=("rejected", "sum"), reps=("reps", "max"),
     ).reset_index()
-    counts["p_chance"] = [_chance_of_rejections(k, n) for k, n in zip(counts["k"], counts["n"])]
+    counts["p_chance"] = [chance_of_rejections(k, n) for k, n in zip(counts["k"], counts["n"])]
     unbiased = counts[counts["declared_unbiased"]]
     # Bonferroni over the (variant, problem) groups, so the warnings together fire by chance < 1%.
     warn_level = BIAS_TEST_LEVEL / max(len(unbiased), 1)
@@ -206,7 +245,7 @@ def bias_findings(rows: pd.DataFrame) -> Section:
         if len(rest):
             n, k = int(rest["n"].sum()), int(rest["k"].sum())
             others = " (apart from the warnings above)" if suspicious.any() else ""
-            p_chance = _chance_of_rejections(k, n)
+            p_chance = chance_of_rejections(k, n)
             verdict = ("consistent with no bias" if p_chance >= BIAS_TEST_LEVEL else
                        f"more than chance gives (probability {p_chance:.2g}): a small bias somewhere")
             items.append(f"Against {target}, the declared-unbiased variants{others} ({rest['variant'].nunique()}): "

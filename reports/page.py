@@ -18,6 +18,8 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
 .warning { background: #fff3cd; border: 1px solid #e0b000; padding: 0.5em 1em; font-weight: bold; }
 .note { color: #555; font-size: 0.9em; }
+details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: 600; padding: 0.2em 0; }
+details > :not(summary) { margin-left: 1em; }
 """
 
 # Run by the browser on load: counts figures that failed to decode (a test loads the page in
@@ -59,13 +61,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
+def details(summary: str, body: str, open_: bool = False) -> str:
+    """`body` (HTML) folded behind a one-line `summary`: the page reads top-down with the details closed."""
+    return f"<details{' open' if open_ else ''}><summary>{escape(summary)}</summary>{body}</details>"
+
+
 def figure(data_uri: str, alt: str, caption: str) -> str:
     return (f'<figure><img src="{data_uri}" alt="{escape(alt)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
-def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
-    """The whole document from (anchor, heading, body HTML) sections, with a link to each."""
+def page(title: str, sections: Sequence[tuple[str, str, str]], preface: str = "") -> str:
+    """The whole document from (anchor, heading, body HTML) sections, with a link to each; `preface` (HTML) stands
+    between the links and the first section."""
     links = "".join(f'<a href="#{anchor}">{escape(heading)}</a>' for anchor, heading, _ in sections)
     blocks = "\n".join(f'<section id="{anchor}"><h2>{escape(heading)}</h2>{body}</section>'
                        for anchor, heading, body in sections)
@@ -73,5 +81,5 @@ def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         '<p id="broken-images-warning" class="warning" hidden></p>\n'
-        f"<h1>{escape(title)}</h1><nav>{links}</nav>\n{blocks}\n<script>{SCRIPT}</script>\n</body></html>\n"
+        f"<h1>{escape(title)}</h1><nav>{links}</nav>\n{preface}{blocks}\n<script>{SCRIPT}</script>\n</body></html>\n"
     )

@@ -14,6 +14,8 @@ a CSV, and two builds from the same results write byte-identical CSVs and findin
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import secrets
 import shutil
@@ -22,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from envs.spec import ConfigError
@@ -35,12 +38,14 @@ from reports.families import (
     memberships,
     sweep_axes,
     table_labels,
+    value_text,
     variants_by_table,
 )
-from reports.findings import Section, all_findings, findings_text, fmt, fmt_ci, fmt_metric
+from reports.findings import Section, all_findings, comparison_table, findings_text, fmt, fmt_ci, fmt_metric
 from reports.results import (
     BIAS_TEST_LEVEL,
     INFO_NUMBERS,
+    ZERO_WIDTH_RTOL,
     Sweep,
     aggregate_repetitions,
     at_headline,
@@ -49,12 +54,15 @@ from reports.results import (
     summary_table,
     target_order,
     variance_ratios,
+    zero_width_intervals,
 )
+from reports.verdict import fixed_theta_verdicts, relative_variance_table
 from reports.rliable_stats import (
     COSINE,
+    MIN_RUNS,
     SCORES,
     STATISTICS,
-    VARIANCE_REDUCTION,
+    MSE_REDUCTION,
     RliableResults,
     rliable_analysis,
 )
@@ -65,7 +73,7 @@ REPORT_LIBRARIES = ("rliable", "seaborn", "matplotlib", "pandas")
 
 
 FINGERPRINT_FILE = ".fingerprint"
-TABLE_FILES = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
+TABLE_FILES = ("verdict.csv", "relative_variance.csv", "comparisons.csv", "summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
                "probability_of_improvement.csv", "performance_profiles.csv")
 # Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
 # output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
@@ -264,11 +272,15 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     rliable = rliable_analysis(sweep.rows, sweep.variants, settings)
     sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
     summary = summary_table(points)
+    reference = settings.reference_variant
+    verdicts = fixed_theta_verdicts(points, headline, reference, sweep.rows)
+    comparisons = comparison_table(ratios, points, settings.pairs, headline)
+    heat = relative_variance_table(points, ratios, headline, reference)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "verdict.csv": verdicts, "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
@@ -285,11 +297,15 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
             frame.to_csv(out_dir / name, index=False)
 
     with figures.report_style():
+        order = [reference, *(v for family in family_list for v in family.variants)]
         body = [
+            ("fixed-verdict", "Verdict at fixed θ: which estimator has the lowest MSE, where",
+             _fixed_verdict_section(verdicts, heat, sweep, order, headline)),
             ("sweep", "Sweep", _sweep_section(sweep)),
             ("reading", "Reading the intervals", _reading_section(sweep)),
-            ("findings", "Findings", _findings_section(sections)),
-            ("measurements", "Measurements by estimator family", _measurements_section(points, family_list)),
+            ("findings", "Findings", _findings_section(sections, comparisons)),
+            ("measurements", "Measurements by estimator family",
+             _measurements_section(points, family_list, figures.variant_style(list(dict.fromkeys(order))))),
             ("sweeps", "Sweeps of one option", _sweeps_section(sweeps_at_headline)),
             ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
@@ -297,9 +313,14 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
         if analysis is not None:  # the answer first: which estimator trains best where, and how sure
             body.insert(0, ("verdict", "Verdict: which estimator trains best, where", _training_verdicts(analysis)
                             + page.paragraph("How these are scored and chosen: the Training section below.")))
-            body.insert(-1, ("training", "Training", training_section(analysis)))
+            # folded: the page reads top-down in ≤ 15 screens; the verdict above is its answer
+            body.insert(-1, ("training", "Training", page.details(
+                "The training analysis: runs, sample efficiency, per-problem scores, rliable across problems, paired "
+                "differences, learning rates, noise scale", training_section(analysis))))
     index = out_dir / "index.html"
-    index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body), encoding="utf-8")
+    preface = _warnings_block(sweep) + _trust_counts(sweep, [at_headline(summary, headline), verdicts],
+                                                     at_headline(ratios, headline), heat)
+    index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body, preface), encoding="utf-8")
     return index
 
 
@@ -346,6 +367,100 @@ def _warnings_block(sweep: Sweep) -> str:
                                   "warning") + page.bullet_list(items)
 
 
+def _fixed_ratios(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Rows of a paired-ratio table whose ratio was the same in every repetition (an interval of no width to float
+    rounding): two estimators in a fixed relation, identical (reward-to-go and total return on a one-step bandit)
+    or proportional (rloo = N/(N−1) × batch_mean). Printed as such (findings.ratio_words), never as an interval."""
+    low, high = (frame[f"{column}_{end}"].astype(float) for end in ("lo", "hi"))  # an empty table has object columns
+    return pd.Series(np.isclose(low, high, rtol=ZERO_WIDTH_RTOL, atol=0.0), index=frame.index)
+
+
+def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame) -> str:
+    """The first line of the page: how many measurements are heavy-tailed, and how many of the intervals the page
+    shows have zero width (`shown`: the tables whose intervals it prints; in the paired-ratio tables `ratios` and
+    `heat` the fixed ratios are counted apart: they are printed as such)."""
+    rows = sweep.rows
+    heavy = int(rows["heavy_tailed"].sum())
+    fixed = _fixed_ratios(ratios, "ratio")
+    zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~fixed],
+                                                         heat[~_fixed_ratios(heat, "relative_variance")]])
+    return page.paragraph(
+        f"Fixed-θ measurements: heavy-tailed {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too "
+        "narrow, so they are hatched or grey in the figures and never recommended or counted as a win. Zero-width "
+        f"intervals among the fixed-θ numbers shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
+        + f"; paired ratios the same in every repetition (two estimators in a fixed relation: identical, or e.g. "
+        f"rloo = N/(N−1) × batch_mean): {int(fixed.sum())}, printed \"identical\" or \"exactly r×\".",
+        "note")
+
+
+def _reference_text(resolution: float) -> str:
+    """How the problem's ∇J is known: exact, or sampled with the smallest relative bias it resolves."""
+    if resolution == 0:
+        return "exact"
+    if math.isnan(resolution):
+        return "unknown"
+    return f"sampled: resolves relative bias ≥ {fmt(resolution)}"
+
+
+def _by_reason(listed: str) -> str:
+    """verdict.csv's "a (why); b (why)" grouped by reason: "why: a, b", "—" when empty."""
+    grouped: dict[str, list[str]] = {}
+    for item in filter(None, listed.split("; ")):
+        variant, why = item[:-1].split(" (", 1)
+        grouped.setdefault(why, []).append(variant)
+    return "; ".join(f"{why}: {_merged(variants)}" for why, variants in grouped.items()) or "—"
+
+
+def _merged(variants: list[str]) -> str:
+    """Variant labels with their last option's value merged under a shared prefix: "reinforce baseline=optimal,
+    batch_mean" for reinforce baseline=optimal and reinforce baseline=batch_mean; groups separated by " / "."""
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        prefix, _, value = variant.rpartition("=")
+        key, shown = (prefix, value) if prefix else (variant, "")
+        groups.setdefault(key, []).append(shown)
+    return " / ".join(key if values == [""] else f"{key}={', '.join(values)}" for key, values in groups.items())
+
+
+def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sweep, order: list[str],
+                           headline: dict[str, int]) -> str:
+    """The fixed-θ answer: the verdict table, the heat map of variance relative to the reference, how to read
+    them, and links to the sections behind them."""
+    reference = sweep.settings.reference_variant
+    rows = [[r.problem, r.batch_size, r.recommended or "none eligible", fmt_ci(r.mse, r.mse_lo, r.mse_hi),
+             f"{fmt(r.mse_vs_reference)} ({fmt(r.cost_vs_reference)})", r.identical or "—", r.tied or "none", _by_reason(r.not_eligible_lower),
+             f"{r.heavy_tailed_measurements} of {r.measurements}", _reference_text(r.relative_bias_resolution)]
+            for r in verdicts.itertuples()]
+    body = page.table(["problem", "N", "recommended (lowest MSE vs ∇J)", "MSE [95% CI]",
+                       f"MSE / {reference}'s (at equal compute time)",
+                       "identical", "tied (CIs overlap)", "lower MSE, not eligible (why)", "heavy-tailed here",
+                       "∇J"], rows)
+    problems = [p for p in sweep.problems if p in set(heat["problem"])]
+    if len(heat):
+        body += page.figure(
+            figures.png_data_uri(figures.relative_variance_heatmap(heat, list(dict.fromkeys(order)), problems,
+                                                                   headline, reference)),
+            "variance relative to vanilla REINFORCE, estimators × problems",
+            f"Variance tr Cov(ĝ) of each estimator of ∇J over {reference}'s at each problem's N, paired per repetition "
+            "(geometric mean; every variant saw the same trajectories): blue is less variance, red more, log colour "
+            "scale. b: declared biased; !: declared unbiased but its bias test rejects; hatched: heavy-tailed in a "
+            "repetition (the ratio's CI is too narrow). Values with CIs: relative_variance.csv.")
+    body += page.paragraph(
+        "How to read this. Each row is one problem at its headline N (the largest N where the most variants were "
+        "measured). The recommendation is the estimator with the lowest mean squared error ‖ĝ − ∇J‖² (bias² + "
+        "variance) among the eligible ones: trustworthy in every repetition, declared unbiased, and not rejected by "
+        "the bias test (p < 0.01) more often than chance gives (at 1%: with 3 repetitions, in 2 or more). \"tied\": eligible variants whose MSE interval overlaps the recommended "
+        "one's (the data do not separate them); \"identical\": the same MSE to float rounding. A lower MSE of a "
+        "biased, heavy-tailed or rejected variant is named, never recommended. Intervals are single-repetition 95% "
+        "CIs over the M batches (Reading the intervals). ∇J: exact, or sampled (a reference mean of many "
+        "trajectories), whose own error hides any relative bias below the stated resolution. In brackets beside the MSE "
+        "ratio: MSE × seconds per estimate over the reference's, the ratio at equal compute time.")
+    links = [("sweep", "what was measured"), ("reading", "the intervals"), ("findings", "findings tables"),
+             ("measurements", "every family against N"), ("sweeps", "one-option sweeps"),
+             ("summary", "full MSE rankings")]
+    return body + "<p>" + " · ".join(f'<a href="#{a}">{text}</a>' for a, text in links) + "</p>"
+
+
 def _sweep_section(sweep: Sweep) -> str:
     rows, settings = sweep.rows, sweep.settings
     failed = f", {len(sweep.failed)} failed" if sweep.failed else ""
@@ -368,7 +483,23 @@ def _sweep_section(sweep: Sweep) -> str:
         every += page.heading("Cells failed") + page.bullet_list(list(sweep.failed))
     if len(sweep.stale) > 3:
         every += page.heading("Stale cell files left out") + page.paragraph(", ".join(sweep.stale), "note")
-    return _warnings_block(sweep) + page.table([], facts) + every
+    return (page.details(f"Provenance and settings: {len(rows)} cells, {len(sweep.problems)} problems, "
+                         f"{len(sweep.variants)} variants", page.table([], facts) + every)
+            + page.details("Variant labels and every option behind them (the defaults a label leaves out)",
+                           _options_legend(sweep)))
+
+
+def _options_legend(sweep: Sweep) -> str:
+    """Each variant's label beside every option it ran with, as the rows record them (`estimator_options`, resolved
+    by the sweep): a label names only the options that differ from the estimator's defaults, so the rest are the
+    defaults."""
+    described = sweep.rows.drop_duplicates("variant").set_index("variant")
+    rows = []
+    for variant in sweep.variants:
+        options = json.loads(described.loc[variant, "estimator_options"])
+        rows.append([variant, described.loc[variant, "estimator"], described.loc[variant, "target"],
+                     ", ".join(f"{key}={value_text(value)}" for key, value in sorted(options.items())) or "none"])
+    return page.table(["variant", "estimator", "target", "every option (those not in the label are defaults)"], rows)
 
 
 def _reading_section(sweep: Sweep) -> str:
@@ -379,14 +510,38 @@ def _reading_section(sweep: Sweep) -> str:
         "value is the mean over the R repetitions and its interval is the 95% CI of a single repetition, averaged "
         "over the repetitions: the uncertainty of one measurement (the mean of R is about √R times more precise). "
         "Variance ratios between variants are paired per repetition (every variant saw the same trajectories) and "
-        "carry t-intervals over the repetitions. The rliable intervals are stratified-bootstrap intervals over "
-        "repetitions. All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
+        "carry t-intervals over the repetitions. rliable's stratified-bootstrap intervals over repetitions are "
+        f"computed only with at least {MIN_RUNS} of them (Across problems). All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
 
 
-def _findings_section(sections: list[Section]) -> str:
-    body = page.paragraph("Generated from the numbers of this report; also in findings.txt.", "note")
-    return body + "".join(page.heading(heading) + page.bullet_list(items) for heading, items in sections)
+def _tally(phrases: pd.Series) -> str:
+    """How a pair's variance comparisons came out over its problems, e.g. "cuts variance on 7, no clear change on 2
+    of 9 problems" (by the words findings.trusted_ratio_phrase chose)."""
+    kinds = {"cuts variance on": "cuts variance", "raises variance on": "raises variance",
+             "identical on": "identical to float rounding"}
+    counts = {label: int(phrases.str.contains(word, regex=False).sum()) for label, word in kinds.items()}
+    counts["no established change on"] = len(phrases) - sum(counts.values())
+    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(phrases)} problems"
+
+
+def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
+    body = page.paragraph(
+        "The configured comparisons at each problem's headline N: X's variance against Y's (paired ratio, 95% "
+        "t-interval over repetitions; a heavy-tailed or invalid side is never read as a win, and a ratio of 1 to "
+        "float rounding is \"identical\"), X's relative bias against its target with its CI and whether it is "
+        "biased, and MSE(X) / MSE(Y), bias included. Every other finding is generated from the numbers of this "
+        "report, folded below by topic, and in findings.txt. Click a line to fold or unfold it.", "note")
+    header = ["problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]", "X bias", "MSE(X) / MSE(Y)",
+              "flagged"]
+    for (x, y), pair in comparisons.groupby(["x", "y"], sort=False):
+        body += page.details(f"{x} vs {y}: {_tally(pair['variance'])}", page.table(header, [
+            [r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
+            for r in pair.itertuples()]), open_=True)
+    if comparisons.empty:
+        body += page.paragraph("No pairs configured ([report] pairs in the sweep config).", "note")
+    return body + "".join(page.details(f"{heading} ({len(items)})", page.bullet_list(items))
+                          for heading, items in sections)
 
 
 SINGLE_CI = ("Points: mean over repetitions; error bars: the 95% CI of a single repetition, averaged over "
@@ -396,10 +551,13 @@ FAMILY_RULE = (
     "Variants are grouped into families, one figure each: the [[estimators]] tables of one estimator that sweep "
     "the same options form a family, and a table sweeping nothing joins its estimator's first family (or forms its "
     "own); a variant belongs to the first table that produces it. Each variant's bias and cosine are measured "
-    "against its own target (∇J unless the table says otherwise), and colours are only comparable within a family.")
+    "against its own target (∇J unless the table says otherwise). A variant has the same colour and marker in every "
+    "family's figures.")
 
 
-def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> str:
+def _measurements_section(points: pd.DataFrame, family_list: list[Family], palette: figures.VariantStyle) -> str:
+    """A figure per family against N and its bias²/variance bars, each variant in `palette`'s colour and marker
+    (the same in every family)."""
     body = page.paragraph(FAMILY_RULE) + page.table(["family", "target", "variants", "problems", "N"], [
         [family.title, ", ".join(sorted(set(of["target"]), key=target_order)), "; ".join(family.variants),
          "; ".join(sorted(set(of["problem"]))), ", ".join(map(str, sorted(set(of["batch_size"]))))]
@@ -407,9 +565,9 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> st
     blocks = []  # each figure is encoded (and closed) before the next is drawn
     for family in family_list:
         of_family = points[points["family"] == family.title]
-        style = figures.variant_style(family.variants)
+        style = figures.style_subset(palette, family.variants)
         targets = sorted(set(of_family["target"]), key=target_order)
-        blocks.append(page.heading(family.title) + page.figure(
+        figure_html = page.figure(
             figures.png_data_uri(figures.family_figure(of_family, style)), f"{family.title}: against N",
             f"{family.title}, against the batch size N (log axis), a row per problem. Left: total variance "
             f"tr Cov(ĝ), log-log (lower is better), CI jackknife on the log scale; dashed: ∝ 1/N through the first "
@@ -417,15 +575,16 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family]) -> st
             f"Middle: relative bias ‖E ĝ − target‖/‖target‖ against the variant's own target ({', '.join(targets)}), "
             "noise-corrected and clamped at 0 (0 = no detectable bias), CI a normal interval for the squared bias, "
             "square-rooted; hollow markers: declared biased there. Right: mean cosine between an estimate and the "
-            f"target (1 = aligned), t interval. {SINGLE_CI}"))
+            f"target (1 = aligned), t interval. {SINGLE_CI}")
         headline = headline_batch_sizes(of_family)
-        blocks.append(page.figure(
+        blocks.append(page.details(family.title, figure_html + page.figure(
             figures.png_data_uri(figures.bias_variance_bars(of_family, headline, style)),
             f"{family.title}: bias² and variance",
             f"{family.title} per problem at the largest N where the most of its variants were measured: bias² (mean of "
             "bias_norm² over repetitions) and variance stacked; their total is the MSE against each variant's "
             "target, which the tick marks as measured (they agree exactly unless the bias estimate was clamped at "
-            "0). Labels: MSE and bias²'s share."))
+            "0). A panel whose MSEs span more than 10× has a log axis: there the MSE bar and a thinner bias² bar "
+            "each start from a common floor, not stacked. Labels: MSE and bias²'s share.")))
     return body + "".join(blocks)
 
 
@@ -463,30 +622,30 @@ def _sweeps_section(sweeps: list[tuple[Axis, pd.DataFrame]]) -> str:
     blocks = []
     for axis, frame in sweeps:
         style = figures.variant_style(list(dict.fromkeys(frame.sort_values("table")["series"])))
-        blocks.append(page.heading(axis.title) + page.figure(
+        blocks.append(page.details(axis.title, page.figure(
             figures.png_data_uri(figures.sweep_figure(frame, axis, style)), f"sweep of {axis.option}",
             AXIS_CAPTIONS.get(axis.option, f"Each metric against {axis.option}.") + " Rows: variance tr Cov(ĝ) "
             "(log), relative bias against the variant's target with CIs (hollow markers: declared biased there), mean "
             "cosine to the target; for behaviour sweeps the fraction of non-finite estimates and the achieved KL. "
-            f"{SINGLE_CI}"))
+            f"{SINGLE_CI}")))
     return body + "".join(blocks)
 
 
 def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
     settings = sweep.settings
+    if rliable.intervals.empty:
+        return page.paragraph("No aggregate statistics across problems for this sweep:", "note") + page.bullet_list(
+            rliable.notes)
     compared = set(rliable.intervals["variant"])
     style = figures.variant_style([v for v in sweep.variants if v in compared])
     body = page.paragraph(
         f"rliable (Agarwal et al. 2021) across problems: tasks are the problems, runs the repetitions, at the "
         f"largest batch sizes N = {', '.join(map(str, rliable.batch_sizes))}. Intervals: 95% stratified bootstrap "
         f"over runs ({settings.bootstrap_reps} resamples, numpy seeded with {settings.seed}). Scores, higher is "
-        f"better: (a) {COSINE.title}, cosine_mean; (b) {VARIANCE_REDUCTION.title}: −log(variance / "
-        f"{settings.reference_variant}'s variance at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
-        "variance, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
-        f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {VARIANCE_REDUCTION.gamma_meaning}.")
-    if rliable.intervals.empty:
-        body += page.paragraph("No aggregate statistics could be computed for this sweep:", "warning")
-        return body + page.bullet_list(rliable.notes)
+        f"better: (a) {COSINE.title}, cosine_mean; (b) {MSE_REDUCTION.title}: −log(MSE / "
+        f"{settings.reference_variant}'s MSE at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
+        "MSE, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
+        f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {MSE_REDUCTION.gamma_meaning}.")
     for score in SCORES:
         intervals = rliable.intervals[rliable.intervals["score"] == score.column]
         if intervals.empty:
@@ -507,7 +666,7 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
                 f"{score.title} at N={batch_size}: IQM, median and mean (higher is better) and optimality gap (lower "
                 f"is better) across {tasks} problems × {runs_text} repetitions; bars are 95% bootstrap CIs, ticks the "
                 "point estimates.")
-        if score is VARIANCE_REDUCTION:
+        if score is MSE_REDUCTION:
             for batch_size, profile in rliable.profiles.groupby("batch_size"):
                 body += page.figure(
                     figures.png_data_uri(figures.performance_profile(profile, style, f"{score.title}, τ")),
@@ -535,12 +694,12 @@ def _summary_section(summary: pd.DataFrame, headline: dict[str, int], files: lis
     header = ["target", "rank", "variant", "MSE", "variance", "relative bias", "cosine", "bias test rejects",
               "declared", "heavy-tailed", "non-finite", "s / estimate"]
     for problem, at_n in at_headline(summary, headline).groupby("problem", sort=True):
-        body += page.heading(f"{problem} (N={headline[problem]})") + page.table(header, [
+        body += page.details(f"{problem} (N={headline[problem]})", page.table(header, [
             [r.target, "" if pd.isna(r.mse_rank) else int(r.mse_rank), r.variant,
              *(fmt_metric(r, metric) for metric in ("mse", "variance_trace", "relative_bias", "cosine_mean")),
              f"{r.bias_rejections}/{r.repetitions}", "unbiased" if r.declared_unbiased else "biased",
              f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.estimates}", fmt(r.seconds_per_estimate)]
-            for r in at_n.itertuples()])
+            for r in at_n.itertuples()]))
     return body
 
 

@@ -253,6 +253,17 @@ def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
                          untrustworthy_reasons=reasons)
 
 
+def chance_of_rejections(k: int, n: int) -> float:
+    """P(at least k of n independent bias tests reject at BIAS_TEST_LEVEL) when every null hypothesis holds."""
+    return float(stats.binom.sf(k - 1, n, BIAS_TEST_LEVEL)) if k else 1.0
+
+
+def rejects_beyond_chance(k: int, n: int) -> bool:
+    """Whether k rejections in n repetitions of an unbiased estimator are more than chance gives at the 1% level
+    (R = 3: two or more rejections, false-positive rate 3e-4 per point; one in three happens 3% of the time)."""
+    return chance_of_rejections(k, n) < BIAS_TEST_LEVEL
+
+
 def headline_batch_sizes(points: pd.DataFrame) -> dict[str, int]:
     """Per problem, the largest N at which the most variants were measured: where the report's
     per-problem tables, bars and findings compare all variants side by side."""
@@ -348,3 +359,21 @@ def variance_ratios(rows: pd.DataFrame, comparisons: Iterable[tuple[str, str]]) 
                 "invalid": sides[0][1] or sides[1][1], "flags": "; ".join(side[2] for side in sides if side[2]),
             })
     return pd.DataFrame(records, columns=[*RATIO_COLUMNS, "x_heavy_tailed", "y_heavy_tailed", "invalid", "flags"])
+
+
+ZERO_WIDTH_RTOL = 1e-9  # ends closer than this (relative) are one number: float rounding, not an interval
+
+
+def zero_width_intervals(frame: pd.DataFrame) -> int:
+    """How many intervals of a table have zero width: finite `<x>_lo` and `<x>_hi` equal to ZERO_WIDTH_RTOL over
+    every such column pair (and `lo`, `hi`). Such an interval says only that the resamples did not differ, not that
+    the value is known."""
+    pairs = [(c, f"{c[:-3]}_hi") for c in frame.columns if c.endswith("_lo") and f"{c[:-3]}_hi" in frame.columns]
+    if {"lo", "hi"} <= set(frame.columns):
+        pairs.append(("lo", "hi"))
+    count = 0
+    for low, high in pairs:
+        lo, hi = (pd.to_numeric(frame[c], errors="coerce").astype(float) for c in (low, high))
+        same = np.isclose(lo, hi, rtol=ZERO_WIDTH_RTOL, atol=0.0)
+        count += int((np.isfinite(lo) & np.isfinite(hi) & same).sum())
+    return count

@@ -1,6 +1,12 @@
 """Aggregate statistics across problems with rliable (Agarwal et al. 2021): tasks are problems,
 runs are repetitions, and each score is higher-is-better.
 
+Only over genuinely independent runs: rliable's stratified bootstrap resamples runs, so with a handful
+of repetitions, each the average of M batches, its intervals collapse to the spread of three nearly
+equal numbers (often zero width) and say nothing. The fixed-θ analysis therefore runs only when the
+sweep has at least MIN_RUNS independently seeded repetitions; below that the report's intervals come
+from the M batches of each measurement, and rliable is left to training runs (reports/training.py).
+
 rliable's stratified bootstrap draws from numpy's GLOBAL random state (it ignores `random_state`
 in places), so every bootstrap call here runs inside `seeded_global_rng`: seeded from the
 report seed, then the caller's global state is restored. Each variant (and each pair) is
@@ -22,6 +28,7 @@ from rliable import metrics
 from bench.metrics import trust_flags
 from reports.results import ReportSettings
 
+MIN_RUNS = 10  # independent repetitions below which the fixed-θ rliable analysis is not run
 STATISTICS = ("IQM", "Median", "Mean", "Optimality gap")  # the order of `_aggregates`' output
 LARGEST_BATCH_SIZES = 3  # rliable statistics at the sweep's largest few N; each costs seconds of bootstrap
 PROFILE_POINTS = 41  # thresholds τ of a performance profile
@@ -42,7 +49,11 @@ COSINE = Score("cosine_mean", "cosine to the true gradient", 1.0,
 VARIANCE_REDUCTION = Score("variance_reduction", "variance reduction vs the reference (nats)", 0.0,
                            "γ = 0, the reference's variance: the gap is how much worse than the reference "
                            "a variant is on average (0 if never worse)")
-SCORES = (COSINE, VARIANCE_REDUCTION)
+MSE_REDUCTION = Score("mse_reduction", "MSE reduction vs the reference (nats)", 0.0,
+                      "γ = 0, the reference's MSE: the gap is how much worse than the reference a variant is on "
+                      "average (0 if never worse)")
+# Probability of improvement and profiles on MSE (bias² + variance): on variance alone a biased variant wins.
+SCORES = (COSINE, MSE_REDUCTION)
 
 
 @contextmanager
@@ -57,9 +68,9 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
 
 
 def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
-    """Rows → scores: [problem, variant, batch_size, repetition, cosine_mean, variance_reduction],
+    """Rows → scores: [problem, variant, batch_size, repetition, cosine_mean, variance_reduction, mse_reduction],
     variance_reduction = −log(variance_trace / the reference variant's variance_trace at the same
-    problem, N and repetition) (paired by common random numbers). Non-finite scores become NaN, and so
+    problem, N and repetition) (paired by common random numbers), mse_reduction the same of mse. Non-finite scores become NaN, and so
     do the scores of measurements over the non-finite limit or degenerate (bench/metrics.py: their numbers
     are not the estimator's), and the variance reduction of every variant where the reference's is: rliable
     then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep their scores: rliable
@@ -67,15 +78,16 @@ def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
     key = ["problem", "batch_size", "repetition"]
     flagged = trust_flags(rows)
     invalid = flagged["excess_nonfinite"] | flagged["degenerate"]
-    rows = rows.assign(variance_trace=rows["variance_trace"].mask(invalid),
+    rows = rows.assign(variance_trace=rows["variance_trace"].mask(invalid), mse=rows["mse"].mask(invalid),
                        cosine_mean=rows["cosine_mean"].mask(invalid))
-    reference = rows.loc[rows["variant"] == reference_variant, key + ["variance_trace"]]
-    paired = rows[key + ["variant", "variance_trace", "cosine_mean"]].merge(
+    reference = rows.loc[rows["variant"] == reference_variant, key + ["variance_trace", "mse"]]
+    paired = rows[key + ["variant", "variance_trace", "mse", "cosine_mean"]].merge(
         reference, on=key, how="left", suffixes=("", "_reference"))
     with np.errstate(divide="ignore", invalid="ignore"):
         reduction = -np.log(paired["variance_trace"] / paired["variance_trace_reference"])
-    scores = paired.assign(variance_reduction=reduction)[
-        ["problem", "variant", "batch_size", "repetition", "cosine_mean", "variance_reduction"]]
+        mse_reduction = -np.log(paired["mse"] / paired["mse_reference"])
+    scores = paired.assign(variance_reduction=reduction, mse_reduction=mse_reduction)[
+        ["problem", "variant", "batch_size", "repetition", "cosine_mean", "variance_reduction", "mse_reduction"]]
     return scores.replace([np.inf, -np.inf], np.nan)
 
 
@@ -240,10 +252,20 @@ def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs
 
 def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: ReportSettings) -> RliableResults:
     """Aggregate intervals and probabilities of improvement of every score, and performance
-    profiles of variance reduction, at the sweep's LARGEST_BATCH_SIZES largest N. The tasks are
-    the problems the reference variant was measured on (variance reduction is relative to it; a
-    problem only some estimators apply to would otherwise leave out every variant)."""
+    profiles of MSE reduction, at the sweep's LARGEST_BATCH_SIZES largest N, when the sweep has at least
+    MIN_RUNS repetitions (else empty tables and a note saying why). The tasks are the problems the reference
+    variant was measured on (the reductions are relative to it; a problem only some estimators apply to would
+    otherwise leave out every variant)."""
     reference = settings.reference_variant
+    runs = int(rows["repetition"].nunique())
+    if runs < MIN_RUNS:
+        return RliableResults([], concat([], INTERVAL_COLUMNS), concat([], IMPROVEMENT_COLUMNS),
+                              concat([], PROFILE_COLUMNS),
+                              [f"not run: the sweep has {runs} independent repetition(s) per measurement and rliable "
+                               f"needs at least {MIN_RUNS} (its bootstrap resamples repetitions; over {runs} nearly "
+                               "equal averages of M batches its intervals would have almost no width and mean "
+                               "nothing). Every interval in this report is from the M batches of a measurement "
+                               "instead; set repetitions ≥ 10 in the config for rliable aggregates."])
     with_reference = set(rows.loc[rows["variant"] == reference, "problem"])
     scores = score_frame(rows[rows["problem"].isin(with_reference)], reference)
     batch_sizes = sorted(int(n) for n in rows["batch_size"].unique())[-LARGEST_BATCH_SIZES:]
@@ -259,7 +281,7 @@ def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: Repo
             if not matrices.score_dict:
                 continue
             interval, improvement, profile = rliable_tables(matrices, score, batch_size, settings.pairs, reps, seed,
-                                                            with_profiles=score is VARIANCE_REDUCTION)
+                                                            with_profiles=score is MSE_REDUCTION)
             intervals.append(interval)
             improvements.append(improvement)
             profiles.append(profile)

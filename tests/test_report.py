@@ -37,22 +37,25 @@ from reports.families import (
     variants_by_table,
 )
 from reports.figures import _spaced_labels
-from reports.findings import bias_findings, nonfinite_findings, reliability_findings, sweep_findings
+from reports.findings import bias_findings, fmt_ci, nonfinite_findings, ratio_phrase, reliability_findings, sweep_findings
 from reports.report import build_report
-from reports.results import load_sweep, variance_ratios
+from reports.results import load_sweep, variance_ratios, zero_width_intervals
+from reports.verdict import fixed_theta_verdicts
 from reports.rliable_stats import (
+    MIN_RUNS,
     aggregate_intervals,
     improvement_probabilities,
     performance_profiles,
     probability_of_improvement,
+    rliable_analysis,
     seeded_global_rng,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("summary.csv", "aggregated.csv", "variance_ratios.csv", "rliable_intervals.csv",
            "probability_of_improvement.csv", "performance_profiles.csv", "findings.txt")
-SECTIONS = ("sweep", "reading", "findings", "measurements", "sweeps", "rliable", "summary")
-OUTPUTS = (*OUTPUTS, "sweeps.csv")
+SECTIONS = ("fixed-verdict", "sweep", "reading", "findings", "measurements", "sweeps", "rliable", "summary")
+OUTPUTS = (*OUTPUTS, "sweeps.csv", "verdict.csv", "relative_variance.csv", "comparisons.csv")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=10000")
@@ -294,8 +297,83 @@ def test_sweep_findings_give_the_trend_with_paired_variance_ratios():
     _, items = sweep_findings([(axis, frame)], cells)
     assert items == [
         "gae critic=fitted on garnet (N=8), lambda 0 → 1: relative bias falls from 0.5 [0.4, 0.6] to 0.01 [0, 0.05] "
-        "while variance rises 4× [4, 4]; cosine 0.9 → 0.7 (each lambda: 0: bias 0.5, variance ×1; 0.5: bias 0.2, "
+        "while variance rises exactly 4× in every repetition (a fixed ratio, not an interval); cosine 0.9 → 0.7 (each lambda: 0: bias 0.5, variance ×1; 0.5: bias 0.2, "
         "variance ×2; 1: bias 0.01, variance ×4); heavy-tailed, so CIs too narrow, at 1 2/3 repetitions."]
+
+
+# ------------------------------------------------------------------------------ the fixed-θ verdict
+
+def _point(variant, mse, half_width, declared_unbiased=True, rejections=0, heavy=0, problem="p", target="∇J"):
+    return {"problem": problem, "variant": variant, "batch_size": 16, "target": target, "mse": mse,
+            "seconds_per_estimate": 2.0 if variant == "best" else 1.0,
+            "mse_lo": mse - half_width, "mse_hi": mse + half_width, "declared_unbiased": declared_unbiased,
+            "bias_rejections": rejections, "repetitions": 3, "heavy_tailed": heavy, "trustworthy": heavy == 0,
+            "untrustworthy_reasons": f"heavy-tailed {heavy}/3" if heavy else ""}
+
+
+def test_the_verdict_never_recommends_a_biased_rejected_or_heavy_tailed_variant_and_names_ties():
+    points = pd.DataFrame([
+        _point("vanilla", 10.0, 1.0),
+        _point("biased", 0.5, 0.1, declared_unbiased=False),  # lowest MSE, but biased
+        _point("rejected", 0.6, 0.1, rejections=2),  # declared unbiased, the test rejects in 2 of 3: beyond chance
+        _point("once", 2.2, 0.3, rejections=1),  # 1 of 3 rejections happens 3% of the time: still eligible, tied
+        _point("heavy", 0.7, 0.1, heavy=1),  # its CI is too narrow
+        _point("best", 2.0, 0.5),
+        _point("same", 2.0 * (1 + 1e-13), 0.5),  # the same number up to rounding
+        _point("close", 2.8, 0.4),  # CI [2.4, 3.2] overlaps [1.5, 2.5]
+        _point("apart", 4.0, 0.3),  # CI [3.7, 4.3] does not
+        _point("other target", 0.1, 0.01, target="∇(J + αH)"),  # another target: not compared at all
+    ])
+    rows = pd.DataFrame({"problem": ["p"] * 10, "batch_size": [16] * 10, "heavy_tailed": [True] + [False] * 9})
+    verdict = fixed_theta_verdicts(points, {"p": 16}, "vanilla", rows).iloc[0]
+    assert verdict.recommended == "best" and verdict.mse == 2.0
+    assert verdict.identical == "same" and verdict.tied == "once; close"
+    assert verdict.not_eligible_lower == ("biased (biased); rejected (unbiasedness test rejects 2/3); "
+                                          "heavy (heavy-tailed 1/3)")
+    assert verdict.mse_vs_reference == pytest.approx(0.2) and verdict.cost_vs_reference == pytest.approx(0.4)
+    assert (verdict.heavy_tailed_measurements, verdict.measurements, verdict.eligible) == (1, 10, 6)
+    # Nothing eligible: no recommendation rather than an untrustworthy one.
+    none = fixed_theta_verdicts(points[points["variant"].isin(["biased", "heavy"])], {"p": 16}, "vanilla", rows)
+    assert none.iloc[0].recommended == "" and none.iloc[0].eligible == 0
+
+
+def test_zero_width_intervals_are_counted_and_never_printed_as_intervals():
+    frame = pd.DataFrame({"mse_lo": [1.0, 2.0, np.nan], "mse_hi": [1.0, 3.0, np.nan], "lo": [0.5, 0.5, 0.5],
+                          "hi": [0.5, 0.6, 0.7]})
+    assert zero_width_intervals(frame) == 2  # one mse interval, one lo/hi; the NaN one is no interval at all
+    assert fmt_ci(1.0, 1.0, 1.0) == "1 (no spread)" and fmt_ci(1.0, 0.5, 2.0) == "1 [0.5, 2]"
+    # Float noise around a ratio of exactly 1 is "identical", never a cut or a rise of "1× [1, 1]".
+    assert ratio_phrase(1.0000000000000002, 1.0000000000000002, 1.0000000000000004).endswith(
+        "identical to float rounding (ratio 1×)")
+    assert ratio_phrase(1.2, 1.1, 1.3).startswith("cuts variance 1.2×")
+    # A ratio the same in every repetition (rloo = N/(N−1) × batch_mean) is a fixed relation, not an interval; a
+    # narrow real interval gets the digits to print apart.
+    fixed = (64 / 63) ** 2
+    assert ratio_phrase(1 / fixed, 1 / fixed * (1 - 1e-15), 1 / fixed).startswith("raises variance exactly 1.03×")
+    assert ratio_phrase(0.9996, 0.9995, 0.9997) == "raises variance 1.0004× [1.0003, 1.0005]"
+
+
+def test_rliable_runs_only_over_ten_or_more_repetitions_and_scores_mse():
+    records = []
+    rng = np.random.default_rng(0)
+    for repetitions in (3, MIN_RUNS):
+        records = []
+        for problem in ("a", "b", "c"):
+            for repetition in range(repetitions):
+                for variant, scale in (("ref", 1.0), ("x", 0.5)):
+                    variance = scale * rng.uniform(0.9, 1.1)
+                    records.append({"problem": problem, "variant": variant, "batch_size": 4, "repetition": repetition,
+                                    "variance_trace": variance, "mse": variance + (0.8 if variant == "x" else 0.0),
+                                    "cosine_mean": 0.5, "heavy_tailed": False, "nonfinite": 0, "reps": 100})
+        settings = ReportSettings(reference_variant="ref", pairs=(("x", "ref"),), bootstrap_reps=100, seed=0)
+        result = rliable_analysis(pd.DataFrame(records), ["ref", "x"], settings)
+        if repetitions < MIN_RUNS:
+            assert result.intervals.empty and result.improvements.empty and "not run" in result.notes[0]
+            continue
+        assert set(result.intervals["score"]) == {"cosine_mean", "mse_reduction"}
+        # x halves the variance but adds 0.8 of bias²: on MSE it loses in every run of every problem.
+        on_mse = result.improvements[result.improvements["score"] == "mse_reduction"].iloc[0]
+        assert on_mse.probability == 0.0
 
 
 # ------------------------------------------------------------------------------ a real sweep
@@ -359,8 +437,8 @@ def test_page_has_every_section_and_every_figure_embedded(built):
     for section in SECTIONS:
         assert f'<section id="{section}">' in html, section
     images = re.findall(r'<img src="([^"]*)"', html)
-    # 4 families × (against N, bias² bars), 4 one-option sweeps, 2 scores × 2 N rliable intervals, 2 profiles.
-    assert len(images) == 4 * 2 + 4 + 2 * 2 + 2
+    # The verdict's heat map, 4 families × (against N, bias² bars), 4 one-option sweeps; no rliable figure at R = 3.
+    assert len(images) == 1 + 4 * 2 + 4
     for source in images:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -369,19 +447,28 @@ def test_page_has_every_section_and_every_figure_embedded(built):
         assert (built.index.parent / name).is_file(), name
 
 
+def test_the_verdict_table_comes_before_the_first_figure_and_counts_are_on_top(built):
+    html = built.index.read_text(encoding="utf-8")
+    verdict = html.index('<section id="fixed-verdict">')
+    assert verdict < html.index("<table", verdict) < html.index("<img") < html.index('<section id="sweep">')
+    assert re.search(r"Fixed-θ measurements: heavy-tailed \d+ of \d+ \(", html[:verdict])
+    assert "Zero-width intervals among the fixed-θ numbers shown: 0;" in html[:verdict]
+    assert not re.search(r"\[([^\[\],]+), \1\]", html)  # no "[a, a]" anywhere
+    assert "[1, 1]" not in html and "no spread" not in html
+
+
 def test_tables_have_the_expected_shape_and_anchors(built):
     out = built.index.parent
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 2 * 3 * 2 + 7  # problems × baselines × batch sizes, and the garnet-only variants
-    intervals = pd.read_csv(out / "rliable_intervals.csv")
-    assert len(intervals) == 2 * 2 * 3 * 4  # scores × batch sizes × variants × statistics
-    # The reference's variance reduction is log(1) = 0 in every run, so its IQM interval is exactly [0, 0].
-    reference = intervals[(intervals["variant"] == "reinforce") & (intervals["score"] == "variance_reduction")
-                          & (intervals["statistic"] == "IQM")]
-    assert (reference[["estimate", "lo", "hi"]].to_numpy() == 0).all()
-    improvements = pd.read_csv(out / "probability_of_improvement.csv")
-    assert len(improvements) == 2 * 2  # one pair × scores × batch sizes
-    assert improvements["probability"].between(0, 1).all()
+    # R = 3 repetitions: no rliable over them (its intervals would be bootstrap over 3 near-equal averages).
+    for name in ("rliable_intervals.csv", "probability_of_improvement.csv", "performance_profiles.csv"):
+        assert pd.read_csv(out / name).empty, name
+    assert "not run: the sweep has 3 independent repetition(s)" in built.index.read_text(encoding="utf-8")
+    verdict = pd.read_csv(out / "verdict.csv")
+    assert len(verdict) == 2 and set(verdict["batch_size"]) == {8}  # one row per problem at its headline N
+    # batch_mean is declared biased: never the recommendation, whatever its MSE.
+    assert not verdict["recommended"].str.contains("batch_mean").any()
     findings = (out / "findings.txt").read_text(encoding="utf-8")
     assert "reinforce baseline=rloo vs reinforce" in findings and f"{TINY_CELLS} of {TINY_CELLS} cells" in findings
 
@@ -392,10 +479,10 @@ def test_families_and_one_option_sweeps_are_drawn_tabled_and_summarised(built):
     titles = ["reinforce: baseline sweep", "reinforce baseline=value: critic sweep",
               "gae critic=fitted critic_samples=50: lambda sweep", "is-per-decision: behaviour sweep"]
     measurements = html[html.index('<section id="measurements">'):html.index('<section id="sweeps">')]
-    assert [t for t in titles if f"<h3>{t}</h3>" in measurements] == titles
+    assert [t for t in titles if f"<summary>{t}</summary>" in measurements] == titles
     assert set(pd.read_csv(out / "aggregated.csv")["family"]) == set(titles)
     sweeps_html = html[html.index('<section id="sweeps">'):html.index('<section id="rliable">')]
-    assert [a for a in ("baseline", "critic", "lambda", "behaviour (kl)") if f"<h3>{a}</h3>" in sweeps_html] == [
+    assert [a for a in ("baseline", "critic", "lambda", "behaviour (kl)") if f"<summary>{a}</summary>" in sweeps_html] == [
         "baseline", "critic", "lambda", "behaviour (kl)"]
     assert sweeps_html.count("<img") == 4
 
@@ -476,7 +563,7 @@ def test_a_sweep_too_small_for_rliable_is_reported_not_a_crash(tiny_results, tmp
         if row["problem"] == "softmax-bandit" and row["repetition"] == 0:
             shutil.copy(cell, small)
     html = build_report(small, tmp_path / "out")[0].read_text(encoding="utf-8")
-    assert "rliable aggregates across problems (tasks) and needs ≥ 2" in html
+    assert "not run: the sweep has 1 independent repetition(s)" in html
     assert f"6 of {TINY_CELLS} cells finished (a partial sweep" in html
     assert "one repetition: no interval" in (tmp_path / "out" / "findings.txt").read_text(encoding="utf-8")
     assert pd.read_csv(tmp_path / "out" / "rliable_intervals.csv").empty

@@ -1,0 +1,139 @@
+"""The fixed-θ verdict at the top of the report: per problem, the estimator to use at its headline batch size
+(lowest MSE against ∇J among the measurements that can be trusted and are unbiased), with the variants the data
+cannot separate from it, and the table behind the heat map of variance relative to vanilla REINFORCE.
+
+A variant is *eligible* for a recommendation at a (problem, N) only if every repetition there is trustworthy
+(bench.metrics: not heavy-tailed, not over the non-finite limit, not degenerate), it is declared unbiased for ∇J
+and its bias test does not reject more often than chance gives (reports.results.rejects_beyond_chance; with
+R = 3 repetitions, in two or more): a lower MSE bought with a bias, or read off a heavy-tailed
+sample whose CI is too narrow, is never called a win. Such variants are named beside the recommendation when
+their MSE is lower, with the reason.
+
+Ties: an eligible variant whose MSE interval overlaps the recommended one's is "tied"; one whose MSE equals it
+to IDENTICAL_RTOL (the same estimates computed by a different formula, e.g. reward-to-go and total return on a
+one-step bandit) is "identical". Intervals are the single-repetition 95% CIs of reports.results, so a tie is
+the conservative reading.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports.results import at_headline, rejects_beyond_chance
+
+PLAIN_TARGET = "∇J"
+# Relative difference below which two MSEs are the same number: float64 summation-order noise is ~1e-16 per
+# operation and the metrics sum a few thousand terms, so 1e-9 is far above rounding and far below any real
+# difference an M = 200 measurement can resolve (its CIs are ~10% wide).
+IDENTICAL_RTOL = 1e-9
+
+VERDICT_COLUMNS = ["problem", "batch_size", "recommended", "mse", "mse_lo", "mse_hi", "mse_vs_reference",
+                   "cost_vs_reference", "identical",
+                   "tied", "not_eligible_lower", "measured", "eligible", "heavy_tailed_measurements",
+                   "measurements", "relative_bias_resolution"]
+
+
+def identical(a: float, b: float) -> bool:
+    """The same value up to float rounding (IDENTICAL_RTOL)."""
+    return math.isclose(a, b, rel_tol=IDENTICAL_RTOL, abs_tol=0.0)
+
+
+def bias_marker(point) -> str:
+    """"biased" (declared), "unbiasedness test rejects k/R" (declared unbiased, rejected beyond chance) or "" for a
+    point (a row of reports.results.aggregate_repetitions)."""
+    if not point.declared_unbiased:
+        return "biased"
+    if rejects_beyond_chance(point.bias_rejections, point.repetitions):
+        return f"unbiasedness test rejects {point.bias_rejections}/{point.repetitions}"
+    return ""
+
+
+def ineligibility(point) -> str:
+    """Why a point cannot be recommended ("" if it can): untrustworthy, or bias_marker's reason."""
+    if not point.trustworthy:
+        return point.untrustworthy_reasons or "untrustworthy"
+    return bias_marker(point)
+
+
+def fixed_theta_verdicts(points: pd.DataFrame, headline: dict[str, int], reference: str,
+                         rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per problem at its headline N (VERDICT_COLUMNS): the eligible variant with the lowest MSE against
+    ∇J (`recommended`, "" when none is eligible), its MSE and CI, its MSE over the reference variant's
+    (`mse_vs_reference`, NaN without the reference) and the same at equal compute time (`cost_vs_reference`: MSE ×
+    seconds per estimate, over the reference's; an estimator twice as slow must halve the MSE to break even), the eligible variants `identical` to it or `tied` with it
+    (overlapping CIs), the ineligible ones with a lower MSE and why (`not_eligible_lower`), how many of the
+    (problem, N)'s measurements (`rows`, one per cell) are heavy-tailed, and the smallest relative bias its
+    reference can resolve (`relative_bias_resolution`: 0 for an exact ∇J; for a sampled one the largest over the
+    cells of bias_resolution / ‖g̃‖, bench/metrics.py)."""
+    records = []
+    plain = at_headline(points[points["target"] == PLAIN_TARGET], headline)
+    for problem, at_n in plain.groupby("problem", sort=True):
+        batch_size = headline[problem]
+        at_n = at_n.dropna(subset=["mse"]).sort_values(["mse", "variant"], kind="stable")
+        why = {r.variant: ineligibility(r) for r in at_n.itertuples()}
+        eligible = at_n[[not why[v] for v in at_n["variant"]]]
+        cells = rows[(rows["problem"] == problem) & (rows["batch_size"] == batch_size)]
+        record = {"problem": problem, "batch_size": batch_size, "recommended": "", "mse": np.nan, "mse_lo": np.nan,
+                  "mse_hi": np.nan, "mse_vs_reference": np.nan, "cost_vs_reference": np.nan, "identical": "", "tied": "", "not_eligible_lower": "",
+                  "measured": len(at_n), "eligible": len(eligible),
+                  "heavy_tailed_measurements": int(cells["heavy_tailed"].sum()), "measurements": len(cells),
+                  "relative_bias_resolution": _relative_resolution(cells)}
+        if len(eligible):
+            best = eligible.iloc[0]
+            others = eligible.iloc[1:]
+            same = [r.variant for r in others.itertuples() if identical(r.mse, best.mse)]
+            tied = [r.variant for r in others.itertuples()
+                    if r.variant not in same and r.mse_lo <= best.mse_hi and best.mse_lo <= r.mse_hi]
+            lower = at_n[(at_n["mse"] < best.mse) & ~at_n["variant"].isin(eligible["variant"])]
+            vanilla = at_n[at_n["variant"] == reference]
+            if len(vanilla):
+                ref = vanilla.iloc[0]
+                record.update(mse_vs_reference=float(best.mse / ref.mse), cost_vs_reference=float(
+                    best.mse * best.seconds_per_estimate / (ref.mse * ref.seconds_per_estimate)))
+            record.update(recommended=best.variant, mse=best.mse, mse_lo=best.mse_lo, mse_hi=best.mse_hi,
+                          identical="; ".join(same), tied="; ".join(tied),
+                          not_eligible_lower="; ".join(f"{r.variant} ({why[r.variant]})" for r in lower.itertuples()))
+        records.append(record)
+    return pd.DataFrame(records, columns=VERDICT_COLUMNS)
+
+
+def _relative_resolution(cells: pd.DataFrame) -> float:
+    """max over cells of bias_resolution / reference_norm (NaN when the rows do not carry them)."""
+    if not {"bias_resolution", "reference_norm"} <= set(cells.columns) or cells.empty:
+        return np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float((cells["bias_resolution"] / cells["reference_norm"]).max())
+
+
+HEATMAP_COLUMNS = ["problem", "batch_size", "variant", "relative_variance", "relative_variance_lo",
+                   "relative_variance_hi", "biased", "test_rejects", "heavy_tailed", "invalid"]
+
+
+def relative_variance_table(points: pd.DataFrame, ratios: pd.DataFrame, headline: dict[str, int],
+                            reference: str) -> pd.DataFrame:
+    """The heat map's cells (HEATMAP_COLUMNS): per problem at its headline N and variant estimating ∇J, its
+    variance over the reference's, var(X) / var(reference) — the inverse of reports.results.variance_ratios'
+    paired ratio (geometric mean over repetitions, 95% t-interval), 1 without an interval for the reference itself —
+    and its flags:
+    declared biased, declared unbiased but the bias test rejects beyond chance, heavy-tailed in a repetition,
+    invalid (over the non-finite limit or degenerate)."""
+    plain = at_headline(points[points["target"] == PLAIN_TARGET], headline)
+    paired = ratios[ratios["y"] == reference].set_index(["problem", "batch_size", "x"])
+    records = []
+    for r in plain.itertuples():
+        if r.variant == reference:
+            value, low, high = 1.0, np.nan, np.nan  # the reference itself: exactly 1, no interval to show
+        elif (r.problem, r.batch_size, r.variant) in paired.index:
+            ratio = paired.loc[(r.problem, r.batch_size, r.variant)]
+            value, low, high = 1 / ratio.ratio, 1 / ratio.ratio_hi, 1 / ratio.ratio_lo
+        else:
+            continue
+        records.append({"problem": r.problem, "batch_size": r.batch_size, "variant": r.variant,
+                        "relative_variance": value, "relative_variance_lo": low, "relative_variance_hi": high,
+                        "biased": not r.declared_unbiased,
+                        "test_rejects": bias_marker(r).startswith("unbiasedness"),
+                        "heavy_tailed": bool(r.heavy_tailed > 0), "invalid": bool(r.invalid)})
+    return pd.DataFrame(records, columns=HEATMAP_COLUMNS)
