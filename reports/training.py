@@ -52,6 +52,7 @@ from scipy import stats
 
 from bench.store import LOCK_FILE, META_FILE, ResultsStore, cell_file_id, failure_file_id, is_store_file, one_line
 from envs.spec import ConfigError
+from reports.findings import fmt_ci
 from reports.rliable_stats import (
     IMPROVEMENT_COLUMNS,
     INTERVAL_COLUMNS,
@@ -849,13 +850,12 @@ def fmt(value: float) -> str:
 
 
 def fmt_interval(value: float, low: float, high: float) -> str:
-    """"value [low, high]"; "value (no spread)" when the interval has zero width (every resample gave the same
-    number: not a certainty, the runs just did not differ); just the value when undefined (< 2 runs)."""
-    if not (_real(low) and _real(high)):
+    """"value [low, high]" with the digits its ends need to print apart; "value (no spread)" when the interval has
+    zero width (every resample gave the same number: not a certainty, the runs just did not differ); just the value
+    when undefined (< 2 runs). The fixed-θ sections' `findings.fmt_ci`, so both print intervals one way."""
+    if not _real(value):
         return fmt(value)
-    if low == high:
-        return f"{fmt(value)} (no spread)"
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+    return fmt_ci(float(value), float(low), float(high))
 
 
 def fmt_fraction(value: float) -> str:
