@@ -271,7 +271,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     index, rebuilt = build_report(Path(args.results_dir), Path(args.out), force=args.force,
                                   warn=lambda line: print(f"pgvar: warning: {line}", file=sys.stderr),
-                                  training_dir=Path(args.training) if args.training else None)
+                                  training_dir=Path(args.training) if args.training else None,
+                                  show_progress=not args.quiet)
     print(f"report: {index}" + ("" if rebuilt else " (up to date: results and report code unchanged)"))
     return 0
 
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--training", metavar="DIR",
                    help="a training sweep's results folder (e.g. results/train): adds the Training section")
     r.add_argument("--force", action="store_true", help="rebuild even if results and code are unchanged")
+    _add_quiet(r)
     r.set_defaults(run=cmd_report)
     return parser
 

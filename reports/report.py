@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from bench.progress import progress_bar
 from envs.spec import ConfigError
 from reports import figures, page
 from reports import training as tr
@@ -104,7 +105,8 @@ def results_fingerprint(results_dir: Path) -> str:
 
 
 def build_report(results_dir: Path, out_dir: Path, force: bool = False,
-                 warn: Callable[[str], None] | None = None, training_dir: Path | None = None) -> tuple[Path, bool]:
+                 warn: Callable[[str], None] | None = None, training_dir: Path | None = None,
+                 show_progress: bool = True) -> tuple[Path, bool]:
     """Write `out_dir`/index.html, the CSV tables and findings.txt for the sweep in `results_dir`.
     Returns (index path, whether it was rebuilt): a report whose results and code are unchanged is
     reused unless `force`. `warn` receives one line when files of the results folder were skipped, cells
@@ -117,7 +119,9 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
     other files than a report's.
 
     `training_dir`: a training sweep's folder (`pgvar report --training`): the page gets a Training section and
-    the out folder its tables (reports/training.py); without it the report is exactly the measurement report."""
+    the out folder its tables (reports/training.py); without it the report is exactly the measurement report.
+    `show_progress`: a bar of the build's stages (REPORT_STAGES) on a terminal, else a line every 20 s
+    (`bench.progress`)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out = _check_out(results_dir, out_dir)
     if training_dir is not None:
@@ -143,7 +147,8 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
         except OSError as err:
             raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
         try:
-            write_report(results_dir, building, sweep, training)
+            with progress_bar(len(REPORT_STAGES), "report", enabled=show_progress) as bar:
+                write_report(results_dir, building, sweep, training, stage=lambda name: _stage(bar, name))
             (building / FINGERPRINT_FILE).write_text(fingerprint)  # last: only a whole build carries it
             _swap_into_place(building, out)
         except OSError as err:
@@ -250,11 +255,21 @@ def _swap_into_place(building: Path, out: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+REPORT_STAGES = ("statistics", "training analysis", "figures and page")
+
+
+def _stage(bar, name: str) -> None:
+    """Stage `name` of REPORT_STAGES done: the progress bar moves."""
+    assert name in REPORT_STAGES, name
+    bar.update(1)
+
+
 def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
-                 training: tr.TrainingResults | None = None) -> Path:
+                 training: tr.TrainingResults | None = None, stage: Callable[[str], None] = lambda name: None) -> Path:
     """Build every table, finding and figure of the report and write them to `out_dir` (in place: `build_report`
     gives it a temporary folder); `sweep`: the already loaded results of `results_dir`; `training`: a loaded
-    training sweep, for the Training section and its tables."""
+    training sweep, for the Training section and its tables; `stage(name)` is called as each of REPORT_STAGES
+    ends."""
     sweep = sweep or load_sweep(Path(results_dir))
     settings = sweep.settings
     by_table = variants_by_table(sweep.rows, memberships(sweep.tables))
@@ -290,11 +305,13 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     for name, frame in tables.items():
         frame.to_csv(out_dir / name, index=False)
     (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
+    stage("statistics")
     analysis = None
     if training is not None:
         analysis = tr.analyse_training(training, settings.seed, settings.bootstrap_reps)
         for name, frame in analysis.tables().items():
             frame.to_csv(out_dir / name, index=False)
+    stage("training analysis")
 
     with figures.report_style():
         order = [reference, *(v for family in family_list for v in family.variants)]
@@ -321,6 +338,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     preface = _warnings_block(sweep) + _trust_counts(sweep, [at_headline(summary, headline), verdicts],
                                                      at_headline(ratios, headline), heat)
     index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body, preface), encoding="utf-8")
+    stage("figures and page")
     return index
 
 

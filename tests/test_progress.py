@@ -112,3 +112,27 @@ def test_progress_bar_chooses_by_terminal_and_environment(monkeypatch):
                             ("inf", PROGRESS_SECONDS)):
         monkeypatch.setenv(INTERVAL_ENV, value)
         assert progress_seconds() == expected
+
+
+def test_report_prints_its_stages_when_stderr_is_a_pipe(tmp_path):
+    """`pgvar report` (the longest step of `make report` after the sweeps) shows signs of life too: lines
+    `report: k/3 …` while it builds, none with --quiet."""
+    (tmp_path / "s.toml").write_text(textwrap.dedent("""
+        name = "progress"
+        reps = 20
+        seed = 0
+        batch_sizes = [4]
+        [[problems]]
+        env = "softmax-bandit"
+        [[estimators]]
+        name = "reinforce"
+        sweep.baseline = ["none", "rloo"]
+    """))
+    assert pgvar(["sweep", "s.toml", "--executor", "inprocess"], cwd=tmp_path).returncode == 0
+    out = pgvar(["report", "results/progress", "--out", "out"], cwd=tmp_path, **{INTERVAL_ENV: "0.02"})
+    assert out.returncode == 0 and "report:" in out.stdout, out.stderr
+    stages = [LINE.match(line) for line in out.stderr.splitlines() if line.startswith("report: ")]
+    assert stages and all(m and m["total"] == "3" for m in stages), out.stderr
+    quiet = pgvar(["report", "results/progress", "--out", "out", "--force", "--quiet"], cwd=tmp_path,
+                  **{INTERVAL_ENV: "0.02"})
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
