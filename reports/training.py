@@ -624,14 +624,18 @@ TREND_COLUMNS = ["problem", "arm", "optimizer", "batch_size", "learning_rates", 
 TREND_PERMUTATIONS = 10_000
 
 
+def _with_arms(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs on problems with arms (`arm_outcome` is "" elsewhere)."""
+    return runs[runs["arm_outcome"] != ""]
+
+
 def commitment_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Where runs on problems with arms ended (`arm_outcome`, e.g. the softmax bandit): per (problem, arm, optimizer,
     N, lr) the runs settled on a sub-optimal arm (the commitment of Chung et al. 2021) with a Clopper–Pearson 95%
     interval, and the runs settled on the optimum or undecided at the end of the budget (an undecided run may still
     commit: then the fraction is a lower bound, and the page says so)."""
-    armed = runs[runs["arm_outcome"].isin(["optimal", "sub-optimal", "undecided"])] if "arm_outcome" in runs else runs[:0]
     records = []
-    for key, group in armed.groupby(GROUP + ["lr"], sort=True):
+    for key, group in _with_arms(runs).groupby(GROUP + ["lr"], sort=True):
         outcome = group["arm_outcome"]
         committed, total = int((outcome == "sub-optimal").sum()), len(group)
         lo, hi = clopper_pearson(committed, total)
@@ -647,9 +651,8 @@ def commitment_trend(runs: pd.DataFrame, seed: int, permutations: int = TREND_PE
     run's outcome does not depend on the learning rate) the outcomes of one seed are exchangeable across the
     learning rates, so each permutation shuffles them within every seed (the common random numbers stay paired);
     p = (1 + #{T_perm ≥ T}) / (1 + permutations), seeded per setting. Only seeds run at every learning rate count."""
-    armed = runs[runs["arm_outcome"].isin(["optimal", "sub-optimal", "undecided"])] if "arm_outcome" in runs else runs[:0]
     records = []
-    for key, group in armed.groupby(GROUP, sort=True):
+    for key, group in _with_arms(runs).groupby(GROUP, sort=True):
         table = group.pivot_table(index="seed_index", columns="lr", values="arm_outcome", aggfunc="first")
         table = table.dropna()
         if table.shape[1] < 2 or table.shape[0] < 2:
