@@ -175,6 +175,8 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
         raise where.error("problems", "expected at least one [[problems]] table")
     batch_sizes = _batch_sizes(where, "batch_sizes", raw.get("batch_sizes"))
     problem_names = {p.label or p.env for p in problems}  # a labelled problem is named by its label only
+    # the sweep's [train] first: a bad value of it is named there, not in an estimator table that overrides others
+    train = parse_train(where, raw["train"]) if "train" in raw else None
     estimators = tuple(parse_estimator(where, f"estimators[{i}]", t, problem_names, raw.get("train"))
                        for i, t in enumerate(raw.get("estimators") or []))
     if not estimators:
@@ -187,7 +189,7 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
         return SweepConfig(
             name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes, reps=0, repetitions=0,
             seed=where.parsed(raw, "seed", Int(0), 0), report=parse_report(where, raw.get("report", {})),
-            train=parse_train(where, raw["train"]),
+            train=train,
         )
     return SweepConfig(
         name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes,
@@ -223,8 +225,7 @@ def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
         if sweep_train is None:
             raise where.error(f"{key}.train", "applies only to a training sweep (one with a [train] table)")
         override = where.table(table["train"], f"{key}.train", _TRAIN_KEYS)
-        if isinstance(sweep_train, Mapping):  # a malformed [train] is parse_train's error, said for the sweep's table
-            own_train = parse_train(where, {**sweep_train, **override}, f"{key}.train")
+        own_train = parse_train(where, {**sweep_train, **override}, f"{key}.train")  # [train] itself parsed first
     return EstimatorTable(name, options, axes, tuple(only), own_sizes, own_train)
 
 

@@ -322,3 +322,10 @@ def test_bad_noise_path_is_one_clear_error(tmp_path, value, message):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, TINY.replace("seeds = 2", f"seeds = 2\nnoise_path = {value}")))
     assert message in str(err.value)
+
+
+def test_a_bad_sweep_train_value_is_named_in_train_even_with_an_estimator_override(tmp_path):
+    text = TINY.replace(*OWN_TRAIN).replace("seeds = 2\n", "seeds = 1\n", 1)
+    assert 'train = { lr = [0.5], seeds = 3, budget = 8 }' in text and "\nseeds = 1\n" in text
+    with pytest.raises(ConfigError, match=r"sweep.toml: train.seeds: expected an integer ≥ 2"):
+        load_config(write(tmp_path, text))
