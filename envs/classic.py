@@ -49,9 +49,11 @@ def truncated(params: Any, state: State) -> torch.Tensor:
 
 
 def _uniform(
-    generator: torch.Generator, batch_size: int, low: tuple[float, ...], high: tuple[float, ...], dtype: torch.dtype
+    generator: torch.Generator, batch_size: int, low: tuple[float, ...], high: tuple[float, ...], dtype: torch.dtype | None
 ) -> torch.Tensor:
-    """Independent U(low_d, high_d) per lane and coordinate → [B, D]."""
+    """Independent U(low_d, high_d) per lane and coordinate → [B, D], in `dtype` (None: float64, the resets' default;
+    None rather than torch.float64 in their signatures, so that `pgvar list` imports this module without torch)."""
+    dtype = torch.float64 if dtype is None else dtype
     low_t = torch.tensor(low, dtype=dtype, device=generator.device)
     high_t = torch.tensor(high, dtype=dtype, device=generator.device)
     unit = torch.rand(batch_size, len(low), generator=generator, dtype=dtype, device=generator.device)
@@ -94,7 +96,7 @@ class CartPoleParams:
 
 
 def cartpole_reset(
-    params: CartPoleParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+    params: CartPoleParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype | None = None
 ) -> tuple[State, torch.Tensor]:
     """[x, ẋ, θ, θ̇] ~ U(−0.05, 0.05)⁴; obs is the state."""
     bound = params.reset_bound
@@ -161,7 +163,7 @@ def _acrobot_observe(physics: torch.Tensor) -> torch.Tensor:
 
 
 def acrobot_reset(
-    params: AcrobotParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+    params: AcrobotParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype | None = None
 ) -> tuple[State, torch.Tensor]:
     """[θ₁, θ₂, θ̇₁, θ̇₂] ~ U(−0.1, 0.1)⁴; obs = [cos θ₁, sin θ₁, cos θ₂, sin θ₂, θ̇₁, θ̇₂]."""
     bound = params.reset_bound
@@ -274,7 +276,7 @@ def mountain_car_reset(
     params: MountainCarParams | ContinuousMountainCarParams,
     batch_size: int,
     generator: torch.Generator,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
 ) -> tuple[State, torch.Tensor]:
     """[position, velocity] = [U(−0.6, −0.4), 0]; obs is the state. Shared by both variants."""
     physics = _uniform(generator, batch_size, (params.reset_low, 0.0), (params.reset_high, 0.0), dtype)
@@ -344,7 +346,7 @@ def _pendulum_observe(physics: torch.Tensor) -> torch.Tensor:
 
 
 def pendulum_reset(
-    params: PendulumParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+    params: PendulumParams, batch_size: int, generator: torch.Generator, dtype: torch.dtype | None = None
 ) -> tuple[State, torch.Tensor]:
     """[θ, θ̇] ~ U(−π, π) × U(−1, 1); obs = [cos θ, sin θ, θ̇]."""
     high = (params.reset_angle, params.reset_speed)
@@ -452,10 +454,10 @@ def rollout(
     horizon: int | None = None,
     gamma: float = 1.0,
     group_size: int = 1,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
 ) -> RolloutBatch:
     """reps × batch_size episodes under π_θ, all lanes stepped at once in float64, the policy network run in
-    `dtype` (float32: gymnasium's observation precision; the Batch's obs are in it), until every episode has
+    `dtype` (None: float64; float32: gymnasium's observation precision; the Batch's obs are in it), until every episode has
     ended or `horizon` steps were taken. Consecutive groups of `group_size` lanes start from one initial state
     (GRPO's groups; 1: i.i.d.).
 
@@ -482,6 +484,7 @@ def rollout(
     if not 0 < horizon <= params.max_episode_steps:
         raise ConfigError(f"rollout: horizon {horizon} must be in 1..{params.max_episode_steps} for {env_id}")
     count = reps * batch_size
+    dtype = torch.float64 if dtype is None else dtype
     source_theta = theta.detach().clone()
     theta = source_theta.to(dtype)
     layers = policy.net.scaled_layers(theta)

@@ -30,10 +30,10 @@ PARAM_BYTES = 48
 HIDDEN = Option(IntList(1), (64, 64), "hidden layer widths of the policy MLP")
 ACTIVATION = Option(Choice(tuple(ACTIVATIONS)), "tanh", "activation after each hidden layer")
 THETA_SEED = Option(Int(0), 0, "seed of the default θ (orthogonal PPO-style initialisation)")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = ("float32", "float64")  # names of torch dtypes (`getattr(torch, name)` when a problem is built)
 # float32 halves the bytes and roughly doubles the throughput of the policy's matmuls and activations; its effect
 # on an estimate is bounded and shown far below the estimate's standard error (tests/test_float32.py).
-DTYPE = Option(Choice(tuple(DTYPES)), "float32", "precision of the policy network in rollouts and of the packed "
+DTYPE = Option(Choice(DTYPES), "float32", "precision of the policy network in rollouts and of the packed "
                "gradient (the physics, rewards and returns stay float64)")
 
 
@@ -78,7 +78,7 @@ class MLPProblem(Problem):
         non-zero, else a diagonal Gaussian over `action_dim`; `inputs` names the network's input in the θ layout."""
         self.config, self.name = config, config.name
         self.horizon, self.gamma, self.theta_seed = config.horizon, config.gamma, config.theta_seed
-        self.dtype = DTYPES[config.dtype]  # the policy network's (`DTYPE`)
+        self.dtype = getattr(torch, config.dtype)  # the policy network's (`DTYPE`)
         hidden, activation = config.hidden, config.activation
         outputs = discrete_actions or action_dim
         params = MLP(obs_dim, hidden, outputs).num_params + (0 if discrete_actions else action_dim)

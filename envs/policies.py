@@ -112,7 +112,13 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return 2 * torch.sigmoid(2 * x) - 1
 
 
-ACTIVATIONS = {"tanh": tanh, "relu": torch.relu}
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0); a function of this module rather than `torch.relu` itself, so that the registry of options is
+    built without importing torch (`pgvar list`)."""
+    return torch.relu(x)
+
+
+ACTIVATIONS = {"tanh": tanh, "relu": relu}
 # The factor folded into a hidden layer's W and b for `activate_scaled_`: tanh(y) = 2σ(2y) − 1, an exact scaling.
 ACTIVATION_SCALES = {"tanh": 2.0, "relu": 1.0}
 

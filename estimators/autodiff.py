@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-from torch.func import grad, vmap
 
 from envs.classic import RolloutBatch
 from envs.problem import Batch, Policy
@@ -42,7 +42,8 @@ AUTODIFF_OPTION = Option(Choice(METHODS), "auto", "how ∇_θ is computed: packe
                          "estimate; one sum per batch unless the estimator needs per-trajectory scores (reinforce's "
                          "optimal baselines)", grid=("auto",))
 
-PerStep = Callable[..., torch.Tensor]  # (θ [P], *inputs [..., *event]) → per-step values [...]
+if TYPE_CHECKING:  # annotations only: `pgvar list` imports this module without torch (pgvar/cli.py)
+    PerStep = Callable[..., torch.Tensor]  # (θ [P], *inputs [..., *event]) → per-step values [...]
 
 
 def resolve_method(method: str, policy: Policy) -> str:
@@ -82,9 +83,9 @@ def _weighted_gradients(policy: Policy, kind: str, theta: torch.Tensor, batch: B
         return (per_step(th, *x) * w).sum()
 
     if method == "vmap":
-        per_unit = grad(weighted_sum)
+        per_unit = torch.func.grad(weighted_sum)
         for _ in range(unit_dims):
-            per_unit = vmap(per_unit, in_dims=(None, 0) + (0,) * len(inputs))
+            per_unit = torch.func.vmap(per_unit, in_dims=(None, 0) + (0,) * len(inputs))
         return per_unit(theta, weights, *inputs)
     out = theta.new_zeros(*weights.shape[:unit_dims], theta.numel())  # [M, P] or [M, N, P]
     leaf = theta.detach().requires_grad_(True)  # each backward frees its own graph, so one leaf serves all

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -44,9 +45,10 @@ MLP_POLICIES = (MLPCategorical, MLPGaussian)
 # equal within noise on CartPole batches.
 CHUNK_ROWS = 8192
 
-# (z [R, out], actions [R, ...], log std ℓ [A] | None) → (∂φ/∂z [R, out], ∂φ/∂ℓ [R, A] | None), unweighted
-CotangentPair = tuple[torch.Tensor, torch.Tensor | None]
-Cotangent = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], CotangentPair]
+if TYPE_CHECKING:  # annotations only: `pgvar list` imports this module without torch (pgvar/cli.py)
+    # (z [R, out], actions [R, ...], log std ℓ [A] | None) → (∂φ/∂z [R, out], ∂φ/∂ℓ [R, A] | None), unweighted
+    CotangentPair = tuple[torch.Tensor, torch.Tensor | None]
+    Cotangent = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], CotangentPair]
 
 
 def _categorical_score(z: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None) -> CotangentPair:

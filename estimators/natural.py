@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import jacrev, jvp, vmap
 
 from envs.memory import check_bytes
 from envs.problem import Batch, Capability, Policy, Problem
@@ -57,9 +56,9 @@ def score_directional(policy: Policy, theta: torch.Tensor, batch: Batch, directi
     directions v [M, P] → [M, N, T]."""
 
     def along(obs: torch.Tensor, actions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        return jvp(lambda th: policy.log_prob(th, obs, actions), (theta,), (direction,))[1]
+        return torch.func.jvp(lambda th: policy.log_prob(th, obs, actions), (theta,), (direction,))[1]
 
-    return vmap(along)(batch.obs, batch.actions, directions) * batch.mask
+    return torch.func.vmap(along)(batch.obs, batch.actions, directions) * batch.mask
 
 
 def fisher_vector_product(policy: Policy, theta: torch.Tensor, batch: Batch, directions: torch.Tensor) -> torch.Tensor:
@@ -72,7 +71,7 @@ def batch_fisher(policy: Policy, theta: torch.Tensor, batch: Batch, rep: int) ->
     """F̂_m = (1/N) Σ_i Σ_t ψ_{m,i,t} ψ_{m,i,t}ᵀ over alive steps, formed from the per-step scores
     of replicate m (memory O(NTP + P²)). → [P, P]"""
     obs, actions = batch.obs[rep], batch.actions[rep]
-    scores = jacrev(lambda th: policy.log_prob(th, obs, actions))(theta)  # [N, T, P]
+    scores = torch.func.jacrev(lambda th: policy.log_prob(th, obs, actions))(theta)  # [N, T, P]
     alive = scores * batch.mask[rep][..., None]
     return torch.einsum("ntp,ntq->pq", alive, alive) / batch.batch_size
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch.func import grad, vmap
 
 from envs.problem import Batch, Capability, Policy, Problem
 from envs.spec import Choice, ConfigError, Float, Int, Option, Parser, When, number_text, option, reuse
@@ -230,7 +229,7 @@ def ppo_clip(policy: Policy, theta: torch.Tensor, batch: Batch, behaviour_theta:
         ratio = log_rho.exp()
         return (w * torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)).sum()
 
-    per_batch = vmap(grad(surrogate), in_dims=(None, 0, 0, 0, 0, 0, 0))
+    per_batch = torch.func.vmap(torch.func.grad(surrogate), in_dims=(None, 0, 0, 0, 0, 0, 0))
     return per_batch(theta, batch.obs, batch.actions, behaviour_log_prob, advantage, weight,
                      batch.mask) / batch.batch_size
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 
 from envs.problem import Capability, Problem
 from envs.spec import Config, Registry
 
-EstimatorFn = Callable[..., torch.Tensor]  # (policy, θ [P], batch, **kwargs) → [M, P]
+if TYPE_CHECKING:  # annotations only: `pgvar list` imports this module without torch (pgvar/cli.py)
+    EstimatorFn = Callable[..., torch.Tensor]  # (policy, θ [P], batch, **kwargs) → [M, P]
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@ bench/ and reports/, and nothing imports it).
 
 Every project and numerical import is deferred to the command that needs it: `pgvar`, `pgvar --help`, `pgvar COMMAND
 --help` and `pgvar --version` import neither torch nor the problems (tests/test_cli.py checks it), and `pgvar list`
-imports only the registries (envs, estimators), not the harness, scipy or pandas."""
+imports only the registries (envs, estimators), not the harness, scipy or pandas, and does not run torch's import
+(pgvar/deferred.py)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -384,28 +386,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed command; every user error is one line on stderr and exit status 2."""
-    from envs.spec import ConfigError
+    from pgvar.deferred import deferred_import
 
-    try:
-        return args.run(args)
-    except ConfigError as err:
-        print(f"pgvar: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("pgvar: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ValueError, MemoryError, RuntimeError) as err:
-        # The last resort for what no specific check caught (each known case has its own message first):
-        # input the OS refuses, values numpy or torch refuse, allocations the machine cannot hold.
-        allocator = isinstance(err, MemoryError) or any(text in str(err) for text in ALLOCATOR_MESSAGES)
-        if os.environ.get(DEBUG_ENV) == "1" or (isinstance(err, RuntimeError) and not allocator):
-            raise
-        what = "out of memory" if allocator else type(err).__name__
-        print(f"pgvar: error: {what}: {_one_line(err)} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
-        return 2
+    # `pgvar list` imports every problem and estimator module without running torch's import (pgvar/deferred.py)
+    with deferred_import("torch") if args.command == "list" else contextlib.nullcontext():
+        from envs.spec import ConfigError
+
+        try:
+            return args.run(args)
+        except ConfigError as err:
+            print(f"pgvar: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # e.g. `pgvar measure ... | head`: the reader left, nothing to report
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print("pgvar: interrupted", file=sys.stderr)
+            return 130
+        except (OSError, ValueError, MemoryError, RuntimeError) as err:
+            # The last resort for what no specific check caught (each known case has its own message first):
+            # input the OS refuses, values numpy or torch refuse, allocations the machine cannot hold.
+            allocator = isinstance(err, MemoryError) or any(text in str(err) for text in ALLOCATOR_MESSAGES)
+            if os.environ.get(DEBUG_ENV) == "1" or (isinstance(err, RuntimeError) and not allocator):
+                raise
+            what = "out of memory" if allocator else type(err).__name__
+            print(f"pgvar: error: {what}: {_one_line(err)} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

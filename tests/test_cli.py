@@ -320,11 +320,12 @@ def test_help_version_and_bare_pgvar_import_no_torch(argv):
 
 
 def test_list_imports_the_registries_but_not_the_harness():
-    """`pgvar list` needs the problems and estimators (whose modules import torch at their top), not the harness,
-    the metrics (scipy) or the store (pandas)."""
+    """`pgvar list` needs the problems and estimators, not the harness, the metrics (scipy) or the store (pandas), and
+    not torch: their modules `import torch` at their top but read none of its attributes at import time, so torch's
+    import is never run (pgvar/deferred.py; a real import would leave torch and torch._C in sys.modules)."""
     code = ("import sys; from pgvar.cli import main; code = main(['list']); "
-            "print('LOADED', sorted(m for m in ('scipy', 'pandas', 'bench.harness', 'bench.metrics') "
-            "if m in sys.modules), file=sys.stderr); sys.exit(code)")
+            "print('LOADED', sorted(m for m in ('scipy', 'pandas', 'bench.harness', 'bench.metrics', 'torch', "
+            "'torch._C') if m in sys.modules), file=sys.stderr); sys.exit(code)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "Estimators (--estimator NAME" in out.stdout, out.stderr
     assert out.stderr.strip() == "LOADED []", out.stderr
@@ -410,3 +411,24 @@ def test_number_options_run_with_every_digit_given(option, exact, rounded, capsy
         assert shift > 0
         assert np.linalg.norm(measured - (g0 + exact * (g1 - g0))) < 1e-3 * shift
         assert np.linalg.norm(measured - (g0 + rounded * (g1 - g0))) > 0.5 * shift
+
+
+def test_a_deferred_module_runs_at_its_first_use_and_then_is_the_real_one(tmp_path, monkeypatch):
+    """pgvar/deferred.py: inside the block `import` binds a stand-in; the module's code runs only when an attribute is
+    read, which then returns the real value, and the real module is what sys.modules holds afterwards."""
+    from pgvar.deferred import deferred_import
+
+    runs = tmp_path / "runs"
+    (tmp_path / "deferred_probe.py").write_text(f"open({str(runs)!r}, 'a').write('ran ')\nanswer = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "deferred_probe", raising=False)
+    with deferred_import("deferred_probe"):
+        import deferred_probe as used
+        import deferred_probe as unused_twice  # noqa: F401 (a second import binds the same stand-in, runs nothing)
+    assert not runs.exists() and "deferred_probe" not in sys.modules  # nothing read: nothing ran, nothing left
+    assert used.answer == 42 and runs.read_text() == "ran "
+    assert sys.modules["deferred_probe"].answer == 42 and used.answer == 42 and runs.read_text() == "ran "  # once
+    with deferred_import("deferred_probe"):  # imported already: a no-op
+        import deferred_probe as again
+    assert again is sys.modules["deferred_probe"] and runs.read_text() == "ran "
+    monkeypatch.delitem(sys.modules, "deferred_probe")
