@@ -23,6 +23,7 @@ rounding (tests/test_autodiff.py); tests/benchmarks/test_autodiff_speed.py times
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,8 @@ METHODS = ("auto", "packed", "vmap", "surrogate", "naive")
 # (tests/test_autodiff.py), so running the statistical tests on the others would test nothing new.
 AUTODIFF_OPTION = Option(Choice(METHODS), "auto", "how ∇_θ is computed: packed (hand-written backprop, MLP "
                          "policies only, reusing the rollout's activations), vmap (torch.func), surrogate (one backward "
-                         "per batch) or naive (one per step); auto: packed for MLP policies, else vmap; the same "
+                         "per batch) or naive (one per step); auto: packed for MLP policies, else surrogate for one sum and vmap for "
+                         "more; the same "
                          "estimate; one sum per batch unless the estimator needs per-trajectory scores (reinforce's "
                          "optimal baselines)", grid=("auto",))
 
@@ -46,13 +48,15 @@ if TYPE_CHECKING:  # annotations only: `pgvar list` imports this module without 
     PerStep = Callable[..., torch.Tensor]  # (θ [P], *inputs [..., *event]) → per-step values [...]
 
 
-def resolve_method(method: str, policy: Policy) -> str:
-    """The method that computes the gradients: "auto" → "packed" for the MLP policies, else "vmap".
+def resolve_method(method: str, policy: Policy, units: int = 2) -> str:
+    """The method that computes the gradients of `units` sums: "auto" → "packed" for the MLP policies, else
+    "surrogate" for a single sum (one backward; vmap's setup alone costs 4–30× more on the tabular, bandit and LQR
+    policies at M = 1, a training update: measured with identical results), else "vmap".
     ValueError for an unknown name; ConfigError for "packed" with a policy it does not cover."""
     if method not in METHODS:
         raise ValueError(f"autodiff method {method!r}: expected one of {', '.join(METHODS)}")
     if method == "auto":
-        return "packed" if mlp_backprop.supports(policy) else "vmap"
+        return "packed" if mlp_backprop.supports(policy) else "surrogate" if units == 1 else "vmap"
     if method == "packed" and not mlp_backprop.supports(policy):
         raise ConfigError(f"autodiff=packed needs an MLPCategorical or MLPGaussian policy, not "
                           f"{type(policy).__name__}; use auto or vmap")
@@ -70,7 +74,7 @@ def _weighted_gradients(policy: Policy, kind: str, theta: torch.Tensor, batch: B
     left-hand side, skipping the steps where batch.mask [M, N, T] is 0 (past the end of the episode, where
     every caller's w is 0).
     """
-    method = resolve_method(method, policy)
+    method = resolve_method(method, policy, math.prod(weights.shape[:unit_dims]))
     weights, mask = weights.detach(), batch.mask
     if method == "packed":
         kept = batch.kept_for(policy, theta) if isinstance(batch, RolloutBatch) else None

@@ -138,13 +138,16 @@ def test_pack_steps_layout():
     assert (counts == 0).any() and (counts > chunk_rows).any()
 
 
-def test_auto_picks_packed_for_mlp_policies():
+def test_auto_picks_packed_for_mlp_policies_and_one_backward_for_one_sum():
+    """"auto": packed for the MLP policies whatever the number of sums; for the others one backward pass when there is
+    one sum (M = 1, a training update), vmap for more; an explicit method is kept (the methods agree: above)."""
     assert AUTODIFF_OPTION.default == "auto"
     for policy in MLP_POLICY_CASES:
-        assert resolve_method("auto", policy) == "packed"
-        assert resolve_method("vmap", policy) == "vmap"
+        assert resolve_method("auto", policy) == "packed" == resolve_method("auto", policy, units=1)
+        assert resolve_method("vmap", policy) == "vmap" == resolve_method("vmap", policy, units=1)
     tabular = SoftmaxTabular(3, 2)
-    assert resolve_method("auto", tabular) == "vmap"
+    assert resolve_method("auto", tabular) == "vmap" == resolve_method("vmap", tabular, units=1)
+    assert resolve_method("auto", tabular, units=1) == "surrogate"
     with pytest.raises(ConfigError, match="autodiff=packed needs an MLPCategorical or MLPGaussian policy"):
         resolve_method("packed", tabular)
 
