@@ -17,7 +17,7 @@ from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_gen
 from envs.memory import check_bytes, format_bytes, memory_limit
 from envs.problem import Problem
 from envs.spec import ConfigError, Int, check_int, check_seed
-from estimators.registry import resolve_estimator
+from estimators.registry import Target, resolve_estimator
 
 # Rough multiplicity behind `check_memory` (beside bench.sampling.GRADIENT_COPIES): the metrics hold the [M, P] estimates in a few forms at once (the
 # chunks and their concatenation, finite rows, deviations, centered rows, leave-one-out sums, unit rows)
@@ -67,6 +67,7 @@ class Measurement:
     gamma: float
     horizon: int
     reference: Reference  # g̃ [P], exact or sampled, with its per-coordinate variance and J(θ)
+    gradient_reference: Reference  # ∇J's, for gradient_cosine: `reference` itself when the target is ∇J
     metrics: GradientMetrics
     seconds: float  # wall time to draw the batches and compute the estimates
     env_steps: int  # alive environment steps over all M × N trajectories
@@ -142,7 +143,9 @@ def measure(
     estimate one gradient per batch with the named estimator, and reduce the M estimates to
     metrics against the reference value of the estimator's target (∇J unless it declares another):
     exact where the problem has it, else a sampled reference (`reference_config`, bench/reference.py)
-    whose noise the bias metrics account for. Before the first batch the estimator's `prepare` runs
+    whose noise the bias metrics account for. `gradient_cosine` is measured against ∇J's reference under the
+    same config: the target's own when that is ∇J (nothing more is computed), else one more (exact, or sampled
+    and cached like any other). Before the first batch the estimator's `prepare` runs
     once (critics, behaviour policy); its time counts in `seconds` (the reference's does not).
     The batches' randomness comes from `seed`, the reference's from its own seed."""
     batch_size = check_int(batch_size, "batch_size", BATCH_SIZE)
@@ -160,6 +163,8 @@ def measure(
     except ConfigError as err:  # no reference of this target here: say whose target it is
         raise ConfigError(f"estimator {estimator}: {err}") from None
     reference = reference_for(problem, theta, target, reference_config, show_progress)
+    gradient_reference = (reference if target == Target() else
+                          reference_for(problem, theta, Target(), reference_config, show_progress))
 
     began = time.perf_counter()
     prepared = config.prepare(problem, theta, make_generator(seed, PREPARE_STREAM))
@@ -179,7 +184,8 @@ def measure(
         target=target.label, declared_unbiased=config.unbiased(problem),
         estimator_info=dict(prepared.info),
         batch_size=batch_size, reps=reps, seed=seed, theta=theta.numpy(),
-        gamma=problem.gamma, horizon=problem.horizon, reference=reference,
-        metrics=gradient_metrics(all_estimates, reference.grad, reference.variance, reference.dof),
+        gamma=problem.gamma, horizon=problem.horizon, reference=reference, gradient_reference=gradient_reference,
+        metrics=gradient_metrics(all_estimates, reference.grad, reference.variance, reference.dof,
+                                 None if gradient_reference is reference else gradient_reference.grad),
         seconds=seconds, env_steps=env_steps, estimates=all_estimates,
     )

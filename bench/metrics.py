@@ -1,7 +1,8 @@
 """Metrics of M gradient estimates against a reference gradient, with 95% confidence intervals.
 
-Notation: g_1…g_M ∈ R^P the estimates, g* the reference, X_m = g_m − g*, X̄ their mean,
-S the unbiased sample covariance of the g_m (n = M − 1 degrees of freedom), Σ = Cov(g), β = E g − g*.
+Notation: g_1…g_M ∈ R^P the estimates, g* the reference (of the estimator's target), X_m = g_m − g*, X̄ their
+mean, S the unbiased sample covariance of the g_m (n = M − 1 degrees of freedom), Σ = Cov(g), β = E g − g*,
+∇J the policy gradient at the same θ (g* itself unless the target is another vector).
 
 | metric            | definition                                  | 95% interval                                   |
 | variance_trace    | tr S  (unbiased for tr Σ)                   | jackknife, on the log scale                    |
@@ -9,6 +10,7 @@ S the unbiased sample covariance of the g_m (n = M − 1 degrees of freedom), Σ
 | relative_bias     | bias_norm / ‖g*‖                            | bias_norm's, over ‖g*‖                         |
 | bias_pvalue       | test of H0: β = 0 (below)                   | —                                              |
 | cosine_mean       | mean_m cos(g_m, g*)                         | t interval of the mean                         |
+| gradient_cosine   | mean_m cos(g_m, ∇J)                         | t interval of the mean                         |
 | pairwise_cosine   | mean over pairs m ≠ m' of cos(g_m, g_m')    | jackknife                                      |
 | snr               | ‖g*‖² / variance_trace                      | variance_trace's, inverted                     |
 | mse               | mean_m ‖g_m − g*‖²  (= ‖X̄‖² + (n/M) tr S)    | t interval of the mean                         |
@@ -41,7 +43,14 @@ denominator's two independent parts ((M−1)ν̂ for tr S, K−1 times the effec
 With v = 0 all of this is the exact-reference case. `bias_resolution` = √(c·χ²_{ν,0.95} − Σv), c = Σv²/Σv,
 ν = (Σv)²/Σv²: the bias norm at which ‖β‖² + Σv reaches the 95% quantile of ‖ε‖² (two-moment χ² fit),
 i.e. the smallest bias the reference can tell from its own error however large M is (0 when exact).
-cosine_mean and pairwise_cosine are not corrected: the noise of g̃ lowers cosine_mean slightly.
+cosine_mean, gradient_cosine and pairwise_cosine are not corrected: the noise of g̃ lowers the first two slightly.
+
+gradient_cosine puts every estimator on one scale: the cosine to the policy gradient ∇J whatever the estimator
+targets. Where the target is ∇J it is cosine_mean itself (the same number and interval, not recomputed); for the
+damped natural gradient (F + δI)⁻¹∇J and the entropy bonus ∇(J + αH) it is computed the same way against the ∇J
+reference of the same problem at θ (exact where the problem has it, else its sampled reference), so a natural
+gradient's direction can be compared with REINFORCE's. (F + δI)⁻¹ turns ∇J: even the exact natural gradient has
+cos((F + δI)⁻¹∇J, ∇J) < 1 unless ∇J is an eigenvector of F.
 
 A cosine with a zero vector is defined as 0 (the estimate carries no direction). Estimates with a
 non-finite coordinate are excluded from every metric and counted in `nonfinite`.
@@ -111,6 +120,8 @@ class GradientMetrics:
     bias_resolution: float  # the smallest ‖bias‖ the reference can tell from its own error (0: exact)
     cosine_mean: float
     cosine_mean_ci: Interval
+    gradient_cosine: float  # mean_m cos(g_m, ∇J): cosine_mean itself when the target is ∇J
+    gradient_cosine_ci: Interval
     pairwise_cosine: float
     pairwise_cosine_ci: Interval
     snr: float
@@ -335,21 +346,25 @@ SAFE_EXPONENT = 200
 
 
 def gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_variance: np.ndarray | None = None,
-                     reference_dof: int = 0) -> GradientMetrics:
+                     reference_dof: int = 0, gradient: np.ndarray | None = None) -> GradientMetrics:
     """All metrics of the module docstring. estimates [M, P], reference g* [P]; float64. A sampled reference
-    comes with its per-coordinate variances v [P] and their degrees of freedom (K − 1)."""
+    comes with its per-coordinate variances v [P] and their degrees of freedom (K − 1). gradient: ∇J [P] when the
+    reference is of another target (gradient_cosine is measured against it); None when g* is ∇J."""
     if reference_variance is not None:
         reference_variance = np.asarray(reference_variance, dtype=np.float64)
     estimates = np.asarray(estimates, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
+    if gradient is not None:
+        gradient = np.asarray(gradient, dtype=np.float64)
     finite_values = np.concatenate([estimates[np.isfinite(estimates).all(axis=1)].ravel(), reference.ravel()])
     largest = float(np.abs(finite_values).max()) if finite_values.size else 0.0
     exponent = math.frexp(largest)[1] if largest > 0 else 0
     if abs(exponent) <= SAFE_EXPONENT:
-        return _gradient_metrics(estimates, reference, reference_variance, reference_dof)
+        return _gradient_metrics(estimates, reference, reference_variance, reference_dof, gradient)
     scale = math.ldexp(1.0, exponent)
     scaled_variance = None if reference_variance is None else reference_variance / scale / scale  # scale² overflows
-    m = _gradient_metrics(estimates / scale, reference / scale, scaled_variance, reference_dof)
+    m = _gradient_metrics(estimates / scale, reference / scale, scaled_variance, reference_dof,
+                          None if gradient is None else gradient / scale)
     linear, quadratic = (lambda x: x * scale), (lambda x: x * scale * scale)
     return replace(
         m, mean_grad=m.mean_grad * scale, reference_norm=linear(m.reference_norm),
@@ -360,7 +375,7 @@ def gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_var
 
 
 def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_variance: np.ndarray | None,
-                      reference_dof: int) -> GradientMetrics:
+                      reference_dof: int, gradient: np.ndarray | None) -> GradientMetrics:
     finite = np.isfinite(estimates).all(axis=1)
     estimates = estimates[finite]
     count, dim = estimates.shape
@@ -368,11 +383,12 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
     ref_norm = math.sqrt(ref_sq)
     nan = math.nan
     degenerate = collapsed(estimates, reference, reference_variance is None or not reference_variance.any())
-    if count < 2:
-        mean_grad = estimates.mean(0) if count else np.full(dim, nan)
-        return GradientMetrics(count, int((~finite).sum()), mean_grad, ref_norm, nan, _NAN_CI, nan, _NAN_CI,
-                               nan, _NAN_CI, nan, nan, bias_resolution(reference_variance), nan, _NAN_CI, nan,
-                               _NAN_CI, nan, _NAN_CI, nan, _NAN_CI, nan, degenerate)
+    if count < 2:  # no spread: every metric and interval undefined but the counts, the mean and the reference's
+        undefined = {f.name: _NAN_CI if f.name.endswith("_ci") else nan for f in fields(GradientMetrics)}
+        return GradientMetrics(**{
+            **undefined, "reps_used": count, "nonfinite": int((~finite).sum()),
+            "mean_grad": estimates.mean(0) if count else np.full(dim, nan), "reference_norm": ref_norm,
+            "bias_resolution": bias_resolution(reference_variance), "degenerate": degenerate})
 
     mean_grad = estimates.mean(0)
     deviations = estimates - reference  # X [M, P]
@@ -405,6 +421,8 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
         relative_bias, relative_ci = nan, _NAN_CI
 
     cos_mean, cos_ci = mean_interval(_cosines_to(estimates, reference))
+    grad_cos, grad_cos_ci = ((cos_mean, cos_ci) if gradient is None  # the target is ∇J: the same number
+                             else mean_interval(_cosines_to(estimates, gradient)))
     pair_mean, pair_ci = pairwise_cosine(estimates)
     mse, mse_ci = mean_interval((deviations**2).sum(1))
 
@@ -414,7 +432,7 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
     snr = ref_sq / tr_s if tr_s > 0 else math.inf
     snr_ci = (ref_sq / var_ci[1], ref_sq / var_ci[0]) if not math.isnan(var_ci[0]) else _NAN_CI
     if degenerate:  # no spread to infer from: no interval, no test (module docstring)
-        var_ci = bias_ci = relative_ci = cos_ci = pair_ci = snr_ci = mse_ci = _NAN_CI
+        var_ci = bias_ci = relative_ci = cos_ci = grad_cos_ci = pair_ci = snr_ci = mse_ci = _NAN_CI
         pvalue = nan
 
     return GradientMetrics(
@@ -422,6 +440,7 @@ def _gradient_metrics(estimates: np.ndarray, reference: np.ndarray, reference_va
         variance_trace=tr_s, variance_trace_ci=var_ci,
         bias_norm=bias_norm, bias_norm_ci=bias_ci, relative_bias=relative_bias, relative_bias_ci=relative_ci,
         bias_pvalue=pvalue, bias_dof=dof, bias_resolution=bias_resolution(reference_variance),
-        cosine_mean=cos_mean, cosine_mean_ci=cos_ci, pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
+        cosine_mean=cos_mean, cosine_mean_ci=cos_ci, gradient_cosine=grad_cos, gradient_cosine_ci=grad_cos_ci,
+        pairwise_cosine=pair_mean, pairwise_cosine_ci=pair_ci,
         snr=snr, snr_ci=snr_ci, mse=mse, mse_ci=mse_ci, tail_kurtosis=tail_kurtosis, degenerate=degenerate,
     )

@@ -28,6 +28,7 @@ from envs import make_problem
 from envs.problem import Capability
 from envs.spec import ConfigError
 from estimators import resolve_estimator
+from estimators.registry import Target
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -66,8 +67,9 @@ def prepare_references(cells: list[Cell], show_progress: bool = True) -> None:
             exact[problem_key] = make_problem(cell.env, dict(cell.env_options)).supports(Capability.EXACT_GRADIENT)
         if not exact[problem_key]:
             target = resolve_estimator(cell.estimator, dict(cell.estimator_options)).target
-            needed.setdefault(digest([cell.env, cell.env_options, cell.theta, repr(target), cell.reference]),
-                              (cell, target))
+            for wanted in dict.fromkeys((target, Target())):  # its target's and ∇J's (gradient_cosine)
+                needed.setdefault(digest([cell.env, cell.env_options, cell.theta, repr(wanted), cell.reference]),
+                                  (cell, wanted))
     with single_thread():
         for cell, target in needed.values():
             try:

@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
 from reports.families import Axis  # noqa: E402
-from reports.results import at_headline  # noqa: E402
+from reports.results import PLAIN_TARGET, at_headline  # noqa: E402
 from reports.rliable_stats import STATISTICS  # noqa: E402
 
 DPI = 90  # with palette PNGs the ~30 figures of the default report take ~1.3 MB of base64
@@ -118,9 +118,9 @@ def _batch_size_axis(ax: plt.Axes, batch_sizes: Sequence[int]) -> None:
 
 
 def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, marker: str,
-                   hollow_when_biased: bool = False, joined: bool = True) -> None:
-    """One series in one panel: the points (joined unless `joined` is False: categorical values have no
-    order to join), with error bars from `<y>_lo`/`<y>_hi` if present;
+                   hollow_when_biased: bool = False, joined: bool = True, linestyle: str = "-") -> None:
+    """One series in one panel: the points (joined by a `linestyle` line unless `joined` is False: categorical
+    values have no order to join), with error bars from `<y>_lo`/`<y>_hi` if present;
     with `hollow_when_biased`, points whose variant is declared biased there get hollow markers; points
     not `trustworthy` (reports.results.aggregate_repetitions) get a grey marker on top, in every panel."""
     data = data.sort_values(x)
@@ -128,7 +128,7 @@ def _errorbar_line(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, color, mark
     if f"{y}_lo" in data:
         error = np.clip([data[y] - data[f"{y}_lo"], data[f"{y}_hi"] - data[y]], 0, None)
     ax.errorbar(data[x], data[y], yerr=error, color=color, marker=marker, markersize=4,
-                linewidth=1.2 if joined else 0, capsize=2, elinewidth=0.8)
+                linewidth=1.2 if joined else 0, linestyle=linestyle, capsize=2, elinewidth=0.8)
     if hollow_when_biased:
         biased = data[~data["declared_unbiased"].astype(bool)]
         ax.plot(biased[x], biased[y], linestyle="", marker=marker, markersize=4, markerfacecolor="white",
@@ -156,7 +156,20 @@ PANEL_WIDTH = 1.3 * PANEL_HEIGHT
 # (metric, axis label, log scale): the columns of a family figure and the rows of a sweep figure.
 VARIANCE = ("variance_trace", "variance  tr Cov(ĝ)", True)
 RELATIVE_BIAS = ("relative_bias", "relative bias\n‖E ĝ − target‖ / ‖target‖", False)
-COSINE_TO_TARGET = ("cosine_mean", "mean cos(ĝ, target)", False)
+COSINE_TO_TARGET = ("cosine_mean", "mean cos(ĝ, its target)", False)
+GRADIENT_COSINE_STYLE = ":"  # cos(ĝ, ∇J) beside the cosine to the target, for the variants whose target is not ∇J
+GRADIENT_COSINE_HANDLE = Line2D([], [], linestyle=GRADIENT_COSINE_STYLE, color="0.3", marker="o", markersize=4,
+                                label="dotted (cosine panels): cos(ĝ, ∇J)\nof a variant whose target is not ∇J")
+
+
+def _gradient_cosine_line(ax: plt.Axes, data: pd.DataFrame, x: str, color, marker: str, joined: bool = True) -> bool:
+    """Beside a series' cosine to its target, its cosine to ∇J (dotted) where the target is not ∇J (the natural
+    gradient, an entropy bonus; where it is ∇J the two are one number); whether there was one to draw."""
+    other = data[data["target"] != PLAIN_TARGET].dropna(subset=["gradient_cosine"])
+    if other.empty:
+        return False
+    _errorbar_line(ax, other, x, "gradient_cosine", color, marker, joined=joined, linestyle=GRADIENT_COSINE_STYLE)
+    return True
 NONFINITE = ("nonfinite_fraction", "non-finite estimates\n(fraction)", False)
 ACHIEVED_KL = ("info_behaviour_kl", "achieved KL(π_θ‖π_b)\nper step", False)
 
@@ -171,6 +184,7 @@ def family_figure(points: pd.DataFrame, style: VariantStyle) -> Figure:
     fig, axes = plt.subplots(len(problems), len(columns), squeeze=False,
                              figsize=(PANEL_WIDTH * len(columns), PANEL_HEIGHT * len(problems)))
     shown = [v for v in style.variants if v in set(points["variant"])]
+    to_gradient = False  # a dotted cos(ĝ, ∇J) drawn
     for row, problem in enumerate(problems):
         in_row = points[points["problem"] == problem]
         batch_sizes = sorted(in_row["batch_size"].unique())
@@ -184,6 +198,9 @@ def family_figure(points: pd.DataFrame, style: VariantStyle) -> Figure:
                 if len(data):
                     _errorbar_line(ax, data, "batch_size", metric, style.colors[variant], style.markers[variant],
                                    hollow_when_biased=metric == "relative_bias")
+                    if metric == COSINE_TO_TARGET[0]:
+                        to_gradient |= _gradient_cosine_line(ax, data, "batch_size", style.colors[variant],
+                                                             style.markers[variant])
             if metric == "variance_trace":
                 anchor = in_row[in_row["variant"] == next(v for v in shown if v in set(in_row["variant"]))]
                 anchor = anchor.sort_values("batch_size")
@@ -197,6 +214,8 @@ def family_figure(points: pd.DataFrame, style: VariantStyle) -> Figure:
     extra = [Line2D([], [], linestyle="--", color="0.4", label="∝ 1/N through the first variant")]
     if not points["declared_unbiased"].all():
         extra.append(HOLLOW_HANDLE)
+    if to_gradient:
+        extra.append(GRADIENT_COSINE_HANDLE)
     extra += _untrusted_handles(points)
     _variant_legend(fig, style, shown, extra)
     return fig
@@ -250,6 +269,7 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
     for ax in axes[(blocks - 1) * len(metrics):, len(problems) - (blocks - 1) * columns:].flat:
         ax.set_visible(False)  # the last block's unused columns
     shown = [s for s in style.variants if s in set(frame["series"])]
+    to_gradient = False  # a dotted cos(ĝ, ∇J) drawn
     for i, problem in enumerate(problems):
         in_column = frame[frame["problem"] == problem]
         block, col = divmod(i, columns)
@@ -263,6 +283,9 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
                 if len(data):
                     _errorbar_line(ax, data, "x", metric, style.colors[series], style.markers[series],
                                    hollow_when_biased=metric == RELATIVE_BIAS[0], joined=axis.numbers is not None)
+                    if metric == COSINE_TO_TARGET[0]:
+                        to_gradient |= _gradient_cosine_line(ax, data, "x", style.colors[series],
+                                                             style.markers[series], joined=axis.numbers is not None)
             if metric == ACHIEVED_KL[0] and axis.kind == "kl":
                 ax.plot(axis.numbers, axis.numbers, linestyle="--", color="0.4", linewidth=1)
             ax.set_title(f"{problem}, N={int(in_column['batch_size'].iloc[0])}")
@@ -270,6 +293,7 @@ def sweep_figure(frame: pd.DataFrame, axis: Axis, style: VariantStyle) -> Figure
             ax.set_xlabel(axis.title if row == len(metrics) - 1 else "")
     fig.tight_layout()
     extra = [HOLLOW_HANDLE] if not frame["declared_unbiased"].all() else []
+    extra += [GRADIENT_COSINE_HANDLE] if to_gradient else []
     extra += _untrusted_handles(frame)
     if ACHIEVED_KL in metrics and axis.kind == "kl":
         extra.append(Line2D([], [], linestyle="--", color="0.4", label="requested KL"))

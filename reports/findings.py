@@ -13,7 +13,15 @@ import pandas as pd
 
 from bench.metrics import NONFINITE_LIMIT, trust_flags
 from reports.families import Axis, Family
-from reports.results import BIAS_TEST_LEVEL, Sweep, at_headline, chance_of_rejections, target_order, variance_ratios
+from reports.results import (
+    BIAS_TEST_LEVEL,
+    PLAIN_TARGET,
+    Sweep,
+    at_headline,
+    chance_of_rejections,
+    target_order,
+    variance_ratios,
+)
 from reports.rliable_stats import SCORES, RliableResults
 from reports.verdict import bias_marker, identical
 
@@ -203,6 +211,46 @@ def mse_findings(points: pd.DataFrame, headline: dict[str, int]) -> Section:
         items.append(text + ".")
     return ("Lowest mean squared error (bias² + variance) against each target, among the trustworthy measurements",
             items)
+
+
+def gradient_cosine_findings(points: pd.DataFrame) -> Section:
+    """Per (problem, N) and variant whose target is not ∇J (the natural gradient, an entropy bonus): its mean cosine
+    to ∇J (gradient_cosine) beside its cosine to its own target, and where it stands among the trustworthy ∇J
+    estimators' cosines to ∇J there: the range, and how many it is above or below with the intervals apart (the
+    rest overlap: not separated). An untrustworthy point says so; one without the cosine (results stored before it
+    was measured, or no finite estimate) is named."""
+    items = []
+    others = points["target"] != PLAIN_TARGET
+    for (problem, batch_size), group in points[others | points["gradient_cosine"].notna()].groupby(
+            ["problem", "batch_size"], sort=True):
+        plain = group[(group["target"] == PLAIN_TARGET) & group["trustworthy"].astype(bool)].dropna(
+            subset=["gradient_cosine"]).sort_values(["gradient_cosine", "variant"])
+        if len(plain):
+            low, high = plain.iloc[0], plain.iloc[-1]
+            among = (f"the {len(plain)} trustworthy ∇J estimators there range from {fmt(low.gradient_cosine)} "
+                     f"({low.variant}) to {fmt(high.gradient_cosine)} ({high.variant})")
+        for r in group[group["target"] != PLAIN_TARGET].sort_values("variant").itertuples():
+            where = f"{problem} (N={batch_size}), {r.variant}"
+            if not math.isfinite(r.gradient_cosine):
+                items.append(f"{where}: no cosine to ∇J (results stored before it was measured: rerun the sweep with "
+                             "--fresh; or no finite estimate).")
+                continue
+            text = f"{where}: cos to ∇J {fmt_metric(r, 'gradient_cosine')}, cos to its target {r.target} " \
+                   f"{fmt_metric(r, 'cosine_mean')}"
+            if len(plain):
+                above = int((plain["gradient_cosine_hi"] < r.gradient_cosine_lo).sum())
+                below = int((plain["gradient_cosine_lo"] > r.gradient_cosine_hi).sum())
+                text += f"; {among}: it is above {above} and below {below} of them, CIs apart"
+            else:
+                text += "; no trustworthy ∇J estimator there to compare with"
+            if not r.trustworthy:
+                text += f" (untrustworthy: {r.untrustworthy_reasons})"
+            items.append(text + ".")
+    if not items:
+        items.append("Every variant estimates ∇J: its cosine to ∇J is its cosine to its target (summary tables).")
+    return ("Cosine to ∇J of the variants with another target, beside the ∇J estimators' (mean over estimates of "
+            "cos(ĝ, ∇J), single-repetition 95% t-interval averaged over repetitions; for a ∇J estimator it is its "
+            "cosine to its target)", items)
 
 
 def bias_findings(rows: pd.DataFrame) -> Section:
@@ -416,6 +464,7 @@ def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, rliab
         variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
         pair_findings(ratios, rliable, sweep.settings.pairs, headline),
         mse_findings(points, headline),
+        gradient_cosine_findings(points),
         sweep_findings(sweeps, sweep.rows),
         bias_findings(sweep.rows),
         nonfinite_findings(points),

@@ -593,7 +593,7 @@ def _measurements_section(points: pd.DataFrame, family_list: list[Family], palet
             f"Middle: relative bias ‖E ĝ − target‖/‖target‖ against the variant's own target ({', '.join(targets)}), "
             "noise-corrected and clamped at 0 (0 = no detectable bias), CI a normal interval for the squared bias, "
             "square-rooted; hollow markers: declared biased there. Right: mean cosine between an estimate and the "
-            f"target (1 = aligned), t interval. {SINGLE_CI}")
+            f"target (1 = aligned), t interval; dotted where the target is not ∇J: the cosine to ∇J. {SINGLE_CI}")
         headline = headline_batch_sizes(of_family)
         blocks.append(page.details(family.title, figure_html + page.figure(
             figures.png_data_uri(figures.bias_variance_bars(of_family, headline, style)),
@@ -709,12 +709,12 @@ def _summary_section(summary: pd.DataFrame, headline: dict[str, int], files: lis
         "Variants ranked by MSE (bias² + variance) per problem and target at the largest N where the most variants "
         "were measured; values are means over repetitions with single-repetition 95% CIs. Every N is in summary.csv. "
         f"Files next to this page: {', '.join(files)}, findings.txt.", "note")
-    header = ["target", "rank", "variant", "MSE", "variance", "relative bias", "cosine", "bias test rejects",
-              "declared", "heavy-tailed", "non-finite", "s / estimate"]
+    header = ["target", "rank", "variant", "MSE", "variance", "relative bias", "cos to its target", "cos to ∇J",
+              "bias test rejects", "declared", "heavy-tailed", "non-finite", "s / estimate"]
     for problem, at_n in at_headline(summary, headline).groupby("problem", sort=True):
         body += page.details(f"{problem} (N={headline[problem]})", page.table(header, [
             [r.target, "" if pd.isna(r.mse_rank) else int(r.mse_rank), r.variant,
-             *(fmt_metric(r, metric) for metric in ("mse", "variance_trace", "relative_bias", "cosine_mean")),
+             *(fmt_metric(r, m) for m in ("mse", "variance_trace", "relative_bias", "cosine_mean", "gradient_cosine")),
              f"{r.bias_rejections}/{r.repetitions}", "unbiased" if r.declared_unbiased else "biased",
              f"{r.heavy_tailed}/{r.repetitions}", f"{r.nonfinite} of {r.estimates}", fmt(r.seconds_per_estimate)]
             for r in at_n.itertuples()]))

@@ -37,11 +37,15 @@ BIAS_TEST_LEVEL = 0.01  # a bias test "rejects" below this p-value
 CONFIDENCE = 0.95
 COST_COLUMNS = ("seconds_per_estimate", "env_steps_per_estimate")
 CI_COLUMNS = tuple(f"{m}_{end}" for m in METRICS_WITH_CI for end in ("lo", "hi"))
+PLAIN_TARGET = "∇J"  # estimators.registry.Target().label, the policy gradient (not imported: that needs torch)
+# gradient_cosine (cos to ∇J whatever the target) came after the first stored results; a cell file without it still
+# loads: where the target is ∇J it is cosine_mean (the same number by construction, bench/metrics.py), elsewhere NaN.
+GRADIENT_COSINE_COLUMNS = ("gradient_cosine", "gradient_cosine_lo", "gradient_cosine_hi")
 REQUIRED_COLUMNS = frozenset({
     *CELL_KEY, "reps", *METRICS_WITH_CI, *CI_COLUMNS, *COST_COLUMNS, "bias_pvalue", "declared_unbiased",
     "heavy_tailed", "tail_kurtosis", "nonfinite", "reps_used", "estimator", "estimator_options", "estimator_info",
     "target",
-})
+}) - set(GRADIENT_COSINE_COLUMNS)
 INFO_NUMBERS = ("behaviour_kl",)  # numbers of `estimator_info` the report shows, as columns info_<key>
 # The type every cell file's columns must have for the report to use them (checked on the Parquet schema):
 # a file that fails is skipped and named, never a pandas error halfway through the report.
@@ -193,7 +197,7 @@ def _cell_frame(store: ResultsStore, cell_id: str) -> pd.DataFrame:
              (INTEGER_COLUMNS, pa.types.is_integer, "an integer"), (BOOLEAN_COLUMNS, pa.types.is_boolean, "a boolean"),
              (TEXT_COLUMNS, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "text")]
     for columns, accepts, kind in kinds:
-        for column in sorted(columns):
+        for column in sorted(columns & set(table.column_names)):  # all but the optional GRADIENT_COSINE_COLUMNS
             field = table.schema.field(column)
             if not accepts(field.type):
                 raise ValueError(f"column {column} is {field.type}, expected {kind}")
@@ -206,6 +210,10 @@ def _cell_frame(store: ResultsStore, cell_id: str) -> pd.DataFrame:
                 raise ValueError(f"column {column} is not a JSON object")
     except Exception as err:  # noqa: BLE001 - pyarrow conversion or a JSON column that is not JSON
         raise ValueError(f"unusable values ({type(err).__name__}: {one_line(err)})") from None
+    if GRADIENT_COSINE_COLUMNS[0] not in frame:
+        plain = frame["target"] == PLAIN_TARGET
+        for column in GRADIENT_COSINE_COLUMNS:
+            frame[column] = frame[column.replace("gradient_cosine", "cosine_mean")].where(plain).astype(float)
     return frame
 
 
@@ -282,14 +290,14 @@ def at_headline(frame: pd.DataFrame, headline: dict[str, int]) -> pd.DataFrame:
 def summary_table(points: pd.DataFrame) -> pd.DataFrame:
     """Variants ranked by MSE (bias² + variance, the total squared error) within each (problem, N,
     target): errors against different targets (∇J, an entropy-regularised gradient, a natural
-    gradient) are not comparable. With variance, relative bias, cosine and MSE and their
-    (single-repetition) 95% CIs, and the cost.
+    gradient) are not comparable. With variance, relative bias, cosine to the target and to ∇J
+    (gradient_cosine: comparable across targets) and MSE and their (single-repetition) 95% CIs, and the cost.
 
     Only trustworthy points are ranked: an untrustworthy one (heavy-tailed, over the non-finite limit or
     degenerate in any repetition; see aggregate_repetitions) has no `mse_rank` (NA, listed after the
     ranked ones) and says why in `untrustworthy_reasons`: its MSE is either not the estimator's or has
     an interval too narrow to order it by."""
-    metrics = ["mse", "variance_trace", "relative_bias", "cosine_mean"]
+    metrics = ["mse", "variance_trace", "relative_bias", "cosine_mean", "gradient_cosine"]
     columns = ["problem", "target", "variant", "batch_size",
                *(f"{m}{suffix}" for m in metrics for suffix in ("", "_lo", "_hi")),
                "repetitions", "reps", "bias_rejections", "declared_unbiased", "heavy_tailed", "nonfinite", "estimates",
@@ -305,7 +313,7 @@ def summary_table(points: pd.DataFrame) -> pd.DataFrame:
 
 def target_order(target: str) -> str:
     """Sort key of targets: ∇J, the plain gradient, first, then the others alphabetically."""
-    return ("0" if target == "∇J" else "1") + target
+    return ("0" if target == PLAIN_TARGET else "1") + target
 
 
 RATIO_COLUMNS = ["problem", "batch_size", "x", "y", "repetitions", "ratio", "ratio_lo", "ratio_hi"]

@@ -22,9 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.results import at_headline, rejects_beyond_chance
+from reports.results import PLAIN_TARGET, at_headline, rejects_beyond_chance
 
-PLAIN_TARGET = "∇J"
 # Relative difference below which two MSEs are the same number: float64 summation-order noise is ~1e-16 per
 # operation and the metrics sum a few thousand terms, so 1e-9 is far above rounding and far below any real
 # difference an M = 200 measurement can resolve (its CIs are ~10% wide).

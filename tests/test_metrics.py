@@ -92,6 +92,54 @@ def test_pairwise_cosine_matches_double_loop():
     assert value == pytest.approx(np.mean(pairs), rel=1e-12)
 
 
+def cosine_twin(estimates: np.ndarray, direction: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """mean_m cos(g_m, d) over the finite rows by a loop (0 for a zero row), with scipy's 95% t interval."""
+    cosines = [float(g @ direction) / (np.linalg.norm(g) * np.linalg.norm(direction)) if np.linalg.norm(g) > 0 else 0.0
+               for g in estimates if np.isfinite(g).all()]
+    mean = float(np.mean(cosines))
+    return mean, stats.t.interval(0.95, len(cosines) - 1, loc=mean, scale=stats.sem(cosines))
+
+
+def test_gradient_cosine_is_cosine_mean_when_the_reference_is_the_gradient():
+    """No ∇J of its own (the target is ∇J): the very number and interval of cosine_mean, not a recomputation."""
+    rows = np.random.default_rng(4).normal(size=(30, 5)) + 0.4
+    for m in (gradient_metrics(rows, np.full(5, 0.4)), gradient_metrics(rows * 2.0**300, np.full(5, 0.4) * 2.0**300),
+              gradient_metrics(rows, np.full(5, 0.4), np.full(5, 1e-3), 99)):
+        assert m.gradient_cosine == m.cosine_mean and m.gradient_cosine_ci == m.cosine_mean_ci
+
+
+def test_gradient_cosine_against_another_gradient_matches_loop_twin():
+    """With ∇J given (a target that is another vector), mean_m cos(g_m, ∇J) and its t interval equal the loop twin's,
+    counting a zero estimate as cosine 0 and leaving out a non-finite one; cosine_mean stays against g*. Scaled by
+    2^±300 (the metrics' rescaled path) the cosines are the same to rounding."""
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(40, 4)) + np.array([1.0, 0.5, 0.0, -0.5])
+    rows[3] = 0.0
+    rows[7, 1] = np.nan
+    target, gradient = np.array([1.0, 0.5, 0.0, -0.5]), np.array([0.2, 1.0, -0.3, 0.1])
+    m = gradient_metrics(rows, target, gradient=gradient)
+    value, interval = cosine_twin(rows, gradient)
+    assert m.gradient_cosine == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(m.gradient_cosine_ci, interval, rtol=1e-12)
+    assert m.cosine_mean == pytest.approx(cosine_twin(rows, target)[0], rel=1e-12)
+    assert abs(m.gradient_cosine - m.cosine_mean) > 0.1  # two different directions, two different numbers
+    for exponent in (300, -300):
+        scale = 2.0**exponent
+        scaled = gradient_metrics(rows * scale, target * scale, gradient=gradient * scale)
+        assert scaled.gradient_cosine == pytest.approx(m.gradient_cosine, rel=1e-12)
+        np.testing.assert_allclose(scaled.gradient_cosine_ci, m.gradient_cosine_ci, rtol=1e-12)
+
+
+def test_gradient_cosine_undefined_below_two_estimates_and_without_interval_when_degenerate():
+    one = gradient_metrics(np.array([[1.0, 2.0], [np.inf, 0.0]]), np.array([1.0, 0.0]), gradient=np.array([0.0, 1.0]))
+    assert (one.reps_used, one.nonfinite) == (1, 1) and math.isnan(one.gradient_cosine)
+    assert all(math.isnan(end) for end in one.gradient_cosine_ci) and not one.degenerate
+    assert one.bias_resolution == 0.0 and one.reference_norm == 1.0 and one.mean_grad.tolist() == [1.0, 2.0]
+    collapsed = gradient_metrics(np.zeros((20, 2)), np.array([1.0, 0.0]), gradient=np.array([0.0, 1.0]))
+    assert collapsed.degenerate and collapsed.gradient_cosine == 0.0
+    assert all(math.isnan(end) for end in collapsed.gradient_cosine_ci)
+
+
 @pytest.mark.parametrize("shape", [(7, 3), (6, 10)], ids=["M>P", "M<P"])
 def test_trace_cov_squared_matches_fourth_order_u_statistic(shape):
     """Slow twin: tr(Σ²) = E[((x₁ − x₂)·(x₃ − x₄))²] / 4, averaged over all ordered 4-tuples."""

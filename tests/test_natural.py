@@ -307,3 +307,64 @@ def test_bias_detected_at_small_batch_and_shrinks_with_batch_size(case, small, l
     assert results[0].metrics.bias_pvalue < ALPHA
     assert results[1].metrics.relative_bias_ci[1] < results[0].metrics.relative_bias_ci[0], \
         [r.metrics.relative_bias_ci for r in results]
+
+
+# ---------------------------------------------------------------- its cosine to ∇J (gradient_cosine)
+
+
+def softmax_bandit_closed_form(problem, theta: torch.Tensor, damping: float) -> tuple[np.ndarray, np.ndarray]:
+    """∇J and (F + δI)⁻¹∇J of the softmax bandit by numpy from its closed forms, independent of the problem's code:
+    π = softmax(θ), J = πᵀp, ∇J_k = π_k (p_k − J), F = E[ψψᵀ] = diag(π) − ππᵀ (ψ = e_a − π)."""
+    logits = theta.numpy()
+    pi = np.exp(logits - logits.max())
+    pi /= pi.sum()
+    p = np.asarray(problem.arm_probs, dtype=np.float64)
+    gradient = pi * (p - pi @ p)
+    fisher = np.diag(pi) - np.outer(pi, pi)
+    return gradient, np.linalg.solve(fisher + damping * np.eye(len(pi)), gradient)
+
+
+# π ≈ (0.06, 0.77, 0.17) on the default arms p = (0.9, 0.4, 0.1): the Fisher turns ∇J by ≈ 25° (cos 0.904); at θ's
+# nearer the uniform policy ∇J is close to an eigenvector of F and the two cosines all but coincide.
+MEDIOCRE_ARM = torch.tensor([-1.0, 1.5, 0.0], dtype=torch.float64)
+
+
+def test_gradient_cosine_of_the_exact_natural_gradient_is_its_closed_form():
+    """Estimates equal to the exact target (F + δI)⁻¹∇J (bench.reference) measured against ∇J: gradient_cosine is
+    cos((F + δI)⁻¹∇J, ∇J) of the closed forms, away from 1 at this θ (F turns ∇J), and cosine_mean is 1."""
+    from bench.reference import exact_target
+
+    problem = make_problem("softmax-bandit")
+    theta = MEDIOCRE_ARM
+    gradient, natural_gradient = softmax_bandit_closed_form(problem, theta, 0.01)
+    expected = float(natural_gradient @ gradient / (np.linalg.norm(natural_gradient) * np.linalg.norm(gradient)))
+    rows = np.tile(exact_target(problem, theta, Target(damping=0.01)).numpy(), (3, 1))
+    m = gradient_metrics(rows, natural_gradient, gradient=problem.exact_gradient(theta).detach().numpy())
+    assert m.gradient_cosine == pytest.approx(expected, rel=1e-12) and expected < 0.95
+    assert m.cosine_mean == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("estimator,options", [("natural", {}), ("natural", {"fisher": "exact"}),
+                                               ("reinforce", {"entropy_coef": 0.1})])
+def test_measured_gradient_cosine_is_each_estimates_cosine_to_the_closed_form_gradient(estimator, options):
+    """A measurement of a target other than ∇J (the natural gradient, the entropy bonus): gradient_cosine and its
+    interval are those of the M estimates' cosines to the closed-form ∇J (tests.test_metrics.cosine_twin), its ∇J
+    reference is that ∇J, and cosine_mean is the cosine to the estimator's own target, another number."""
+    from tests.test_metrics import cosine_twin
+
+    problem = make_problem("softmax-bandit")
+    theta = MEDIOCRE_ARM
+    result = measure(problem, estimator, 8, reps=200, seed=3, theta=theta, estimator_options=options,
+                     show_progress=False)
+    gradient, _ = softmax_bandit_closed_form(problem, theta, 0.01)
+    np.testing.assert_allclose(result.gradient_reference.grad, gradient, rtol=1e-12, atol=1e-15)
+    assert result.gradient_reference is not result.reference and result.target != "∇J"
+    value, interval = cosine_twin(result.estimates, gradient)
+    assert result.metrics.gradient_cosine == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(result.metrics.gradient_cosine_ci, interval, rtol=1e-12)
+    assert result.metrics.cosine_mean == pytest.approx(cosine_twin(result.estimates, result.reference_grad)[0],
+                                                       rel=1e-12)
+    assert result.metrics.gradient_cosine != result.metrics.cosine_mean
+    record = result.to_dict()
+    assert record["gradient_cosine"] == result.metrics.gradient_cosine
+    assert record["gradient_cosine_ci"] == list(result.metrics.gradient_cosine_ci)
