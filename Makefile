@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/benchmarks
+	$(BIN)/python -m pytest -q tests --ignore=tests/benchmarks --durations=20
 
 report: $(STAMP)
 	$(BIN)/pgvar sweep configs/default.toml
