@@ -124,6 +124,7 @@ class _Measurement:
     variant: str
     batch_size: int
     train: TrainTable | None = None  # the estimator table's own [train] settings, if it has them
+    repetitions: int = 1  # independently seeded measurements of it: the table's own count, else the sweep's
 
 
 def _problems(config: SweepConfig) -> Iterator[_Problem]:
@@ -183,12 +184,16 @@ def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
                 continue  # not asked for: not a skip
             for estimator, variant in _variants(econf):
                 for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
-                    yield _Measurement(problem, estimator, variant, batch_size, econf.train)
+                    yield _Measurement(problem, estimator, variant, batch_size, econf.train,
+                                       econf.repetitions or config.repetitions)
 
 
 def _repetitions(config: SweepConfig, m: _Measurement) -> Iterator[Cell]:
+    """The measurement's cells, repetition 0, 1, …: seeded as every table's repetition of that index on the problem
+    at that N (common random numbers), so a table with more repetitions than the sweep adds new seeds and shares the
+    first ones (and their cells, by id, with another table of the same variant)."""
     p = m.problem
-    for repetition in range(config.repetitions):
+    for repetition in range(m.repetitions):
         seed = cell_seed(config.seed, p.env, list(p.options), p.theta, m.batch_size, repetition)
         yield Cell(config.name, p.label, p.env, p.options, p.theta, m.estimator.name, m.variant,
                    tuple(sorted(m.estimator.as_dict().items())), m.batch_size, config.reps, repetition, seed,
@@ -217,7 +222,7 @@ def expand(config: SweepConfig) -> tuple[list[Cell], list[str]]:
             skipped.setdefault(f"{m.problem.label} / {m.variant} / N={m.batch_size}: {err}")
             continue
         _check_size(m, config.reps, sized)
-        if len(cells) + config.repetitions > MAX_CELLS:
+        if len(cells) + m.repetitions > MAX_CELLS:
             raise ConfigError(f"the sweep expands to more than {MAX_CELLS} cells; lower repetitions or the axes")
         for cell in _repetitions(config, m):
             cells.setdefault(cell.cell_id, cell)

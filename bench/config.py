@@ -43,6 +43,7 @@ class EstimatorTable:
     problems: tuple[str, ...] = ()  # labels (env names of unlabelled problems) it runs on; empty: every problem
     batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
     train: "TrainTable | None" = None  # its own [train] settings (its `train` keys over the sweep's); None: the sweep's
+    repetitions: int = 0  # its own independently seeded repetitions per measurement (e.g. ≥ 10 for rliable); 0: the sweep's
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ _SEEDS = Int(2, 100_000)
 _NOISE_REPS = Int(0, 10_000_000)
 MAX_LRS = 1000
 _PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
-_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes", "train"}
+_ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes", "train", "repetitions"}
+_REPETITIONS = Int(1)  # the sweep's and a table's own; too many is refused as too many cells (bench.cells.MAX_CELLS)
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
 _REFERENCE_KEYS = {"samples", "batch_size", "seed"}
 _THETA_SCALE, _THETA_SEED = Float(0), Int(0, 2 ** 128 - 1)  # a finite scale, and a seed numpy accepts
@@ -193,7 +195,7 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
         )
     return SweepConfig(
         name=name, problems=problems, estimators=estimators, batch_sizes=batch_sizes,
-        reps=where.parsed(raw, "reps", Int(2)), repetitions=where.parsed(raw, "repetitions", Int(1), 1),
+        reps=where.parsed(raw, "reps", Int(2)), repetitions=where.parsed(raw, "repetitions", _REPETITIONS, 1),
         seed=where.parsed(raw, "seed", Int(0), 0), report=parse_report(where, raw.get("report", {})),
         reference=parse_reference(where, raw.get("reference", {})),
     )
@@ -212,7 +214,9 @@ def parse_problem(where: Where, key: str, raw: Any) -> ProblemTable:
 def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
                     sweep_train: Any = None) -> EstimatorTable:
     """One [[estimators]] table; in a training sweep (`sweep_train`: the raw [train] table) its own `train` table
-    overrides keys of the sweep's for this estimator's runs (e.g. more seeds or another lr grid for one experiment)."""
+    overrides keys of the sweep's for this estimator's runs (e.g. more seeds or another lr grid for one experiment);
+    in a measurement sweep its own `repetitions` override the sweep's for its measurements (e.g. ≥ 10 independently
+    seeded repetitions of one block, for rliable, without repeating the whole sweep that often)."""
     table = where.table(raw, key, _ESTIMATOR_KEYS)
     name, options, axes = _registered(where, key, table, "name", "estimator", ESTIMATORS.get)
     only = table.get("problems", [])
@@ -226,7 +230,13 @@ def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
             raise where.error(f"{key}.train", "applies only to a training sweep (one with a [train] table)")
         override = where.table(table["train"], f"{key}.train", _TRAIN_KEYS)
         own_train = parse_train(where, {**sweep_train, **override}, f"{key}.train")  # [train] itself parsed first
-    return EstimatorTable(name, options, axes, tuple(only), own_sizes, own_train)
+    own_repetitions = 0
+    if "repetitions" in table:
+        if sweep_train is not None:
+            raise where.error(f"{key}.repetitions", "applies only to a measurement sweep; this one has a [train] "
+                                                    "table (its runs are set by train.seeds)")
+        own_repetitions = where.parsed(table, "repetitions", _REPETITIONS, within=key)
+    return EstimatorTable(name, options, axes, tuple(only), own_sizes, own_train, own_repetitions)
 
 
 def parse_report(where: Where, raw: Any) -> ReportSettings:

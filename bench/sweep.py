@@ -46,6 +46,9 @@ def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     resolved = asdict(config)
     if not config.is_training:
         del resolved["train"]
+    for table in resolved["estimators"]:  # a table without its own repetitions is recorded as before they existed
+        if not table["repetitions"]:
+            del table["repetitions"]
     meta = {"config": resolved, "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
             "table_variants": table_variants(config)}
     if config.is_training:

@@ -59,11 +59,10 @@ from reports.results import (
 )
 from reports.verdict import fixed_theta_verdicts, relative_variance_table
 from reports.rliable_stats import (
-    COSINE,
     MIN_RUNS,
-    SCORES,
-    STATISTICS,
+    MIN_TASKS,
     MSE_REDUCTION,
+    STATISTICS,
     RliableResults,
     rliable_analysis,
 )
@@ -75,7 +74,7 @@ REPORT_LIBRARIES = ("rliable", "seaborn", "matplotlib", "pandas")
 
 FINGERPRINT_FILE = ".fingerprint"
 TABLE_FILES = ("verdict.csv", "relative_variance.csv", "comparisons.csv", "summary.csv", "aggregated.csv", "variance_ratios.csv", "sweeps.csv", "rliable_intervals.csv",
-               "probability_of_improvement.csv", "performance_profiles.csv")
+               "probability_of_improvement.csv", "performance_profiles.csv", "rliable_families.csv")
 # Everything a build writes: an existing --out folder may hold only these (it is replaced whole). Add a new
 # output file here, or rebuilding over a report that has it is refused as a folder of someone else's files.
 REPORT_FILES = ("index.html", "findings.txt", *TABLE_FILES, FINGERPRINT_FILE)
@@ -284,7 +283,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     sweeps_at_headline = [(axis, at_headline(frame, headline_batch_sizes(frame))) for axis, frame in sweeps]
     comparisons = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
     ratios = variance_ratios(sweep.rows, comparisons)
-    rliable = rliable_analysis(sweep.rows, sweep.variants, settings)
+    rliable = rliable_analysis(sweep.rows, family_list, settings)
     sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
     summary = summary_table(points)
     reference = settings.reference_variant
@@ -299,7 +298,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
-        "performance_profiles.csv": rliable.profiles,
+        "performance_profiles.csv": rliable.profiles, "rliable_families.csv": _families_table(rliable),
     }
     assert tuple(sorted(tables)) == tuple(sorted(TABLE_FILES)), "a new table file belongs in TABLE_FILES"
     for name, frame in tables.items():
@@ -315,6 +314,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
 
     with figures.report_style():
         order = [reference, *(v for family in family_list for v in family.variants)]
+        palette = figures.variant_style(list(dict.fromkeys(order)))
         body = [
             ("fixed-verdict", "Verdict at fixed θ: which estimator has the lowest MSE, where",
              _fixed_verdict_section(verdicts, heat, sweep, order, headline)),
@@ -322,9 +322,9 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
             ("reading", "Reading the intervals", _reading_section(sweep)),
             ("findings", "Findings", _findings_section(sections, comparisons)),
             ("measurements", "Measurements by estimator family",
-             _measurements_section(points, family_list, figures.variant_style(list(dict.fromkeys(order))))),
+             _measurements_section(points, family_list, palette)),
             ("sweeps", "Sweeps of one option", _sweeps_section(sweeps_at_headline)),
-            ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep)),
+            ("rliable", "Across problems (rliable)", _rliable_section(rliable, sweep, palette)),
             ("summary", "Summary tables", _summary_section(summary, headline, list(tables))),
         ]
         if analysis is not None:  # the answer first: which estimator trains best where, and how sure
@@ -336,7 +336,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
                 "differences, learning rates, noise scale", training_section(analysis))))
     index = out_dir / "index.html"
     preface = _warnings_block(sweep) + _trust_counts(sweep, [at_headline(summary, headline), verdicts],
-                                                     at_headline(ratios, headline), heat)
+                                                     at_headline(ratios, headline), heat, rliable)
     index.write_text(page.page(f"pgvar report: sweep {sweep.name}", body, preface), encoding="utf-8")
     stage("figures and page")
     return index
@@ -393,21 +393,27 @@ def _fixed_ratios(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.Series(np.isclose(low, high, rtol=ZERO_WIDTH_RTOL, atol=0.0), index=frame.index)
 
 
-def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame) -> str:
+def _trust_counts(sweep: Sweep, shown: list[pd.DataFrame], ratios: pd.DataFrame, heat: pd.DataFrame,
+                  rliable: RliableResults) -> str:
     """The first line of the page: how many measurements are heavy-tailed, and how many of the intervals the page
     shows have zero width (`shown`: the tables whose intervals it prints; in the paired-ratio tables `ratios` and
-    `heat` the fixed ratios are counted apart: they are printed as such)."""
+    `heat` the fixed ratios are counted apart: they are printed as such; rliable's intervals and probabilities
+    apart too, as "no spread")."""
     rows = sweep.rows
     heavy = int(rows["heavy_tailed"].sum())
     fixed = _fixed_ratios(ratios, "ratio")
     zero = sum(zero_width_intervals(frame) for frame in [*shown, ratios[~fixed],
                                                          heat[~_fixed_ratios(heat, "relative_variance")]])
+    no_spread = (zero_width_intervals(rliable.intervals[rliable.intervals["statistic"].isin(PRINTED_STATISTICS)])
+                 + zero_width_intervals(rliable.improvements))
     return page.paragraph(
         f"Fixed-θ measurements: heavy-tailed {heavy} of {len(rows)} ({heavy / len(rows):.1%}); their CIs are too "
         "narrow, so they are hatched or grey in the figures and never recommended or counted as a win. Zero-width "
         f"intervals among the fixed-θ numbers shown: {zero}" + (" (each printed \"no spread\", never as an interval)" if zero else "")
         + f"; paired ratios the same in every repetition (two estimators in a fixed relation: identical, or e.g. "
-        f"rloo = N/(N−1) × batch_mean): {int(fixed.sum())}, printed \"identical\" or \"exactly r×\".",
+        f"rloo = N/(N−1) × batch_mean): {int(fixed.sum())}, printed \"identical\" or \"exactly r×\"" + (
+            f"; rliable values whose bootstrap resamples all agree: {no_spread}, printed \"no spread\" (e.g. a "
+            "probability of improvement of 1: every run of X beat every run of Y)" if no_spread else "") + ".",
         "note")
 
 
@@ -489,7 +495,7 @@ def _sweep_section(sweep: Sweep) -> str:
         ("reference variant", settings.reference_variant),
         ("batch sizes N", ", ".join(map(str, sweep.batch_sizes))),
         ("batches per measurement M", _distinct(rows, "reps")),
-        ("repetitions R (rliable runs)", str(rows["repetition"].nunique())),
+        ("repetitions R per measurement", _repetition_counts(rows)),
         ("bootstrap", f"{settings.bootstrap_reps} resamples, seed {settings.seed}"),
         *((column.replace("_", " "), _distinct(rows, column)) for column in PROVENANCE_COLUMNS if column in rows),
         ("report made with", ", ".join(f"{lib} {version(lib)}" for lib in REPORT_LIBRARIES)),
@@ -520,8 +526,16 @@ def _options_legend(sweep: Sweep) -> str:
     return page.table(["variant", "estimator", "target", "every option (those not in the label are defaults)"], rows)
 
 
+def _repetition_counts(rows: pd.DataFrame) -> str:
+    """How many independently seeded repetitions the measurements have: "3", or "3 (10 for 420 of 1977)"."""
+    counts = rows.groupby(["problem", "variant", "batch_size"])["repetition"].nunique().value_counts()
+    common = int(counts.idxmax())
+    others = ", ".join(f"{int(r)} for {n} of {counts.sum()}" for r, n in counts.sort_index().items() if r != common)
+    return f"{common} ({others} measurements)" if others else str(common)
+
+
 def _reading_section(sweep: Sweep) -> str:
-    repetitions = sweep.rows["repetition"].nunique()
+    repetitions = _repetition_counts(sweep.rows)
     return page.paragraph(
         "Every [low, high] is a 95% confidence interval. A measurement is M batches of N trajectories at a fixed θ, "
         f"repeated R = {repetitions} times with independent seeds. In the figures, tables and per-problem findings a "
@@ -529,7 +543,7 @@ def _reading_section(sweep: Sweep) -> str:
         "over the repetitions: the uncertainty of one measurement (the mean of R is about √R times more precise). "
         "Variance ratios between variants are paired per repetition (every variant saw the same trajectories) and "
         "carry t-intervals over the repetitions. rliable's stratified-bootstrap intervals over repetitions are "
-        f"computed only with at least {MIN_RUNS} of them (Across problems). All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
+        f"computed only over measurements with at least {MIN_RUNS} of them, on ≥ {MIN_TASKS} problems (Across problems). All intervals are normal approximations in M: on measurements flagged heavy-tailed they are "
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
 
 
@@ -649,58 +663,95 @@ def _sweeps_section(sweeps: list[tuple[Axis, pd.DataFrame]]) -> str:
     return body + "".join(blocks)
 
 
-def _rliable_section(rliable: RliableResults, sweep: Sweep) -> str:
+# The optimality gap at γ = 0 is 0 for every variant never worse than the reference, in every resample: it is drawn
+# (and in rliable_intervals.csv), the table prints the statistics that tell the variants apart.
+PRINTED_STATISTICS = STATISTICS[:3]
+
+
+def _families_table(rliable: RliableResults) -> pd.DataFrame:
+    """rliable_families.csv: every family, whether it entered the fixed-θ rliable analysis (its N, problems and
+    variants) or why not, and its best eligible variant by IQM with what scored higher but cannot be called a win."""
+    frame = pd.DataFrame([{"family": q.family, "qualifies": q.qualifies, "why_not": q.why,
+                           "variants": "; ".join(q.variants), "left_out": "; ".join(q.left_out)}
+                          for q in rliable.qualifications], columns=["family", "qualifies", "why_not", "variants",
+                                                                     "left_out"])
+    winners = rliable.winners.drop(columns=["eligible"])
+    return frame.merge(winners, on="family", how="left")
+
+
+def _probability(improvements: pd.DataFrame, x: str, y: str) -> str:
+    found = improvements[(improvements["x"] == x) & (improvements["y"] == y)]
+    return "—" if found.empty else fmt_ci(*found.iloc[0][["probability", "lo", "hi"]])
+
+
+def _rliable_section(rliable: RliableResults, sweep: Sweep, palette: figures.VariantStyle) -> str:
     settings = sweep.settings
-    if rliable.intervals.empty:
-        return page.paragraph("No aggregate statistics across problems for this sweep:", "note") + page.bullet_list(
-            rliable.notes)
-    compared = set(rliable.intervals["variant"])
-    style = figures.variant_style([v for v in sweep.variants if v in compared])
+    reference = settings.reference_variant
     body = page.paragraph(
-        f"rliable (Agarwal et al. 2021) across problems: tasks are the problems, runs the repetitions, at the "
-        f"largest batch sizes N = {', '.join(map(str, rliable.batch_sizes))}. Intervals: 95% stratified bootstrap "
-        f"over runs ({settings.bootstrap_reps} resamples, numpy seeded with {settings.seed}). Scores, higher is "
-        f"better: (a) {COSINE.title}, cosine_mean; (b) {MSE_REDUCTION.title}: −log(MSE / "
-        f"{settings.reference_variant}'s MSE at the same problem, N and repetition); 1 nat is e ≈ 2.7× less "
-        "MSE, 0 is the reference's. IQM is the mean of the middle 50% of all run × problem scores. Optimality "
-        f"gap (lower is better): for (a) {COSINE.gamma_meaning}; for (b) {MSE_REDUCTION.gamma_meaning}.")
-    for score in SCORES:
-        intervals = rliable.intervals[rliable.intervals["score"] == score.column]
-        if intervals.empty:
-            continue
-        body += page.heading(score.title.capitalize())
-        iqm = intervals[intervals["statistic"] == STATISTICS[0]]
-        body += page.paragraph(f"IQM [95% CI] of {score.title} per variant and N:")
-        body += page.table(["variant", *(f"N={n}" for n in sorted(iqm["batch_size"].unique()))], [
-            [variant, *(fmt_ci(r.estimate, r.lo, r.hi) for r in group.sort_values("batch_size").itertuples())]
-            for variant, group in sorted(iqm.groupby("variant"), key=lambda g: style.variants.index(g[0]))])
-        for batch_size, at_n in intervals.groupby("batch_size"):
-            runs = sorted(set(at_n["num_runs"]))  # several values only when a partial sweep left a variant short
-            runs_text = str(runs[0]) if len(runs) == 1 else f"{runs[0]}–{runs[-1]}"
-            tasks = at_n["num_tasks"].iloc[0]
-            body += page.figure(
-                figures.png_data_uri(figures.interval_estimates(at_n, style, f"{score.title}, N={batch_size}")),
-                f"{score.title} aggregates at N={batch_size}",
-                f"{score.title} at N={batch_size}: IQM, median and mean (higher is better) and optimality gap (lower "
-                f"is better) across {tasks} problems × {runs_text} repetitions; bars are 95% bootstrap CIs, ticks the "
-                "point estimates.")
-        if score is MSE_REDUCTION:
-            for batch_size, profile in rliable.profiles.groupby("batch_size"):
-                body += page.figure(
-                    figures.png_data_uri(figures.performance_profile(profile, style, f"{score.title}, τ")),
-                    f"performance profile at N={batch_size}",
-                    f"Performance profile at N={batch_size}: the fraction of (repetition, problem) scores above each "
-                    "threshold τ, with 95% bootstrap bands; a curve further right is better. Dashed: τ = 0, the "
-                    "reference.")
-    body += page.heading("Probability of improvement") + page.paragraph(
-        "P(X > Y): the probability that a run of X scores above a run of Y on the same problem (Mann–Whitney, "
-        "averaged over problems; 0.5 = no difference), with 95% bootstrap CIs resampling each variant's runs.")
+        f"rliable (Agarwal et al. 2021) per estimator family, over genuinely independent runs: a family enters at the "
+        f"N where the most problems have ≥ {MIN_RUNS} independently seeded repetitions of it and of the reference "
+        f"{reference}, if those are ≥ {MIN_TASKS} problems (a config gives a block of tables `repetitions = 10`). "
+        f"Tasks are the problems, runs the repetitions. Score, higher is better: {MSE_REDUCTION.title}, −log(MSE / "
+        f"{reference}'s MSE at the same problem, N and repetition), MSE = bias² + variance against ∇J, so a variance "
+        "cut bought with bias does not count; 1 nat is e ≈ 2.7× less MSE, 0 the reference's. IQM is the mean of the "
+        "middle 50% of all run × problem scores. Intervals: 95% stratified bootstrap over runs "
+        f"({settings.bootstrap_reps} resamples, numpy seeded with {settings.seed} around each call). \"Best\" is the "
+        "highest IQM among the eligible variants: declared unbiased, not rejected by the bias test beyond chance, "
+        "trustworthy and never heavy-tailed there; a higher IQM of another variant is named with why, never called a "
+        "win. P(X > Y): the probability that a run of X scores above a run of Y on the same problem (Mann–Whitney, "
+        "averaged over problems; 0.5 = no difference), resampling each variant's runs; a best whose P over the "
+        "eligible runner-up is not above 0.5 is not separated from it (IQM pools the problems, P compares per problem).")
+    winners = rliable.winners.set_index("family")
     improvements = rliable.improvements
-    body += page.table(["X", "Y", "score", "N", "P(X > Y) [95% CI]"], [
-        [r.x, r.y, r.score, r.batch_size, fmt_ci(r.probability, r.lo, r.hi)] for r in improvements.itertuples()
-    ]) if len(improvements) else page.paragraph("None: no pairs configured, or they could not be compared.", "note")
+    rows = []
+    for family, w in winners.iterrows():
+        at = improvements[improvements["family"] == family]
+        runner = next(iter(w.eligible.split("; ")[1:]), None)  # the eligible variant of the next highest IQM
+        rows.append([family, w.batch_size, f"{w.problems} × {w.runs} runs", w.best or "none eligible",
+                     fmt_ci(w.best_iqm, w.best_lo, w.best_hi), _probability(at, w.best, reference) if w.best else "—",
+                     f"{runner}: {_probability(at, w.best, runner)}" if runner else "—",
+                     w.higher_not_eligible or "—"])
+    if rows:
+        body += page.table(["family", "N", "problems × runs", "best eligible (highest IQM)",
+                            "its IQM [95% CI] (nats)", f"P(best > {reference})",
+                            "P(best > eligible runner-up)", "higher IQM, not eligible (why)"], rows)
+    else:
+        body += page.paragraph("No family qualifies in this sweep.", "note")
+    short = [q for q in rliable.qualifications if not q.qualifies]
+    if short:
+        body += page.paragraph("Families not aggregated, each with why:") + page.bullet_list(
+            [f"{q.family}: {q.why}" for q in short])
+    blocks = []
+    for family, w in winners.iterrows():
+        intervals = rliable.intervals[rliable.intervals["family"] == family]
+        style = figures.style_subset(palette, list(dict.fromkeys(
+            v for v in palette.variants if v in set(intervals["variant"]))))
+        wide = intervals.pivot(index="variant", columns="statistic")
+        table = page.table(["variant", *PRINTED_STATISTICS], [
+            [variant, *(fmt_ci(wide.loc[variant, ("estimate", s)], wide.loc[variant, ("lo", s)],
+                               wide.loc[variant, ("hi", s)]) for s in PRINTED_STATISTICS)]
+            for variant in style.variants])
+        at = improvements[improvements["family"] == family]
+        pairs = page.table(["X", "Y", "P(X > Y) [95% CI]"], [
+            [r.x, r.y, fmt_ci(r.probability, r.lo, r.hi)] for r in at.itertuples()])
+        figure = page.figure(
+            figures.png_data_uri(figures.interval_estimates(intervals, style, f"{MSE_REDUCTION.title}, N={w.batch_size}")),
+            f"{family}: rliable aggregates",
+            f"{family} at N={w.batch_size} across {w.problems} × {w.runs} repetitions: IQM, median and mean of the MSE "
+            f"reduction (higher is better) and optimality gap ({MSE_REDUCTION.gamma_meaning}; lower is better); bars "
+            "are 95% stratified-bootstrap CIs.")
+        profile = rliable.profiles[rliable.profiles["family"] == family]
+        figure += page.figure(
+            figures.png_data_uri(figures.performance_profile(profile, style, f"{MSE_REDUCTION.title}, τ")),
+            f"{family}: performance profile",
+            "The fraction of (repetition, problem) scores above each threshold τ with 95% bootstrap bands; a curve "
+            "further right is better. Dashed: τ = 0, the reference.")
+        left_out = next(q.left_out for q in rliable.qualifications if q.family == family)
+        blocks.append(page.details(f"{family}: every variant", table + pairs + figure + (
+            page.paragraph("Not compared: " + "; ".join(left_out) + ".", "note") if left_out else "")))
+    body += "".join(blocks)
     if rliable.notes:
-        body += page.heading("Left out") + page.bullet_list(rliable.notes)
+        body += page.details("Left out of the aggregates", page.bullet_list(rliable.notes))
     return body
 
 

@@ -3,9 +3,13 @@ runs are repetitions, and each score is higher-is-better.
 
 Only over genuinely independent runs: rliable's stratified bootstrap resamples runs, so with a handful
 of repetitions, each the average of M batches, its intervals collapse to the spread of three nearly
-equal numbers (often zero width) and say nothing. The fixed-θ analysis therefore runs only when the
-sweep has at least MIN_RUNS independently seeded repetitions; below that the report's intervals come
-from the M batches of each measurement, and rliable is left to training runs (reports/training.py).
+equal numbers (often zero width) and say nothing. So the fixed-θ analysis is per estimator family
+(reports.families), over the measurements with at least MIN_RUNS independently seeded repetitions
+(a sweep gives a block of its [[estimators]] tables `repetitions = 10`, bench.config) on at least
+MIN_TASKS problems at one N (`qualify`); a family short of that is listed with why. The score is the
+MSE (bias² + variance) against the reference variant's, so a biased variant's variance cut does
+not count as an improvement; below the rule, the report's intervals come from the M batches of each
+measurement, and rliable over training runs is reports/training.py's.
 
 rliable's stratified bootstrap draws from numpy's GLOBAL random state (it ignores `random_state`
 in places), so every bootstrap call here runs inside `seeded_global_rng`: seeded from the
@@ -25,12 +29,12 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
-from bench.metrics import trust_flags
-from reports.results import ReportSettings
+from bench.metrics import flag_counts_text, trust_flags
+from reports.results import BIAS_TEST_LEVEL, ReportSettings, rejects_beyond_chance
 
-MIN_RUNS = 10  # independent repetitions below which the fixed-θ rliable analysis is not run
+MIN_RUNS = 10  # independently seeded repetitions of a measurement below which it is not an rliable run
+MIN_TASKS = 3  # problems a family must share at one N (with MIN_RUNS repetitions each) to be aggregated across
 STATISTICS = ("IQM", "Median", "Mean", "Optimality gap")  # the order of `_aggregates`' output
-LARGEST_BATCH_SIZES = 3  # rliable statistics at the sweep's largest few N; each costs seconds of bootstrap
 PROFILE_POINTS = 41  # thresholds τ of a performance profile
 
 
@@ -44,16 +48,12 @@ class Score:
     gamma_meaning: str
 
 
-COSINE = Score("cosine_mean", "cosine to the true gradient", 1.0,
-               "γ = 1, a perfectly aligned estimate: the gap is the mean shortfall from cosine 1")
-VARIANCE_REDUCTION = Score("variance_reduction", "variance reduction vs the reference (nats)", 0.0,
-                           "γ = 0, the reference's variance: the gap is how much worse than the reference "
-                           "a variant is on average (0 if never worse)")
 MSE_REDUCTION = Score("mse_reduction", "MSE reduction vs the reference (nats)", 0.0,
                       "γ = 0, the reference's MSE: the gap is how much worse than the reference a variant is on "
                       "average (0 if never worse)")
-# Probability of improvement and profiles on MSE (bias² + variance): on variance alone a biased variant wins.
-SCORES = (COSINE, MSE_REDUCTION)
+# Aggregates, probability of improvement and profiles on MSE (bias² + variance): on variance alone a biased variant
+# wins (the batch-mean baseline's O(1/N) bias buys it a smaller variance).
+SCORES = (MSE_REDUCTION,)
 
 
 @contextmanager
@@ -68,26 +68,21 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
 
 
 def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
-    """Rows → scores: [problem, variant, batch_size, repetition, cosine_mean, variance_reduction, mse_reduction],
-    variance_reduction = −log(variance_trace / the reference variant's variance_trace at the same
-    problem, N and repetition) (paired by common random numbers), mse_reduction the same of mse. Non-finite scores become NaN, and so
-    do the scores of measurements over the non-finite limit or degenerate (bench/metrics.py: their numbers
-    are not the estimator's), and the variance reduction of every variant where the reference's is: rliable
-    then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep their scores: rliable
-    resamples runs, it does not use a measurement's own CIs."""
+    """Rows → scores: [problem, variant, batch_size, repetition, mse_reduction], mse_reduction = −log(mse / the
+    reference variant's mse at the same problem, N and repetition) (paired by common random numbers: every variant of
+    a repetition saw the same trajectories). Non-finite scores become NaN, and so do the scores of measurements over
+    the non-finite limit or degenerate (bench/metrics.py: their numbers are not the estimator's), and every variant's
+    where the reference's is: rliable then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep
+    their scores (rliable resamples runs, not a measurement's own CI) but are never called a win (`eligibility`)."""
     key = ["problem", "batch_size", "repetition"]
     flagged = trust_flags(rows)
-    invalid = flagged["excess_nonfinite"] | flagged["degenerate"]
-    rows = rows.assign(variance_trace=rows["variance_trace"].mask(invalid), mse=rows["mse"].mask(invalid),
-                       cosine_mean=rows["cosine_mean"].mask(invalid))
-    reference = rows.loc[rows["variant"] == reference_variant, key + ["variance_trace", "mse"]]
-    paired = rows[key + ["variant", "variance_trace", "mse", "cosine_mean"]].merge(
-        reference, on=key, how="left", suffixes=("", "_reference"))
+    rows = rows.assign(mse=rows["mse"].mask(flagged["excess_nonfinite"] | flagged["degenerate"]))
+    reference = rows.loc[rows["variant"] == reference_variant, key + ["mse"]]
+    paired = rows[key + ["variant", "mse"]].merge(reference, on=key, how="left", suffixes=("", "_reference"))
     with np.errstate(divide="ignore", invalid="ignore"):
-        reduction = -np.log(paired["variance_trace"] / paired["variance_trace_reference"])
         mse_reduction = -np.log(paired["mse"] / paired["mse_reference"])
-    scores = paired.assign(variance_reduction=reduction, mse_reduction=mse_reduction)[
-        ["problem", "variant", "batch_size", "repetition", "cosine_mean", "variance_reduction", "mse_reduction"]]
+    scores = paired.assign(mse_reduction=mse_reduction)[["problem", "variant", "batch_size", "repetition",
+                                                          "mse_reduction"]]
     return scores.replace([np.inf, -np.inf], np.nan)
 
 
@@ -228,13 +223,80 @@ PROFILE_COLUMNS = ["score", "batch_size", "variant", "tau", "fraction", "lo", "h
 
 
 @dataclass(frozen=True)
-class RliableResults:
-    """Every rliable number of a report, as tidy tables keyed by score (column name) and N."""
+class Qualification:
+    """Whether a family enters the fixed-θ rliable analysis, where, and why not."""
 
-    batch_sizes: list[int]
-    intervals: pd.DataFrame  # INTERVAL_COLUMNS
-    improvements: pd.DataFrame  # IMPROVEMENT_COLUMNS
-    profiles: pd.DataFrame  # PROFILE_COLUMNS, variance reduction only
+    family: str
+    batch_size: int | None  # the N of its aggregates; None when it does not qualify
+    tasks: tuple[str, ...] = ()  # the problems (rliable's tasks)
+    variants: tuple[str, ...] = ()  # compared: ≥ MIN_RUNS repetitions on every task, scored against the reference
+    why: str = ""  # one line: why it does not qualify ("" when it does)
+    left_out: tuple[str, ...] = ()  # its variants not compared, each with why
+
+    @property
+    def qualifies(self) -> bool:
+        return not self.why
+
+
+def run_counts(rows: pd.DataFrame) -> pd.Series:
+    """(variant, problem, batch_size) → the number of independently seeded repetitions measured."""
+    return rows.groupby(["variant", "problem", "batch_size"])["repetition"].nunique()
+
+
+def qualify(title: str, variants: Sequence[str], runs: pd.Series, targets: Mapping[str, str],
+            reference: str) -> Qualification:
+    """The rule: a family is compared at the N where the most problems have ≥ MIN_RUNS repetitions of the reference
+    variant and of one of its variants (ties: the largest N), if that is ≥ MIN_TASKS problems. Its variants scored
+    are those with ≥ MIN_RUNS repetitions on every one of these problems and the reference's target (an MSE against
+    another target, e.g. the natural gradient's, is not comparable with the reference's MSE against ∇J); the
+    reference itself is the score's zero, not compared. `runs`: `run_counts`; `targets`: variant → target."""
+    target = targets.get(reference)
+    others = [v for v in variants if v != reference and v in targets]
+    off_target = [v for v in others if targets[v] != target]
+    candidates = [v for v in others if targets[v] == target]
+    off_notes = tuple(f"{v} (its target is {targets[v]}, not {target})" for v in off_target)
+    if not candidates:
+        why = (f"its target is {', '.join(sorted({targets[v] for v in off_target}))}, not the reference's {target}: "
+               "its MSE is not comparable with the reference's" if off_target else "no variant but the reference")
+        return Qualification(title, None, why=why, left_out=off_notes)
+    enough = runs[runs >= MIN_RUNS].reset_index()
+    best: tuple[int, int, list[str]] = (0, 0, [])  # (number of problems, N, problems)
+    for batch_size, at_n in enough.groupby("batch_size"):
+        with_reference = set(at_n.loc[at_n["variant"] == reference, "problem"])
+        tasks = sorted(with_reference & set(at_n.loc[at_n["variant"].isin(candidates), "problem"]))
+        best = max(best, (len(tasks), int(batch_size), tasks))
+    count, batch_size, tasks = best
+    if count < MIN_TASKS:
+        measured = runs[runs.index.get_level_values("variant").isin(candidates)]
+        where = (f"{count} problem(s) ({', '.join(tasks)}) at N={batch_size}" if count else "no problem at any N")
+        return Qualification(title, None, why=(
+            f"has ≥ {MIN_RUNS} repetitions of a variant and of {reference} on {where}; rliable needs ≥ {MIN_TASKS} "
+            f"problems at one N (it has {int(measured.max()) if len(measured) else 0} repetition(s) per measurement at "
+            "most)"),
+            left_out=off_notes)
+    complete = [v for v in candidates
+                if all(runs.get((v, problem, batch_size), 0) >= MIN_RUNS for problem in tasks)]
+    short = tuple(f"{v} (< {MIN_RUNS} repetitions on some of its problems at N={batch_size})"
+                  for v in candidates if v not in complete)
+    return Qualification(title, batch_size, tuple(tasks), tuple(complete), left_out=off_notes + short)
+
+
+FAMILY_INTERVAL_COLUMNS = ["family", *INTERVAL_COLUMNS]
+FAMILY_IMPROVEMENT_COLUMNS = ["family", *IMPROVEMENT_COLUMNS]
+FAMILY_PROFILE_COLUMNS = ["family", *PROFILE_COLUMNS]
+WINNER_COLUMNS = ["family", "batch_size", "problems", "runs", "best", "best_iqm", "best_lo", "best_hi",
+                  "higher_not_eligible", "eligible"]
+
+
+@dataclass(frozen=True)
+class RliableResults:
+    """Every fixed-θ rliable number of a report, as tidy tables keyed by family (and score, N)."""
+
+    qualifications: list[Qualification]  # every family, in family order
+    intervals: pd.DataFrame  # FAMILY_INTERVAL_COLUMNS
+    improvements: pd.DataFrame  # FAMILY_IMPROVEMENT_COLUMNS
+    profiles: pd.DataFrame  # FAMILY_PROFILE_COLUMNS
+    winners: pd.DataFrame  # WINNER_COLUMNS: per qualifying family, its best eligible variant by IQM
     notes: list[str]  # what was left out and why
 
 
@@ -250,45 +312,84 @@ def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs
     return intervals, improvements, profiles
 
 
-def rliable_analysis(rows: pd.DataFrame, variants: Sequence[str], settings: ReportSettings) -> RliableResults:
-    """Aggregate intervals and probabilities of improvement of every score, and performance
-    profiles of MSE reduction, at the sweep's LARGEST_BATCH_SIZES largest N, when the sweep has at least
-    MIN_RUNS repetitions (else empty tables and a note saying why). The tasks are the problems the reference
-    variant was measured on (the reductions are relative to it; a problem only some estimators apply to would
-    otherwise leave out every variant)."""
+def eligibility(rows: pd.DataFrame) -> dict[str, str]:
+    """variant → why it cannot be called a win over these rows ("" if it can), on the problems where it fails:
+    declared biased, its bias test rejecting beyond chance (reports.results.rejects_beyond_chance), or flagged in
+    any repetition — heavy-tailed (its MSE is then read off a measurement whose tails dominate: rliable's runs
+    resample it, they do not make it calibrated), over the non-finite limit or degenerate (bench.metrics); "on every
+    problem" when a reason holds on all of the rows' problems."""
+    flagged = trust_flags(rows).assign(rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
+    reasons: dict[str, dict[str, list[str]]] = {}  # variant → reason → the problems where it holds
+    for (variant, problem), at in flagged.groupby(["variant", "problem"], sort=True):
+        n = len(at)
+        rejected = int(at["rejected"].sum())
+        why = ["biased" if not at["declared_unbiased"].all() else
+               f"unbiasedness test rejects {rejected}/{n}" if rejects_beyond_chance(rejected, n) else "",
+               flag_counts_text(int(at["heavy_tailed"].sum()), int(at["excess_nonfinite"].sum()),
+                                int(at["degenerate"].sum()), n)]
+        text = ", ".join(w for w in why if w)
+        problems = reasons.setdefault(variant, {})
+        if text:
+            problems.setdefault(text, []).append(problem)
+    every = sorted(set(rows["problem"]))
+
+    def where(problems: list[str]) -> str:
+        return "on every problem" if problems == every else f"on {', '.join(problems)}"
+
+    return {variant: "; ".join(f"{text} {where(problems)}" for text, problems in by_reason.items())
+            for variant, by_reason in reasons.items()}
+
+
+def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: ReportSettings) -> RliableResults:
+    """For every family (`family_list`: reports.families.Family, in order) that qualifies (`qualify`): IQM, median,
+    mean and optimality gap of the MSE reduction against the reference variant with stratified-bootstrap CIs over
+    its repetitions, its performance profiles, and P(X > Y) on the MSE reduction of its best eligible variant (the
+    highest IQM among those `eligibility` clears) over each other variant and the reference, and of the configured
+    pairs inside it. Families that do not qualify are in `qualifications` with why."""
     reference = settings.reference_variant
-    runs = int(rows["repetition"].nunique())
-    if runs < MIN_RUNS:
-        return RliableResults([], concat([], INTERVAL_COLUMNS), concat([], IMPROVEMENT_COLUMNS),
-                              concat([], PROFILE_COLUMNS),
-                              [f"not run: the sweep has {runs} independent repetition(s) per measurement and rliable "
-                               f"needs at least {MIN_RUNS} (its bootstrap resamples repetitions; over {runs} nearly "
-                               "equal averages of M batches its intervals would have almost no width and mean "
-                               "nothing). Every interval in this report is from the M batches of a measurement "
-                               "instead; set repetitions ≥ 10 in the config for rliable aggregates."])
-    with_reference = set(rows.loc[rows["variant"] == reference, "problem"])
-    scores = score_frame(rows[rows["problem"].isin(with_reference)], reference)
-    batch_sizes = sorted(int(n) for n in rows["batch_size"].unique())[-LARGEST_BATCH_SIZES:]
+    runs = run_counts(rows)
+    targets = rows.drop_duplicates("variant").set_index("variant")["target"].to_dict()
     reps, seed = settings.bootstrap_reps, settings.seed
-    intervals, improvements, profiles = [], [], []
-    notes = [f"problem {problem} left out: the reference variant {reference} was not measured on it"
-             for problem in sorted(set(rows["problem"]) - with_reference)]
-    notes += invalid_notes(rows[rows["problem"].isin(with_reference) & rows["batch_size"].isin(batch_sizes)])
-    for score in SCORES:
-        for batch_size in batch_sizes:
-            matrices = score_matrices(scores, score, batch_size, variants)
-            notes += matrices.notes
-            if not matrices.score_dict:
-                continue
-            interval, improvement, profile = rliable_tables(matrices, score, batch_size, settings.pairs, reps, seed,
-                                                            with_profiles=score is MSE_REDUCTION)
-            intervals.append(interval)
-            improvements.append(improvement)
-            profiles.append(profile)
-            notes += [f"{score.title} at N={batch_size}: pair {x} vs {y} left out (a variant is missing)"
-                      for x, y in settings.pairs if x not in matrices.score_dict or y not in matrices.score_dict]
-    return RliableResults(batch_sizes, concat(intervals, INTERVAL_COLUMNS), concat(improvements, IMPROVEMENT_COLUMNS),
-                          concat(profiles, PROFILE_COLUMNS), notes)
+    qualifications, intervals, improvements, profiles, winners, notes = [], [], [], [], [], []
+    for family in family_list:
+        q = qualify(family.title, family.variants, runs, targets, reference)
+        qualifications.append(q)
+        if not q.qualifies:
+            continue
+        at = rows[rows["problem"].isin(q.tasks) & (rows["batch_size"] == q.batch_size)
+                  & rows["variant"].isin([*q.variants, reference])]
+        notes += [f"{family.title}: {note}" for note in invalid_notes(at)]
+        matrices = score_matrices(score_frame(at, reference), MSE_REDUCTION, q.batch_size, q.variants)
+        notes += [f"{family.title}: {note}" for note in matrices.notes]
+        if not matrices.score_dict:
+            continue
+        interval, _, profile = rliable_tables(matrices, MSE_REDUCTION, q.batch_size, (), reps, seed)
+        why = eligibility(at)
+        iqm = interval[interval["statistic"] == STATISTICS[0]].sort_values("estimate", ascending=False, kind="stable")
+        eligible = [v for v in iqm["variant"] if not why.get(v)]
+        best = eligible[0] if eligible else None
+        higher = list(iqm["variant"])[:list(iqm["variant"]).index(best)] if best else list(iqm["variant"])
+        # P(X > Y) of the best over the rest and over the reference (its score is 0 in every run by definition)
+        with_reference = {**matrices.score_dict, reference: np.zeros_like(next(iter(matrices.score_dict.values())))}
+        pairs = [(best, v) for v in [*iqm["variant"], reference] if best and v != best]
+        pairs += [p for p in settings.pairs if p not in pairs and all(v in with_reference for v in p)]
+        improvement = improvement_probabilities(with_reference, pairs, reps, seed).assign(
+            score=MSE_REDUCTION.column, batch_size=q.batch_size, num_tasks=len(matrices.tasks))
+        tag = {"family": family.title}
+        intervals.append(interval.assign(**tag))
+        profiles.append(profile.assign(**tag))
+        improvements.append(improvement.assign(**tag))
+        top = iqm[iqm["variant"] == best].iloc[0] if best else None
+        winners.append(pd.DataFrame([{
+            "family": family.title, "batch_size": q.batch_size, "problems": "; ".join(matrices.tasks),
+            "runs": int(iqm["num_runs"].min()), "best": best or "",
+            "best_iqm": top.estimate if best else np.nan, "best_lo": top.lo if best else np.nan,
+            "best_hi": top.hi if best else np.nan,
+            "higher_not_eligible": "; ".join(f"{v} ({why[v]})" for v in higher),
+            "eligible": "; ".join(eligible)}]))
+    return RliableResults(qualifications, concat(intervals, FAMILY_INTERVAL_COLUMNS),
+                          concat(improvements, FAMILY_IMPROVEMENT_COLUMNS), concat(profiles, FAMILY_PROFILE_COLUMNS),
+                          concat(winners, WINNER_COLUMNS), notes)
 
 
 def invalid_notes(rows: pd.DataFrame) -> list[str]:

@@ -27,6 +27,7 @@ from envs.spec import ConfigError
 from pgvar.cli import main
 from reports.families import (
     UNMATCHED_FAMILY,
+    Family,
     axis_points,
     families,
     memberships,
@@ -36,13 +37,15 @@ from reports.families import (
     table_labels,
     variants_by_table,
 )
+from reports import figures
 from reports.figures import _spaced_labels
 from reports.findings import bias_findings, fmt_ci, nonfinite_findings, ratio_phrase, reliability_findings, sweep_findings
-from reports.report import build_report
+from reports.report import _families_table, _rliable_section, build_report
 from reports.results import load_sweep, variance_ratios, zero_width_intervals
 from reports.verdict import fixed_theta_verdicts
 from reports.rliable_stats import (
     MIN_RUNS,
+    MIN_TASKS,
     aggregate_intervals,
     improvement_probabilities,
     performance_profiles,
@@ -353,27 +356,58 @@ def test_zero_width_intervals_are_counted_and_never_printed_as_intervals():
     assert ratio_phrase(0.9996, 0.9995, 0.9997) == "raises variance 1.0004× [1.0003, 1.0005]"
 
 
-def test_rliable_runs_only_over_ten_or_more_repetitions_and_scores_mse():
+def _rliable_rows(rng, spec) -> pd.DataFrame:
+    """Stored-row-like records: spec = [(variant, target, problems, repetitions, variance, bias², declared unbiased)]
+    at N = 4, each repetition's variance jittered ±10% (so intervals have width)."""
     records = []
-    rng = np.random.default_rng(0)
-    for repetitions in (3, MIN_RUNS):
-        records = []
-        for problem in ("a", "b", "c"):
+    for variant, target, problems, repetitions, variance, bias2, unbiased in spec:
+        for problem in problems:
             for repetition in range(repetitions):
-                for variant, scale in (("ref", 1.0), ("x", 0.5)):
-                    variance = scale * rng.uniform(0.9, 1.1)
-                    records.append({"problem": problem, "variant": variant, "batch_size": 4, "repetition": repetition,
-                                    "variance_trace": variance, "mse": variance + (0.8 if variant == "x" else 0.0),
-                                    "cosine_mean": 0.5, "heavy_tailed": False, "nonfinite": 0, "reps": 100})
-        settings = ReportSettings(reference_variant="ref", pairs=(("x", "ref"),), bootstrap_reps=100, seed=0)
-        result = rliable_analysis(pd.DataFrame(records), ["ref", "x"], settings)
-        if repetitions < MIN_RUNS:
-            assert result.intervals.empty and result.improvements.empty and "not run" in result.notes[0]
-            continue
-        assert set(result.intervals["score"]) == {"cosine_mean", "mse_reduction"}
-        # x halves the variance but adds 0.8 of bias²: on MSE it loses in every run of every problem.
-        on_mse = result.improvements[result.improvements["score"] == "mse_reduction"].iloc[0]
-        assert on_mse.probability == 0.0
+                noisy = variance * rng.uniform(0.9, 1.1)
+                records.append({"problem": problem, "variant": variant, "batch_size": 4, "repetition": repetition,
+                                "target": target, "variance_trace": noisy, "mse": noisy + bias2,
+                                "declared_unbiased": unbiased, "bias_pvalue": 0.5, "heavy_tailed": False,
+                                "nonfinite": 0, "reps": 100})
+    return pd.DataFrame(records)
+
+
+def test_rliable_families_need_three_problems_with_ten_repetitions_and_score_mse():
+    three, two = ("a", "b", "c"), ("a", "b")
+    rows = _rliable_rows(np.random.default_rng(0), [
+        ("ref", "∇J", three, MIN_RUNS, 1.0, 0.0, True),
+        ("y", "∇J", three, MIN_RUNS, 0.5, 0.0, True),  # unbiased, half the reference's MSE
+        ("x", "∇J", three, MIN_RUNS, 0.1, 0.1, False),  # lower MSE still, but declared biased: never the best
+        ("v", "∇J", three, MIN_RUNS, 0.1, 2.0, False),  # a tenth of the variance, 2.1× the MSE: loses on MSE
+        ("on-two", "∇J", two, MIN_RUNS, 0.5, 0.0, True),
+        ("three-runs", "∇J", three, 3, 0.5, 0.0, True),
+        ("natural", "(F + δI)⁻¹∇J", three, MIN_RUNS, 0.5, 0.0, True),
+    ])
+    family_list = [Family("A", (0,), ("ref", "y", "x", "v")), Family("B", (1,), ("on-two",)),
+                   Family("C", (2,), ("three-runs",)), Family("D", (3,), ("natural",))]
+    settings = ReportSettings(reference_variant="ref", pairs=(("x", "ref"),), bootstrap_reps=200, seed=0)
+    np.random.seed(7)
+    before = np.random.get_state()
+    result = rliable_analysis(rows, family_list, settings)
+    assert same_rng_state(before, np.random.get_state())
+    a, b, c, d = result.qualifications
+    assert (a.qualifies, a.batch_size, a.tasks, a.variants) == (True, 4, three, ("y", "x", "v"))  # ref: the zero
+    assert not b.qualifies and "on 2 problem(s) (a, b) at N=4; rliable needs ≥ 3 problems" in b.why
+    assert not c.qualifies and "on no problem at any N" in c.why and "3 repetition(s) per measurement" in c.why
+    assert not d.qualifies and "not the reference's ∇J" in d.why
+    assert all("\n" not in q.why for q in result.qualifications)
+    assert set(result.intervals["family"]) == {"A"} and set(result.intervals["score"]) == {"mse_reduction"}
+    iqm = result.intervals[result.intervals["statistic"] == "IQM"].set_index("variant")
+    assert iqm.loc["x", "estimate"] > iqm.loc["y", "estimate"] > 0 > iqm.loc["v", "estimate"]
+    assert ((iqm["lo"] <= iqm["estimate"]) & (iqm["estimate"] <= iqm["hi"]) & (iqm["lo"] < iqm["hi"])).all()
+    winner = result.winners.iloc[0]
+    assert winner.best == "y" and winner.runs == MIN_RUNS and winner.higher_not_eligible == "x (biased on every problem)"
+    probability = result.improvements.set_index(["x", "y"])["probability"]
+    # v has a tenth of the reference's variance but loses every run on MSE; y wins every run; the configured pair too
+    assert probability[("y", "ref")] == 1.0 and probability[("y", "v")] == 1.0 and probability[("x", "ref")] == 1.0
+    assert ("v", "ref") not in probability.index  # only the best's pairs and the configured ones
+    again = rliable_analysis(rows, family_list, settings)
+    pd.testing.assert_frame_equal(result.intervals, again.intervals)
+    pd.testing.assert_frame_equal(result.improvements, again.improvements)
 
 
 # ------------------------------------------------------------------------------ a real sweep
@@ -464,7 +498,11 @@ def test_tables_have_the_expected_shape_and_anchors(built):
     # R = 3 repetitions: no rliable over them (its intervals would be bootstrap over 3 near-equal averages).
     for name in ("rliable_intervals.csv", "probability_of_improvement.csv", "performance_profiles.csv"):
         assert pd.read_csv(out / name).empty, name
-    assert "not run: the sweep has 3 independent repetition(s)" in built.index.read_text(encoding="utf-8")
+    families_csv = pd.read_csv(out / "rliable_families.csv")
+    assert len(families_csv) == 4 and not families_csv["qualifies"].any()
+    assert families_csv["why_not"].str.contains(f"rliable needs ≥ {MIN_TASKS} problems at one N \\(it has 3 "
+                                                "repetition\\(s\\)").all()
+    assert "Families not aggregated, each with why:" in built.index.read_text(encoding="utf-8")
     verdict = pd.read_csv(out / "verdict.csv")
     assert len(verdict) == 2 and set(verdict["batch_size"]) == {8}  # one row per problem at its headline N
     # batch_mean is declared biased: never the recommendation, whatever its MSE.
@@ -563,7 +601,7 @@ def test_a_sweep_too_small_for_rliable_is_reported_not_a_crash(tiny_results, tmp
         if row["problem"] == "softmax-bandit" and row["repetition"] == 0:
             shutil.copy(cell, small)
     html = build_report(small, tmp_path / "out")[0].read_text(encoding="utf-8")
-    assert "not run: the sweep has 1 independent repetition(s)" in html
+    assert "Families not aggregated" in html and "(it has 1 repetition(s) per measurement at most)" in html
     assert f"6 of {TINY_CELLS} cells finished (a partial sweep" in html
     assert "one repetition: no interval" in (tmp_path / "out" / "findings.txt").read_text(encoding="utf-8")
     assert pd.read_csv(tmp_path / "out" / "rliable_intervals.csv").empty
@@ -772,3 +810,66 @@ def test_an_up_to_date_check_needs_every_file(tiny_results, tmp_path):
     build_report(tiny_results, out)
     (out / "summary.csv").unlink()
     assert build_report(tiny_results, out)[1]
+
+
+# A sweep whose REINFORCE block has 10 repetitions on three problems (rliable's minimum), and an off-policy estimator
+# with the sweep's 2: the first family is aggregated, the second listed with why.
+RLIABLE_SWEEP = """
+name = "rliable"
+reps = 10
+repetitions = 2
+seed = 0
+batch_sizes = [4]
+
+[[problems]]
+env = "softmax-bandit"
+theta = "random:0.5:1"
+
+[[problems]]
+env = "garnet"
+options = { gamma = 0.9, horizon = 5, states = 3 }
+
+[[problems]]
+env = "contextual-bandit"
+
+[[estimators]]
+name = "reinforce"
+sweep.baseline = ["rloo", "batch_mean"]
+repetitions = 10
+
+[[estimators]]
+name = "reinforce"
+options = { returns = "total" }
+repetitions = 10
+
+[[estimators]]
+name = "is-per-decision"
+problems = ["garnet"]
+
+[report]
+reference_variant = "reinforce returns=total"
+bootstrap_reps = 100
+"""
+
+
+def test_a_family_with_ten_repetitions_on_three_problems_gets_rliable_aggregates(tmp_path):
+    # The rliable section alone (the rest of the page draws a dozen figures this test does not need).
+    path = tmp_path / "rliable.toml"
+    path.write_text(RLIABLE_SWEEP)
+    run_sweep(load_config(path), tmp_path / "results", executor="inprocess", show_progress=False)
+    sweep = load_sweep(tmp_path / "results" / "rliable")
+    family_list = families(sweep.tables, variants_by_table(sweep.rows, memberships(sweep.tables)), sweep.variants)
+    result = rliable_analysis(sweep.rows, family_list, sweep.settings)
+    with figures.report_style():
+        section = _rliable_section(result, sweep, figures.variant_style(sweep.variants))
+    assert len(re.findall(r"<img ", section)) == 2  # the family's interval estimates and performance profile
+    # its best eligible variant is rloo (batch_mean's lower MSE is bought with its bias: named, never the best)
+    baselines = _families_table(result).set_index("family").loc["reinforce: baseline sweep"]
+    assert baselines.qualifies and baselines.batch_size == 4 and baselines.runs == 10
+    assert baselines.best == "reinforce baseline=rloo" and baselines.best_lo < baselines.best_iqm < baselines.best_hi
+    assert baselines.higher_not_eligible == "reinforce baseline=batch_mean (biased on every problem)"
+    assert "<td>reinforce baseline=rloo</td>" in section and "reinforce baseline=batch_mean (biased on every" in section
+    assert ("Families not aggregated, each with why:" in section and "is-per-decision: has ≥ 10 repetitions"
+            in section and "rliable needs ≥ 3 problems at one N (it has 2 repetition(s)" in section)
+    assert set(result.intervals["num_runs"]) == {10} and set(result.intervals["num_tasks"]) == {3}
+    assert not re.search(r"\[([^\[\],]+), \1\]", section)  # a zero-width interval is "no spread", never "[a, a]"

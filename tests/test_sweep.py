@@ -101,6 +101,47 @@ batch_sizes = [4, 8]
         load_config(write(tmp_path, text.replace("batch_sizes = [4, 8]", "batch_sizes = []")))
 
 
+def test_a_table_with_its_own_repetitions_adds_seeds_and_leaves_every_other_cell_alone(tmp_path):
+    # A block of the sweep repeated 10 times (for rliable) must not move the ids or seeds of any other cell: finished
+    # cells are reused by id. Its repetitions 0, 1 are the sweep's cells of the same variant (the same id, kept once);
+    # 2..9 have seeds of their own, shared by every variant of that (problem, N, repetition) (common random numbers).
+    base, _ = expand(load_config(write(tmp_path, SMALL)))
+    block = SMALL.replace("[report]", """[[estimators]]
+name = "reinforce"
+sweep.baseline = ["none", "rloo"]
+problems = ["garnet"]
+batch_sizes = [4]
+repetitions = 10
+
+[[estimators]]
+name = "gae"
+problems = ["garnet"]
+batch_sizes = [4]
+repetitions = 10
+
+[report]""")
+    cells, _ = expand(load_config(write(tmp_path, block)))
+    assert cells[:len(base)] == base  # the same cells, ids and seeds, in the same order
+    added = cells[len(base):]
+    # reinforce (none, rloo) × 8 new repetitions, gae × 10 (it is new at every repetition)
+    assert len(added) == 2 * 8 + 10 and {c.problem for c in added} == {"garnet states=5 gamma=0.9 horizon=10"}
+    seeds = {}
+    for c in cells:
+        if c.env == "garnet" and c.batch_size == 4:
+            assert seeds.setdefault(c.repetition, c.seed) == c.seed  # one seed per repetition, for every variant
+    assert sorted(seeds) == list(range(10)) and len(set(seeds.values())) == 10
+    # a sweep-wide repetitions = 10 gives the block's cells the very same ids
+    wide, _ = expand(load_config(write(tmp_path, SMALL.replace("repetitions = 2", "repetitions = 10"))))
+    assert {c.cell_id for c in added if c.estimator == "reinforce"} <= {c.cell_id for c in wide}
+
+
+def test_own_repetitions_apply_only_to_a_measurement_sweep(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "configs" / "train.toml").read_text()
+    text = text.replace("[[estimators]]\n", "[[estimators]]\nrepetitions = 10\n", 1)
+    with pytest.raises(ConfigError, match=r"^[^\n]*estimators\[0\]\.repetitions: applies only to a measurement sweep"):
+        load_config(write(tmp_path, text))
+
+
 @pytest.mark.parametrize("edit,message", [
     (("reps = 20", "reps = 1"), "sweep.toml: reps: expected an integer ≥ 2, got 1"),
     (("reps = 20", "reps = 20\nbogus = 1"), "sweep.toml: bogus: unknown key; allowed:"),
@@ -137,6 +178,14 @@ batch_sizes = [4, 8]
     (("reps = 20", "reps = 1000000000000"), "reps=1000000000000"),
     (("batch_sizes = [1, 4]", "batch_sizes = [1, 1000000000000]"), "N=1000000000000"),
     (("repetitions = 2", "repetitions = 1000000000000"), "expands to more than 1000000 cells"),
+    (('sweep.discount_score = [true, false]', 'sweep.discount_score = [true, false]\nrepetitions = 0'),
+     "sweep.toml: estimators[0].repetitions: expected an integer ≥ 1, got 0"),
+    (('sweep.discount_score = [true, false]', 'sweep.discount_score = [true, false]\nrepetitions = "ten"'),
+     "sweep.toml: estimators[0].repetitions: expected an integer ≥ 1, got 'ten'"),
+    (('sweep.discount_score = [true, false]', 'sweep.discount_score = [true, false]\nrepetitions = 2.5'),
+     "estimators[0].repetitions: expected an integer ≥ 1, got 2.5"),
+    (('sweep.discount_score = [true, false]', 'sweep.discount_score = [true, false]\nrepetitions = 1000000000000'),
+     "expands to more than 1000000 cells"),
     (("[report]", "[report]\nseed = 4294967296"), "report.seed: expected an integer ≥ 0 and ≤ 4294967295, got 4294967296"),
     (("[report]", "[report]\nbootstrap_reps = 1000000000000"), "report.bootstrap_reps: expected an integer ≥ 100 and ≤ 100000"),
     (("[report]", "[reference]\nsamples = 10\n[report]"), "reference: reference samples=10: expected an integer ≥ 128 (2 × reference batch size"),
