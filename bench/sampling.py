@@ -254,11 +254,11 @@ def _draw_in_workers(task: _ChunkTask, problem: Problem, chunks: list[tuple[int,
     chunk each at a time, fed by a thread per helper once the pool has started) → draws as they finish. A chunk whose
     helper died, or that a pool which could not start never took, is drawn here (the same numbers, by
     construction); an error raised by the estimator in a helper is raised here."""
-    global _HELPERS_FAILED
     pool, started = _pool(helpers)
     lock = threading.Lock()
     bounds = [0, len(chunks)]  # [front, back): the chunks nobody has taken yet
     orphans: list[tuple[int, int]] = []  # taken by a helper that died
+    in_flight = [0]  # chunks a helper has taken whose draw the main thread has not received yet
     finished: queue.Queue = queue.Queue()  # a draw, an error, or None when a feeder ends
 
     def take(front: bool) -> tuple[int, int] | None:
@@ -268,6 +268,7 @@ def _draw_in_workers(task: _ChunkTask, problem: Problem, chunks: list[tuple[int,
             if bounds[0] >= bounds[1]:
                 return None
             bounds[not front] += 1 if front else -1
+            in_flight[0] += front
             return chunks[bounds[0] - 1] if front else chunks[bounds[1]]
 
     def feed() -> None:
@@ -282,15 +283,14 @@ def _draw_in_workers(task: _ChunkTask, problem: Problem, chunks: list[tuple[int,
             if chunk is not None:
                 with lock:
                     orphans.append(chunk)
+                    in_flight[0] -= 1
         except BaseException as err:  # noqa: BLE001 - the estimator's own error: raised by the main thread
             finished.put(err)
         finally:
             finished.put(None)
 
-    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(helpers)]
-    for feeder in feeders:
-        feeder.start()
-    open_feeders = helpers
+    for _ in range(helpers):
+        threading.Thread(target=feed, daemon=True).start()
     try:
         while True:
             if (chunk := take(front=False)) is not None:
@@ -298,19 +298,21 @@ def _draw_in_workers(task: _ChunkTask, problem: Problem, chunks: list[tuple[int,
                 yield _draw_locally(task, problem, index, count)
                 if finished.empty():
                     continue
-            elif not open_feeders:
-                return
+            else:
+                # nothing left to take: done unless a helper is drawing one (a helper still starting holds none)
+                with lock:
+                    if not (in_flight[0] or orphans) and finished.empty():
+                        return
             item = finished.get()
             if isinstance(item, BaseException):
                 raise item
-            if item is None:
-                open_feeders -= 1
-            else:
+            if item is not None:
+                with lock:
+                    in_flight[0] -= 1
                 yield item
     finally:  # done, failed or abandoned: the feeders take no more chunks
         with lock:
             bounds[0] = bounds[1]
-
 
 
 def _discard_pool(helpers: int, err: BaseException, before_start: bool) -> None:
