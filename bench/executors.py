@@ -3,7 +3,8 @@
 Every executor yields (cell, row, None) for a cell that finished and (cell, None, failure) for one that raised,
 as each completes (any kind of cell: `bench.cells.run` dispatches), a failing cell fails alone, and the caller writes every result as it arrives, so nothing
 finished is lost when another cell raises or the run is interrupted. Every worker runs one torch thread, as
-`run_cell` does, so all executors give bit-identical rows.
+`run_cell` does, so all executors give bit-identical rows, and draws its chunks of batches in-process (no pool
+inside a pool: bench.sampling.no_chunk_workers).
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def run_cells(cells: list[AnyCell], executor: str, workers: int, scheduler: str 
 
 
 def _init_worker() -> None:
+    """A sweep's worker: one torch thread, and no chunk workers of its own (its cells already run in parallel)."""
+    from bench.sampling import no_chunk_workers
+
     torch.set_num_threads(1)
+    no_chunk_workers()
 
 
 def failure_record(cell: AnyCell, err: BaseException) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from bench.metrics import METRICS_WITH_CI, GradientMetrics, gradient_metrics
 from bench.reference import Reference, ReferenceConfig, check_reference, reference_for
 from bench.progress import progress_bar
-from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator
+from bench.sampling import PREPARE_STREAM, batch_streams, chunk_bytes, draw_estimates, make_generator
 from envs.memory import check_bytes, format_bytes, memory_limit
 from envs.problem import Problem
 from envs.spec import ConfigError, Int, check_int, check_seed
@@ -138,6 +138,7 @@ def measure(
     estimator_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
     reference_config: ReferenceConfig | None = None,
+    workers: int | None = None,
 ) -> Measurement:
     """Draw `reps` (M) independent batches of `batch_size` (N) trajectories from π_θ on `problem`,
     estimate one gradient per batch with the named estimator, and reduce the M estimates to
@@ -146,8 +147,10 @@ def measure(
     whose noise the bias metrics account for. `gradient_cosine` is measured against ∇J's reference under the
     same config: the target's own when that is ∇J (nothing more is computed), else one more (exact, or sampled
     and cached like any other). Before the first batch the estimator's `prepare` runs
-    once (critics, behaviour policy); its time counts in `seconds` (the reference's does not).
-    The batches' randomness comes from `seed`, the reference's from its own seed."""
+    once (critics, behaviour policy); its time counts in `seconds`, the wall time (the reference's does not).
+    The batches' randomness comes from `seed`, the reference's from its own seed. `workers`: processes drawing
+    the chunks of batches, and of a sampled reference (bench.sampling.chunk_workers; None: its default); the
+    numbers do not depend on it."""
     batch_size = check_int(batch_size, "batch_size", BATCH_SIZE)
     reps = check_int(reps, "reps", REPS, "variance needs two estimates")
     seed = check_seed(seed, "seed")
@@ -162,21 +165,18 @@ def measure(
         check_reference(problem, target, reference_config.kind)
     except ConfigError as err:  # no reference of this target here: say whose target it is
         raise ConfigError(f"estimator {estimator}: {err}") from None
-    reference = reference_for(problem, theta, target, reference_config, show_progress)
+    reference = reference_for(problem, theta, target, reference_config, show_progress, workers)
     gradient_reference = (reference if target == Target() else
-                          reference_for(problem, theta, Target(), reference_config, show_progress))
+                          reference_for(problem, theta, Target(), reference_config, show_progress, workers))
 
     began = time.perf_counter()
     prepared = config.prepare(problem, theta, make_generator(seed, PREPARE_STREAM))
-    seconds = time.perf_counter() - began
-    estimates, env_steps = [], 0
     with progress_bar(reps, f"{problem.name}/{estimator} N={batch_size}", show_progress) as bar:
-        for estimate, batch, chunk_seconds in draw_estimates(problem, config, theta, batch_size, reps,
-                                                             make_generator(seed), bar, prepared):
-            estimates.append(estimate)
-            env_steps += batch.env_steps
-            seconds += chunk_seconds
-    all_estimates = torch.cat(estimates).numpy()
+        draws = sorted(draw_estimates(problem, config, theta, batch_size, reps, batch_streams(problem, seed), bar,
+                                      prepared, workers), key=lambda draw: draw.index)
+    seconds = time.perf_counter() - began
+    env_steps = sum(draw.env_steps for draw in draws)
+    all_estimates = torch.cat([draw.estimates for draw in draws]).numpy()
 
     return Measurement(
         env=problem.name, env_options=dict(problem.options),

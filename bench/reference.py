@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
-from bench.sampling import PREPARE_STREAM, chunk_bytes, draw_estimates, make_generator, progress_bar
+from bench.sampling import PREPARE_STREAM, ChunkStreams, batch_streams, chunk_bytes, draw_estimates, make_generator, \
+    progress_bar
 from envs.memory import check_bytes
 from envs.problem import Capability, Problem
 from envs.spec import ConfigError, Int, check_int, check_seed
@@ -149,12 +150,13 @@ def exact_reference(problem: Problem, theta: torch.Tensor, target: Target) -> Re
 
 
 def reference_for(problem: Problem, theta: torch.Tensor, target: Target, config: ReferenceConfig,
-                  show_progress: bool = True) -> Reference:
-    """The reference of `target` (estimators.registry.Target) at θ [P] under `config`."""
+                  show_progress: bool = True, workers: int | None = None) -> Reference:
+    """The reference of `target` (estimators.registry.Target) at θ [P] under `config`; a sampled one drawn by
+    `workers` processes (bench.sampling.draw_estimates; the numbers do not depend on it)."""
     check_reference(problem, target, config.kind)
     if config.kind == "exact" or (config.kind == "auto" and problem.supports(Capability.EXACT_GRADIENT)):
         return exact_reference(problem, theta, target)
-    return sampled_reference(problem, theta, target, config, show_progress)
+    return sampled_reference(problem, theta, target, config, show_progress, workers)
 
 
 def check_reference(problem: Problem, target: Target, kind: str = "auto") -> None:
@@ -206,12 +208,14 @@ def code_version() -> str:
 
 
 def cache_key(problem: Problem, theta: torch.Tensor, options: dict, config: ReferenceConfig) -> str:
+    # BLAS reductions may depend on the thread count; chunk-streamed draws always run on one thread
+    threads = 1 if isinstance(batch_streams(problem, config.seed), ChunkStreams) else torch.get_num_threads()
     content = {
         "problem": problem.name, "problem_options": {k: repr(v) for k, v in problem.options.items()},
         "theta": hashlib.sha256(theta.to(torch.float64).contiguous().numpy().tobytes()).hexdigest(),
         "estimator": REFERENCE_ESTIMATOR, "estimator_options": options,
         "samples": config.samples, "batch_size": config.batch_size, "seed": config.seed,
-        "code": code_version(), "threads": torch.get_num_threads(),  # BLAS reductions may depend on it
+        "code": code_version(), "threads": threads,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -223,16 +227,28 @@ class RunningMoments:
     def __init__(self, dim: int):
         self.count, self.mean, self.squares = 0, np.zeros(dim), np.zeros(dim)
 
+    @staticmethod
+    def of(rows: np.ndarray) -> RunningMoments:
+        """The moments of rows [n, P] float64."""
+        moments = RunningMoments(rows.shape[1])
+        moments.add(rows)
+        return moments
+
     def add(self, rows: np.ndarray) -> None:
         """rows [n, P] float64."""
         n = rows.shape[0]
         if n == 0:
             return
         chunk_mean = rows.mean(0)
-        chunk_squares = ((rows - chunk_mean) ** 2).sum(0)
+        self.merge(n, chunk_mean, ((rows - chunk_mean) ** 2).sum(0))
+
+    def merge(self, n: int, mean: np.ndarray, squares: np.ndarray) -> None:
+        """Add the moments (count n, mean [P], squares [P]) of other rows."""
+        if n == 0:
+            return
         total = self.count + n
-        delta = chunk_mean - self.mean
-        self.squares += chunk_squares + delta**2 * (self.count * n / total)
+        delta = mean - self.mean
+        self.squares += squares + delta**2 * (self.count * n / total)
         self.mean += delta * (n / total)
         self.count = total
 
@@ -254,8 +270,10 @@ def check_reference_memory(problem: Problem, batch_size: int, batches: int) -> N
 
 
 def sampled_reference(problem: Problem, theta: torch.Tensor, target: Target, config: ReferenceConfig,
-                      show_progress: bool = True) -> Reference:
-    """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present."""
+                      show_progress: bool = True, workers: int | None = None) -> Reference:
+    """g̃ from K = samples // batch_size reference batches (module docstring), from the cache when present; drawn by
+    `workers` processes (None: bench.sampling.chunk_workers()). Each chunk is reduced to its moments as it arrives
+    and they are merged in chunk order, so the result does not depend on which process finished first."""
     options = reference_options(target)
     estimator = resolve_estimator(REFERENCE_ESTIMATOR, options)
     estimator.check(problem, config.batch_size)
@@ -272,15 +290,18 @@ def sampled_reference(problem: Problem, theta: torch.Tensor, target: Target, con
     nonfinite = env_steps = 0
     prepared = estimator.prepare(problem, theta, make_generator(config.seed, REFERENCE_STREAM, PREPARE_STREAM))
     description = f"reference {problem.name} ({config.batches * config.batch_size} trajectories)"
+    chunks = {}  # index → (the finite estimates' moments, the returns' moments): [P] each, never the estimates
     with progress_bar(config.batches, description, show_progress) as bar:
-        for estimates, batch, _ in draw_estimates(problem, estimator, theta, config.batch_size, config.batches,
-                                                  make_generator(config.seed, REFERENCE_STREAM), bar, prepared):
-            rows = estimates.numpy()
+        for draw in draw_estimates(problem, estimator, theta, config.batch_size, config.batches,
+                                   batch_streams(problem, config.seed, REFERENCE_STREAM), bar, prepared, workers):
+            rows = draw.estimates.numpy()
             finite = np.isfinite(rows).all(axis=1)
             nonfinite += int((~finite).sum())
-            gradient.add(rows[finite])
-            env_steps += batch.env_steps
-            returns.add(((batch.rewards * batch.discount).sum(-1)).reshape(-1, 1).numpy())
+            env_steps += draw.env_steps
+            chunks[draw.index] = (RunningMoments.of(rows[finite]), RunningMoments.of(draw.returns.reshape(-1, 1).numpy()))
+    for index in sorted(chunks):
+        for total, part in zip((gradient, returns), chunks.pop(index), strict=True):
+            total.merge(part.count, part.mean, part.squares)
     if gradient.count < 2:
         raise ConfigError(f"reference for {problem.name}: {nonfinite} of {config.batches} reference batches gave "
                           "non-finite estimates; no reference")

@@ -273,9 +273,9 @@ def train(problem: Problem, estimator: str | Estimator, settings: TrainSettings 
             if k == 0:
                 info = dict(prepared.info)
             generator = make_generator(settings.seed, TRAIN_STREAM, SAMPLE, k)
-            estimate, batch, _ = next(draw_estimates(problem, config, theta_k, size, 1, generator, None, prepared))
-            steps += batch.env_steps
-            gradient = estimate[0].to(torch.float64)
+            draw = next(draw_estimates(problem, config, theta_k, size, 1, generator, None, prepared))
+            steps += draw.env_steps
+            gradient = draw.estimates[0].to(torch.float64)
             rows["grad_norm"][-1] = float(torch.linalg.vector_norm(gradient))
             if torch.isfinite(gradient).all():
                 param.grad = gradient.clone()

@@ -525,8 +525,9 @@ def rollout(
                     ended, running = ends.nonzero()[:, 0], (~ends).nonzero()[:, 0]  # positions among the live lanes
                     terminated[lanes[ended]] = True
                     final_obs[lanes[ended]] = next_obs[ended]
-                    lanes, next_obs = lanes[running], next_obs[running]
-                    state = State(state.physics[running], state.time[running])
+                    # index_select: several times x[index] on one thread (estimators/mlp_backprop.py)
+                    lanes, next_obs = lanes.index_select(0, running), next_obs.index_select(0, running)
+                    state = State(state.physics.index_select(0, running), state.time.index_select(0, running))
                 obs = next_obs
                 if not lanes.numel():
                     break
@@ -538,7 +539,7 @@ def rollout(
 
         def padded(rows: torch.Tensor) -> torch.Tensor:  # [S, ...] → [M, N, T, ...], zero at ended steps
             out = rows.new_zeros(count * steps, *rows.shape[1:])
-            out[position] = rows
+            out.index_copy_(0, position, rows)
             return out.reshape(reps, batch_size, steps, *rows.shape[1:])
 
         batch_obs = padded(inputs[0])

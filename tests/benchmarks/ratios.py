@@ -2,7 +2,7 @@
 
 Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate", "vmap" or "packed" for
 the autodiff methods; "gym loop", "batched B=…" or "batched vmap B=…" for rollouts; "pgvar", "cleanrl" and
-"competent" for the CartPole job) and, when they time
+"competent", "pgvar 1 worker" and "pgvar cold pool" for the CartPole job) and, when they time
 different amounts of work, `extra_info["reps"]`: the ratios are then taken per replicate (per env step for
 the rollouts, whose `extra_info["env_steps_per_second"]` is printed too)."""
 
@@ -16,7 +16,8 @@ from collections import defaultdict
 RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("naive", "surrogate"),
           ("vmap", "packed"), ("gym loop", "batched B=4096"), ("gym loop", "batched B=16384"),
           ("gym loop", "batched vmap B=4096"), ("batched vmap B=4096", "batched B=4096"),
-          ("cleanrl", "pgvar"), ("competent", "pgvar")]
+          ("cleanrl", "pgvar"), ("competent", "pgvar"), ("cleanrl", "pgvar 1 worker"),
+          ("competent", "pgvar 1 worker"), ("pgvar 1 worker", "pgvar"), ("pgvar cold pool", "pgvar")]
 
 
 def main(path: str) -> int:
@@ -34,6 +35,9 @@ def main(path: str) -> int:
             per_rep[info.get("role", b["name"])] = median / reps
             rate = f", {info['env_steps_per_second']:.4g} env steps/s" if "env_steps_per_second" in info else ""
             rate += f", cosine to pgvar {info['cosine_to_pgvar']:.4f}" if "cosine_to_pgvar" in info else ""
+            rate += f", {info['workers']} chunk workers" if "workers" in info else ""
+            rate += (f", peak RSS {info['peak_rss_gib']:.3g} GiB + helpers {info['helper_peak_rss_gib']:.3g} GiB"
+                     if "helper_peak_rss_gib" in info else "")
             print(f"  {b['name']:<34} median {median:.4g} s over {b['stats']['rounds']} rounds, "
                   f"{reps} reps: {median / reps * 1e3:.4g} ms per replicate{rate} ({info.get('role', '')})")
         for slow, fast in RATIOS:

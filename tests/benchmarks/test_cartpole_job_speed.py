@@ -4,7 +4,12 @@ the score at t weighted by γ^t: `estimators.score.reinforce` with baseline=rloo
 
 - "pgvar": `bench.harness.measure` end to end, what `pgvar measure --env cartpole --estimator reinforce --est-opt
   baseline=rloo --batch-size N --reps M` does (float32 rollout keeping its activations, the packed backprop, the
-  metrics), the sampled reference loaded from a cache filled before timing (so it is excluded);
+  metrics), the sampled reference loaded from a cache filled before timing (so it is excluded), its chunks of
+  batches drawn by the default chunk workers (this process and a helper process on 2 cores, one torch thread each;
+  the helper started once, in the warm-up round, as a long session starts it once);
+- "pgvar 1 worker": the same on this process alone (the same numbers: the ratio is the workers' speed-up);
+- "pgvar cold pool": the same with the helper started inside each timed round (what one `pgvar measure` command
+  pays: the helper's start-up, ≈ 2 s of importing torch on the other core, while this process draws chunks);
 - "cleanrl": the loop of CleanRL-style code: `gymnasium.vector.SyncVectorEnv` of 8 CartPole-v1, the policy (a
   torch.nn.Sequential in float32) called on the 8 observations every step, episodes taken in the order they start
   (a lane idles once N episodes were started, so every batch holds N whole episodes, none length-biased), then one
@@ -28,6 +33,7 @@ import torch
 
 from bench.harness import measure
 from bench.reference import ReferenceConfig
+from bench.sampling import close_pools
 from envs import make_problem
 from estimators.baselines import leave_one_out
 from estimators.returns import reward_to_go
@@ -166,11 +172,22 @@ def competent_job(problem, batch_size: int, reps: int) -> tuple[np.ndarray, int]
     return torch.stack(estimates).mean(0).numpy(), env_steps
 
 
-def pgvar_job(problem, reference: ReferenceConfig, batch_size: int, reps: int) -> tuple[np.ndarray, int]:
+def pgvar_job(problem, reference: ReferenceConfig, batch_size: int, reps: int,
+              workers: int | None = None) -> tuple[np.ndarray, int]:
     result = measure(problem, "reinforce", batch_size, reps, 0, estimator_options={"baseline": "rloo"},
-                     show_progress=False, reference_config=reference)
+                     show_progress=False, reference_config=reference, workers=workers)
     assert result.reference.cached and result.metrics.reps_used == reps
     return result.metrics.mean_grad, result.env_steps
+
+
+def pgvar_cold_job(problem, reference: ReferenceConfig, batch_size: int, reps: int) -> tuple[np.ndarray, int]:
+    """`pgvar_job` with no helper pool started: it starts inside the timing."""
+    close_pools(wait=True)
+    return pgvar_job(problem, reference, batch_size, reps)
+
+
+PGVAR = {"pgvar": lambda *args: pgvar_job(*args), "pgvar 1 worker": lambda *args: pgvar_job(*args, workers=1),
+         "pgvar cold pool": pgvar_cold_job}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -178,14 +195,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("group", list(JOBS))
-@pytest.mark.parametrize("way", ["pgvar", "competent", "cleanrl"])
+@pytest.mark.parametrize("way", [*PGVAR, "competent", "cleanrl"])
 def test_cartpole_job(benchmark, cartpole, group, way):
     problem, reference = cartpole
     batch_size, reps, cleanrl_reps = JOBS[group]
     benchmark.group = group
-    if way == "pgvar":
-        mean, env_steps = benchmark.pedantic(pgvar_job, args=(problem, reference, batch_size, reps), rounds=3,
+    if way in PGVAR:
+        mean, env_steps = benchmark.pedantic(PGVAR[way], args=(problem, reference, batch_size, reps), rounds=3,
                                              iterations=1, warmup_rounds=1)
+        if group in MEANS:  # every pgvar way computes the same numbers
+            assert np.array_equal(mean, MEANS[group])
         MEANS[group] = mean
     else:
         job, job_reps = (competent_job, reps) if way == "competent" else (cleanrl_job, cleanrl_reps)
