@@ -65,6 +65,7 @@ from reports.rliable_stats import (
     STATISTICS,
     RliableResults,
     rliable_analysis,
+    run_counts,
 )
 
 PROVENANCE_COLUMNS = ("git_commit", "pgvar_version", "python_version", "torch_version", "numpy_version",
@@ -528,7 +529,7 @@ def _options_legend(sweep: Sweep) -> str:
 
 def _repetition_counts(rows: pd.DataFrame) -> str:
     """How many independently seeded repetitions the measurements have: "3", or "3 (10 for 420 of 1977)"."""
-    counts = rows.groupby(["problem", "variant", "batch_size"])["repetition"].nunique().value_counts()
+    counts = run_counts(rows).value_counts()
     common = int(counts.idxmax())
     others = ", ".join(f"{int(r)} for {n} of {counts.sum()}" for r, n in counts.sort_index().items() if r != common)
     return f"{common} ({others} measurements)" if others else str(common)
@@ -1003,10 +1004,11 @@ def _training_commitment(analysis) -> str:
     if rows:
         body += page.table(["problem", "estimator", "N"] + [f"lr {lr:g}" for lr in rates], rows)
     for problem, group in never.groupby("problem", sort=True):
-        pooled = group.groupby(["arm", "batch_size"], sort=True)["runs"].sum()
+        # the rates share their seeds (common random numbers): n independent runs per rate, not n × rates
+        per_rate = group.groupby(["arm", "batch_size"], sort=True).agg(runs=("runs", "min"), rates=("lr", "nunique"))
         body += page.paragraph(f"{problem}: no run settled on a sub-optimal arm with " + "; ".join(
-            f"{arm} at N={batch_size} (0 of {runs} runs over {group.loc[group['arm'] == arm, 'lr'].nunique()} rates, "
-            f"95% CI [0, {tr.clopper_pearson(0, int(runs))[1]:.2f}])" for (arm, batch_size), runs in pooled.items())
+            f"{arm} at N={batch_size} (0 of {r.runs} seeds at each of {r.rates} rates, 95% CI per rate "
+            f"[0, {tr.clopper_pearson(0, int(r.runs))[1]:.2f}])" for (arm, batch_size), r in per_rate.iterrows())
             + ".", "note")
     trend = trend.merge(shown[arms].drop_duplicates(), on=arms)
     if len(trend):
