@@ -119,7 +119,7 @@ def draw_estimates(problem: Problem, estimator: Estimator, theta: torch.Tensor, 
     (None: `chunk_workers()`), yielded as they finish — callers order them by `index`."""
     prepared = prepared or Prepared(estimator.kwargs())
     sample_theta = theta if prepared.sample_theta is None else prepared.sample_theta
-    workers = chunk_workers() if workers is None else check_workers(workers)
+    workers = None if workers is None else check_workers(workers)
     chunk = chunk_reps(problem, batch_size, reps)
     chunks = [(k, min(chunk, reps - start)) for k, start in enumerate(range(0, reps, chunk))]  # (index, M_chunk)
     if isinstance(generator, torch.Generator):
@@ -128,6 +128,8 @@ def draw_estimates(problem: Problem, estimator: Estimator, theta: torch.Tensor, 
             if bar is not None:
                 bar.update(count)
         return
+    # the default is read only here, where it applies: not on every training update, nor on exact problems
+    workers = chunk_workers() if workers is None else workers
     # memory: every worker holds a chunk at once
     workers = max(1, min(workers, len(chunks), int(memory_limit() // max(chunk_bytes(problem, batch_size, reps)[1], 1))))
     task = _ChunkTask(problem.config, estimator, theta.detach(), sample_theta.detach(), prepared, batch_size, generator)

@@ -22,12 +22,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.results import PLAIN_TARGET, at_headline, rejects_beyond_chance
+from reports.results import PLAIN_TARGET, ZERO_WIDTH_RTOL, at_headline, rejects_beyond_chance
 
-# Relative difference below which two MSEs are the same number: float64 summation-order noise is ~1e-16 per
+# Relative difference below which two MSEs are the same number: the page's one tolerance for "the same number", also
+# what counts an interval as zero-width (reports.results.ZERO_WIDTH_RTOL). float64 summation-order noise is ~1e-16 per
 # operation and the metrics sum a few thousand terms, so 1e-9 is far above rounding and far below any real
 # difference an M = 200 measurement can resolve (its CIs are ~10% wide).
-IDENTICAL_RTOL = 1e-9
+IDENTICAL_RTOL = ZERO_WIDTH_RTOL
 
 VERDICT_COLUMNS = ["problem", "batch_size", "recommended", "mse", "mse_lo", "mse_hi", "mse_vs_reference",
                    "cost_vs_reference", "identical",
