@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.progress import progress_bar
 from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
-from bench.sampling import PREPARE_STREAM, ChunkStreams, batch_streams, chunk_bytes, draw_estimates, make_generator, \
-    progress_bar
+from bench.sampling import PREPARE_STREAM, ChunkStreams, batch_streams, chunk_bytes, draw_estimates, make_generator
 from envs.memory import check_bytes
 from envs.problem import Capability, Problem
 from envs.spec import ConfigError, Int, check_int, check_seed

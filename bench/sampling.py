@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.progress import ProgressLines, progress_bar  # noqa: F401 (progress_bar: re-exported for its callers)
+from bench.progress import ProgressLines
 from bench.reference_defaults import DEFAULT_CHUNK_WORKERS, WORKERS_ENV
 from envs.memory import memory_limit
 from envs.problem import Batch, Capability, Problem, ProblemConfig
 from estimators.registry import Estimator, Prepared
+from estimators.returns import total_return
 
 # Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
 # only on (N, H, P), so the numbers depend only on the configuration and the seed.
@@ -104,7 +105,7 @@ def _draw_chunk(problem: Problem, estimator: Estimator, theta: torch.Tensor, sam
     began = time.perf_counter()
     batch: Batch = problem.sample(sample_theta, count, batch_size, generator, estimator.group_size)
     estimate = estimator.estimate(problem.policy, theta, batch, prepared).detach()
-    returns = (batch.rewards * batch.discount).sum(-1)
+    returns = total_return(batch.rewards, batch.discount)  # [M_chunk, N]: the sampled reference's J
     return ChunkDraw(index, estimate, batch.env_steps, returns, time.perf_counter() - began, os.getpid())
 
 

@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from bench.harness import _jsonable, check_memory
-from bench.sampling import draw_estimates, make_generator, progress_bar
+from bench.progress import progress_bar
+from bench.sampling import draw_estimates, make_generator
 from envs.problem import Capability, Problem
 from envs.spec import SEED, Choice, Config, ConfigError, Float, Int, option
 from estimators.registry import Estimator, resolve_estimator
