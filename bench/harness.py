@@ -19,7 +19,7 @@ from envs.problem import Problem
 from envs.spec import ConfigError, Int, check_int, check_seed
 from estimators.registry import Target, resolve_estimator
 
-# Rough multiplicity behind `check_memory` (beside bench.sampling.GRADIENT_COPIES): the metrics hold the [M, P] estimates in a few forms at once (the
+# Rough multiplicity behind `check_memory` (beside envs.problem.GRADIENT_COPIES): the metrics hold the [M, P] estimates in a few forms at once (the
 # chunks and their concatenation, finite rows, deviations, centered rows, leave-one-out sums, unit rows)
 # and the smaller Gram matrix [min(M, P)]² twice.
 ESTIMATE_COPIES = 8

@@ -7,8 +7,8 @@ from a generator of its own, sub-stream (…, BATCH_STREAM, k) of the seed for c
 boundaries depend only on (N, H, P, M), so each chunk's batches and estimates are a function of the configuration
 and the seed alone, and chunks can run in worker processes (`chunk_workers`, one torch thread each) without
 changing a number: 1 worker and 2 give bitwise-equal estimates (tests/test_chunk_workers.py). The main process
-computes chunks too, from the last one down, while the helpers take them from the first one up, so a job shorter
-than a helper's start-up (importing torch, ≈ 2 s) runs as if in-process. Exact problems (cheap to sample; their
+computes chunks too, from the last one down, while the helpers take them from the first one up; a job whose work
+would not outlast a helper's start-up (importing torch, ≈ 1.5 s) starts none and runs in-process. Exact problems (cheap to sample; their
 pinned numbers predate the chunk streams) draw every chunk from one generator, in order, in-process.
 """
 
@@ -36,14 +36,8 @@ from envs.problem import Batch, Capability, Problem, ProblemConfig
 from estimators.registry import Estimator, Prepared
 from estimators.returns import total_return
 
-# Replicates are drawn and estimated in chunks so memory stays bounded; the chunk size depends
-# only on (N, H, P), so the numbers depend only on the configuration and the seed.
-STEPS_PER_CHUNK = 2**22  # trajectory steps held at once (M_chunk × N × H)
-PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries held at once (M_chunk × N × P)
 PREPARE_STREAM = 1  # the sub-stream of the seed an estimator's `prepare` draws from (batches: the root)
 BATCH_STREAM = 0  # chunk k of a chunk-streamed draw uses sub-stream (…, BATCH_STREAM, k) (`ChunkStreams`)
-# Per-trajectory gradient entries [M_chunk, N, P] are held with their weighted copies and baselines.
-GRADIENT_COPIES = 3
 
 
 def make_generator(seed: int, *stream: int) -> torch.Generator:
@@ -72,17 +66,15 @@ def batch_streams(problem: Problem, seed: int, *stream: int) -> torch.Generator 
 
 
 def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
-    by_steps = STEPS_PER_CHUNK // (batch_size * problem.horizon)
-    by_params = PARAMS_PER_CHUNK // (batch_size * problem.num_params)
-    return max(1, min(reps, by_steps, by_params))
+    """M_chunk: the batches of `batch_size` trajectories drawn and estimated at once (envs.problem.CHUNK_BYTES)."""
+    return problem.chunk_units(batch_size, reps)
 
 
 def chunk_bytes(problem: Problem, batch_size: int, reps: int) -> tuple[int, float]:
     """(M_chunk, rough peak bytes of one chunk of `chunk_reps` batches: its sampled trajectories and their
     per-trajectory gradients)."""
     chunk = chunk_reps(problem, batch_size, reps)
-    trajectories = chunk * batch_size
-    return chunk, problem.sample_bytes(trajectories) + 8.0 * GRADIENT_COPIES * trajectories * problem.num_params
+    return chunk, problem.chunk_bytes(chunk * batch_size)
 
 
 @dataclass(frozen=True)
@@ -146,6 +138,8 @@ def draw_estimates(problem: Problem, estimator: Estimator, theta: torch.Tensor, 
 # ------------------------------------------------------------------------------------ chunks in worker processes
 
 
+# Spawning a helper and importing torch, envs and estimators in it: measured 1.3–1.6 s on the quiet 2-core machine.
+HELPER_START_SECONDS = 1.5
 _IN_HELPER = False  # set in a helper process, and in a sweep's worker (bench.executors): no nested pools
 _HELPERS_FAILED = False  # helpers could not start in this process: draw in-process from now on
 
@@ -251,12 +245,37 @@ def close_pools(wait: bool = False) -> None:
     _POOLS.clear()
 
 
+def start_chunk_workers(workers: int | None = None) -> None:
+    """Start this process's helper pool for `workers` chunk workers (None: `chunk_workers()`) now, and wait until a
+    helper is ready: for a session that will run many short chunk-streamed jobs, each of which alone would not
+    outlast the helpers' start-up (`_draw_in_workers` starts them only for one that would)."""
+    workers = chunk_workers() if workers is None else check_workers(workers)
+    if workers > 1 and not (_IN_HELPER or _HELPERS_FAILED):
+        try:
+            _pool(workers - 1)[1].result()
+        except BrokenProcessPool as err:  # e.g. a script without a __main__ guard: chunks are drawn in-process
+            _discard_pool(workers - 1, err, before_start=True)
+
+
 def _draw_in_workers(task: _ChunkTask, problem: Problem, chunks: list[tuple[int, int]],
                      helpers: int) -> Iterator[ChunkDraw]:
     """The chunks drawn by this process (from the last down) and `helpers` helper processes (from the first up, one
     chunk each at a time, fed by a thread per helper once the pool has started) → draws as they finish. A chunk whose
     helper died, or that a pool which could not start never took, is drawn here (the same numbers, by
-    construction); an error raised by the estimator in a helper is raised here."""
+    construction); an error raised by the estimator in a helper is raised here. Without a pool yet, this process
+    draws the last chunk first and starts one only if the work left, at that chunk's pace, would outlast
+    HELPER_START_SECONDS; else it draws every chunk itself (a one-off short job neither waits for helpers to start
+    nor, at exit, for them to stop)."""
+    if helpers not in _POOLS:
+        index, count = chunks[-1]
+        draw = _draw_locally(task, problem, index, count)
+        yield draw
+        chunks = chunks[:-1]
+        left = sum(count for _, count in chunks) * draw.seconds / draw.estimates.shape[0]  # seconds, at this pace
+        if left <= HELPER_START_SECONDS:
+            for index, count in reversed(chunks):
+                yield _draw_locally(task, problem, index, count)
+            return
     pool, started = _pool(helpers)
     lock = threading.Lock()
     bounds = [0, len(chunks)]  # [front, back): the chunks nobody has taken yet

@@ -92,6 +92,12 @@ class Capability(enum.Enum):
     OPTIMUM = "exact optimal objective J* (normalized training scores)"
 
 
+# Sampling is done in chunks so memory stays bounded by bytes, whatever the observation size (a Humanoid-size
+# observation makes a trajectory megabytes): a chunk's rough peak (`Problem.chunk_bytes`) stays within CHUNK_BYTES.
+CHUNK_BYTES = 2**29
+GRADIENT_COPIES = 3  # per-trajectory gradient entries [M_chunk, N, P] are held with their weighted copies and baselines
+
+
 class Problem(ABC):
     """An environment, a policy class, default parameters θ and an explicit objective
 
@@ -252,6 +258,17 @@ class Problem(ABC):
         its gradients computed: every trajectory alive for H steps, its per-step records held twice (the step
         lists and the stacked Batch, or the values and their gradients)."""
         return trajectories * (16.0 * self.horizon * self.step_values + self.lane_bytes)
+
+    def chunk_bytes(self, trajectories: int) -> float:
+        """`sample_bytes(trajectories)` plus their per-trajectory gradients [trajectories, P] float64, held with
+        their weighted copies and baselines (GRADIENT_COPIES): the rough peak of one chunk."""
+        return self.sample_bytes(trajectories) + 8.0 * GRADIENT_COPIES * trajectories * self.num_params
+
+    def chunk_units(self, unit: int, units: int) -> int:
+        """How many units of `unit` trajectories (a batch of N; one trajectory of a fit) one chunk holds: as many
+        as fit in CHUNK_BYTES by `chunk_bytes`, at least one, at most `units`. It depends only on the sizes, so
+        what is drawn chunk by chunk depends only on the configuration and the seed."""
+        return max(1, min(units, int(CHUNK_BYTES // self.chunk_bytes(unit))))
 
 
 @dataclass(frozen=True)

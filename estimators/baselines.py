@@ -16,9 +16,6 @@ from envs.spec import Int
 ORACLE_BASELINES = ("oracle_optimal", "oracle_optimal_per_param")
 ORACLE_SAMPLES = 10_000
 ORACLE_SAMPLES_RANGE = Int(2, 10_000_000)
-# Bounds of one chunk of the oracle's fit, as bench.sampling bounds the replicate batches.
-ORACLE_STEPS_PER_CHUNK = 2**22  # trajectory steps (trajectories × H)
-ORACLE_PARAMS_PER_CHUNK = 2**24  # per-trajectory gradient entries (trajectories × P)
 
 
 def batch_mean(returns: torch.Tensor) -> torch.Tensor:
@@ -67,9 +64,9 @@ def oracle_samples(baseline: str) -> int:
 
 
 def oracle_chunk(problem: Problem, samples: int) -> int:
-    """Trajectories per chunk of `oracle_optimal_constant`'s fit (it depends only on the sizes, so the fit
-    depends only on the configuration and the seed)."""
-    return max(1, min(samples, ORACLE_STEPS_PER_CHUNK // problem.horizon, ORACLE_PARAMS_PER_CHUNK // problem.num_params))
+    """Trajectories per chunk of `oracle_optimal_constant`'s fit, bounded in bytes as the replicate batches are
+    (`Problem.chunk_units`)."""
+    return problem.chunk_units(1, samples)
 
 
 def oracle_optimal_constant(problem: Problem, theta: torch.Tensor, generator: torch.Generator, samples: int,

@@ -2,12 +2,13 @@
 draws from its own sub-stream, so the estimates, the measurement and the sampled reference are bitwise the same with
 1 worker and with 2; the chunked draw equals its slow twin, a plain loop over the chunks' generators; exact problems
 keep one stream; a sweep's worker and a helper draw in-process; a pool that cannot start leaves the numbers as they
-are. Chunks are made small (STEPS_PER_CHUNK patched in this process, which is where chunk boundaries are decided)
-so that a cheap job has several."""
+are. Chunks are made small (envs.problem.CHUNK_BYTES patched in this process, which is where chunk boundaries are
+decided) so that a cheap job has several."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 import bench.sampling as sampling
+import envs.problem
 from bench.harness import measure
 from bench.reference import ReferenceConfig, reference_for
 from bench.sampling import ChunkStreams, batch_streams, chunk_reps, draw_estimates, make_generator
@@ -29,20 +31,31 @@ BATCH_SIZE, REPS, CHUNK = 4, 20, 3  # 7 chunks: 6 of 3 batches and 1 of 2
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def started_helper():
-    """The pool of one helper that `workers=2` uses, started before the jobs so that the helper takes part."""
-    sampling._pool(1)[1].result()
+    """The pool of one helper that `workers=2` uses, started before the jobs so that the helper takes part (once per
+    process: later calls find it started)."""
+    sampling.start_chunk_workers(2)
+
+
+def small_chunk_bytes(env: str = "cartpole") -> float:
+    """A chunk budget that holds CHUNK batches of BATCH_SIZE trajectories of `env` with OPTIONS, not CHUNK + 1."""
+    return (CHUNK + 0.5) * make_problem(env, OPTIONS).chunk_bytes(BATCH_SIZE)
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Chunks of CHUNK batches of BATCH_SIZE trajectories at the horizon of OPTIONS."""
-    monkeypatch.setattr(sampling, "STEPS_PER_CHUNK", CHUNK * BATCH_SIZE * OPTIONS["horizon"])
+    """Chunks of CHUNK batches of BATCH_SIZE trajectories (of `env`, cartpole by default)."""
+    def use(env: str = "cartpole") -> None:
+        monkeypatch.setattr(envs.problem, "CHUNK_BYTES", small_chunk_bytes(env))
+
+    use()
+    return use
 
 
 @pytest.mark.parametrize("env,dtype", [("cartpole", "float32"), ("pendulum", "float64")])
 def test_one_worker_and_two_give_the_same_numbers(small_chunks, started_helper, env, dtype):
+    small_chunks(env)
     problem = make_problem(env, {**OPTIONS, "dtype": dtype})
     assert chunk_reps(problem, BATCH_SIZE, REPS) == CHUNK
     reference = ReferenceConfig("sampled", 8 * 64, 8, seed=1, cache=False)  # K = 64 batches, 22 chunks
@@ -61,6 +74,7 @@ def test_one_worker_and_two_give_the_same_numbers(small_chunks, started_helper, 
 def test_chunked_draw_equals_a_loop_over_the_chunk_generators(small_chunks, started_helper):
     """The slow twin: chunk k = the batches of `problem.sample` from make_generator(seed, BATCH_STREAM, k), estimated
     one chunk at a time on one thread, in order. Both processes drew chunks."""
+    small_chunks("acrobot")
     problem = make_problem("acrobot", OPTIONS)
     estimator = resolve_estimator("reinforce", {"baseline": "rloo"})
     theta = problem.default_theta()
@@ -87,6 +101,7 @@ def test_chunked_draw_equals_a_loop_over_the_chunk_generators(small_chunks, star
 def test_exact_problems_keep_one_stream_in_process(monkeypatch):
     problem = make_problem("frozenlake")
     assert isinstance(batch_streams(problem, 3), torch.Generator)
+    monkeypatch.setattr(sampling, "HELPER_START_SECONDS", 0)  # any chunk-streamed job would start helpers
     monkeypatch.setattr(sampling, "_pool", lambda helpers: pytest.fail("an exact problem started a pool"))
     measure(problem, "reinforce", 4, 10, 3, show_progress=False, workers=2)
 
@@ -98,6 +113,7 @@ def test_a_sweep_worker_draws_in_process(small_chunks, monkeypatch):
     monkeypatch.setenv(sampling.WORKERS_ENV, "3")
     assert sampling.chunk_workers() == 3
     sampling.no_chunk_workers()  # what bench.executors._init_worker does
+    monkeypatch.setattr(sampling, "HELPER_START_SECONDS", 0)
     assert sampling.chunk_workers() == 1
     monkeypatch.setattr(sampling, "_pool", lambda helpers: pytest.fail("a sweep worker started a pool"))
     measure(make_problem("cartpole", OPTIONS), "reinforce", BATCH_SIZE, REPS, 0, show_progress=False, workers=2,
@@ -119,10 +135,12 @@ def test_bad_worker_counts_are_one_line_errors(value, monkeypatch):
 SCRIPT = """
 import json, sys
 import bench.sampling as sampling
+import envs.problem
 from bench.reference import ReferenceConfig
 from bench.harness import measure
 from envs import make_problem
-sampling.STEPS_PER_CHUNK = {steps}
+envs.problem.CHUNK_BYTES = {chunk_bytes}
+sampling.HELPER_START_SECONDS = 0  # start helpers even for this short job
 problem = make_problem("cartpole", {options!r})
 run = measure(problem, "reinforce", {n}, {m}, 0, show_progress=False, workers={workers},
               reference_config=ReferenceConfig("sampled", 64, 8, cache=False))
@@ -134,7 +152,7 @@ def test_a_script_without_a_main_guard_draws_in_process_with_the_same_numbers(sm
     """Spawned helpers import the main script again; without an `if __name__ == "__main__"` guard they fail to
     start. The chunks are then drawn in-process, with a warning, and the numbers are those of one worker."""
     script = tmp_path / "unguarded.py"
-    script.write_text(SCRIPT.format(steps=CHUNK * BATCH_SIZE * OPTIONS["horizon"], options=OPTIONS, n=BATCH_SIZE,
+    script.write_text(SCRIPT.format(chunk_bytes=small_chunk_bytes(), options=OPTIONS, n=BATCH_SIZE,
                                     m=REPS, workers=2))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -153,3 +171,32 @@ def test_reference_workers_do_not_change_its_cache_key(small_chunks, tmp_path):
     first = reference_for(problem, problem.default_theta(), Target(), config, show_progress=False, workers=2)
     again = reference_for(problem, problem.default_theta(), Target(), config, show_progress=False, workers=1)
     assert not first.cached and again.cached and np.array_equal(first.grad, again.grad)
+
+
+@pytest.fixture
+def no_pool():
+    sampling.close_pools(wait=True)
+    yield
+    sampling.close_pools(wait=True)
+
+
+@pytest.mark.parametrize("start_seconds, starts", [(math.inf, False), (0.0, True)])
+def test_helpers_start_only_for_work_that_outlasts_their_start_up(small_chunks, no_pool, monkeypatch,
+                                                                  start_seconds, starts):
+    """Without a pool, this process draws the last chunk, then starts helpers only if the rest would take longer
+    than HELPER_START_SECONDS at that pace (never at ∞, always at 0). Either way the numbers are one worker's."""
+    monkeypatch.setattr(sampling, "HELPER_START_SECONDS", start_seconds)
+    problem = make_problem("cartpole", OPTIONS)
+    estimator = resolve_estimator("reinforce", {"baseline": "rloo"})
+    theta = problem.default_theta()
+
+    def draw(workers: int) -> list:
+        return sorted(draw_estimates(problem, estimator, theta, BATCH_SIZE, REPS, batch_streams(problem, 4),
+                                     workers=workers), key=lambda draw: draw.index)
+
+    draws = draw(2)
+    assert bool(sampling._POOLS) == starts
+    assert draws[-1].process == os.getpid()  # the last chunk, drawn before deciding
+    if not starts:
+        assert {draw.process for draw in draws} == {os.getpid()}
+    assert torch.equal(torch.cat([d.estimates for d in draws]), torch.cat([d.estimates for d in draw(1)]))

@@ -331,6 +331,36 @@ def test_problems_too_big_for_memory_are_refused_before_allocating(name, options
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing large was tried
 
 
+@pytest.mark.parametrize("name", PROBLEMS.names())
+@pytest.mark.parametrize("batch_size", [1, 32, 1024])
+def test_a_chunk_is_as_many_batches_as_fit_in_its_byte_budget(name, batch_size):
+    """Sampling holds one chunk of batches at a time: the most whole batches whose rough peak (sampled trajectories
+    and per-trajectory gradients) fits in CHUNK_BYTES, at least one, never more than asked for."""
+    from envs.problem import CHUNK_BYTES
+
+    problem = make_problem(name)
+    for reps in (1, 7, 10**6):
+        chunk = problem.chunk_units(batch_size, reps)
+        assert 1 <= chunk <= reps
+        assert chunk == 1 or problem.chunk_bytes(chunk * batch_size) <= CHUNK_BYTES
+        assert chunk == reps or problem.chunk_bytes((chunk + 1) * batch_size) > CHUNK_BYTES
+
+
+def test_a_chunk_of_wide_observations_is_bounded_in_bytes_not_steps():
+    """Humanoid-size records (376 observation values and 17 actions per step, H = 1000) make one trajectory ≈ 6 MB:
+    a chunk of N = 32 is then 2 batches (≈ 0.4 GB), where a bound of 2²² steps would have held 131 (≈ 27 GB)."""
+    import copy
+
+    from envs.problem import CHUNK_BYTES
+
+    problem = copy.copy(make_problem("cartpole"))
+    problem.step_values, problem.horizon = 376 + 17 + 2, 1000
+    chunk = problem.chunk_units(32, 500)
+    assert chunk == int(CHUNK_BYTES // problem.chunk_bytes(32)) == 2
+    by_steps = 2**22 // (32 * problem.horizon)
+    assert by_steps == 131 and problem.chunk_bytes(by_steps * 32) > 25e9
+
+
 def test_the_size_check_is_against_the_memory_available(monkeypatch):
     """The same options are built or refused by the memory there is, estimated from the options."""
     from envs.tabular import table_bytes
