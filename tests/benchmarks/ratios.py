@@ -2,7 +2,7 @@
 
 Benchmarks declare `extra_info["role"]` ("fast" or "slow twin"; "naive", "surrogate", "vmap" or "packed" for
 the autodiff methods; "gym loop", "batched B=…" or "batched vmap B=…" for rollouts; "pgvar", "cleanrl" and
-"competent", "pgvar 1 worker" and "pgvar cold pool" for the CartPole job) and, when they time
+"competent", "pgvar 1 worker", "pgvar cold pool" and "policy kernels" for the CartPole job) and, when they time
 different amounts of work, `extra_info["reps"]`: the ratios are then taken per replicate (per env step for
 the rollouts, whose `extra_info["env_steps_per_second"]` is printed too)."""
 
@@ -17,7 +17,8 @@ RATIOS = [("slow twin", "fast"), ("naive", "vmap"), ("surrogate", "vmap"), ("nai
           ("vmap", "packed"), ("gym loop", "batched B=4096"), ("gym loop", "batched B=16384"),
           ("gym loop", "batched vmap B=4096"), ("batched vmap B=4096", "batched B=4096"),
           ("cleanrl", "pgvar"), ("competent", "pgvar"), ("cleanrl", "pgvar 1 worker"),
-          ("competent", "pgvar 1 worker"), ("pgvar 1 worker", "pgvar"), ("pgvar cold pool", "pgvar")]
+          ("competent", "pgvar 1 worker"), ("pgvar 1 worker", "pgvar"), ("pgvar cold pool", "pgvar"),
+          ("pgvar 1 worker", "policy kernels"), ("pgvar", "policy kernels")]
 
 
 def main(path: str) -> int:

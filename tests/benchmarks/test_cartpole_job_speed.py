@@ -15,6 +15,11 @@ the score at t weighted by γ^t: `estimators.score.reinforce` with baseline=rloo
   torch.nn.Sequential in float32) called on the 8 observations every step, episodes taken in the order they start
   (a lane idles once N episodes were started, so every batch holds N whole episodes, none length-biased), then one
   backward of the surrogate Σ_i Σ_t A_{i,t} log π(a|s) / N per batch;
+- "policy kernels": not a way to compute the estimates but the floor under any torch one on this CPU: the policy's
+  unavoidable kernels alone, on one thread, for as many rows as the job has env steps, in blocks of KERNEL_ROWS —
+  the forward pass (3 addmm, 2 tanh as 2σ(2x) − 1 like pgvar's, the two-action sigmoid and comparison) and the backward of one per-batch
+  gradient (the output delta, 2 back-propagated deltas, 3 weight and bias gradients) — with no env step, no
+  bookkeeping and no per-step op overhead ("pgvar 1 worker" / "policy kernels" is how far pgvar is above it);
 - "competent": what a user who knows gymnasium's vector API writes: `gymnasium.make_vec("CartPole-v1", num_envs=L,
   vectorization_mode="vector_entry_point")` (numpy-vectorised CartPole) with one lane per episode, the float32
   policy batched over the L lanes every step until all have ended, then one surrogate backward per batch.
@@ -44,6 +49,7 @@ from estimators.returns import reward_to_go
 # group → (N, M of pgvar and competent, M of cleanrl)
 JOBS = {"CartPole job N=32 M=500": (32, 500, 16), "CartPole job N=1024 M=16 (B=16384)": (1024, 16, 1)}
 LANES = 1024  # competent: episodes stepped at once by make_vec
+KERNEL_ROWS = 8192  # policy kernels: rows per block (the packed backprop's chunk)
 CLEANRL_ENVS = 8
 # The false-positive rate of one way's agreement check (`agreement_threshold`), of 4 checks per run.
 AGREEMENT_ALPHA = 1e-3
@@ -199,6 +205,32 @@ PGVAR = {"pgvar": pgvar_warm_job, "pgvar 1 worker": lambda *args: pgvar_job(*arg
          "pgvar cold pool": pgvar_cold_job}
 
 
+def policy_kernels_job(problem, rows: int) -> None:
+    """The float32 forward and per-batch backward kernels of the 4-64-64-2 tanh policy over `rows` rows, in blocks of
+    KERNEL_ROWS (inputs are random: the kernels' cost does not depend on the values)."""
+    generator = torch.Generator().manual_seed(3)
+    (w1, b1), (w2, b2), (w3, b3) = [(layer.weight.detach().T.contiguous(), layer.bias.detach())
+                                    for layer in torch_policy(problem)[::2]]
+    x = torch.randn(KERNEL_ROWS, 4, generator=generator)
+    uniform = torch.rand(KERNEL_ROWS, generator=generator)
+    weight = torch.randn(KERNEL_ROWS, 1, generator=generator)
+    for start in range(0, rows, KERNEL_ROWS):
+        n = min(KERNEL_ROWS, rows - start)
+        xs, us, ws = x[:n], uniform[:n], weight[:n]
+        h1 = torch.addmm(b1, xs, w1).mul_(2).sigmoid_().mul_(2).sub_(1)  # tanh = 2σ(2x) − 1: 7× faster than tanh here
+        h2 = torch.addmm(b2, h1, w2).mul_(2).sigmoid_().mul_(2).sub_(1)
+        z = torch.addmm(b3, h2, w3)
+        p1 = torch.sigmoid(z[:, 1] - z[:, 0])
+        action = us < p1
+        d1 = (action.float() - p1)[:, None] * ws  # ∂ log π / ∂z₁ = a − p₁ = −∂ log π / ∂z₀, times the weight
+        dz = torch.cat([-d1, d1], 1)
+        grads = [h2.T @ dz, dz.sum(0)]
+        delta2 = (dz @ w3.T) * (1 - h2 * h2)
+        grads += [h1.T @ delta2, delta2.sum(0)]
+        delta1 = (delta2 @ w2.T) * (1 - h1 * h1)
+        grads += [xs.T @ delta1, delta1.sum(0)]
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
@@ -245,3 +277,15 @@ def test_cartpole_job(benchmark, cartpole, group, way):
         assert distance <= threshold, f"{way}'s mean gradient differs from pgvar's beyond noise"
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(role=way, reps=env_steps, env_steps_per_second=env_steps / median)
+
+
+@pytest.mark.parametrize("group", list(JOBS))
+def test_policy_kernels_floor(benchmark, cartpole, group):
+    """The "policy kernels" floor for as many rows as pgvar's job has env steps (same seeds: the same count)."""
+    problem, reference = cartpole
+    batch_size, reps, _ = JOBS[group]
+    rows = pgvar_job(problem, reference, batch_size, reps, workers=1)[1]
+    benchmark.group = group
+    benchmark.pedantic(policy_kernels_job, args=(problem, rows), rounds=3, iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(role="policy kernels", reps=rows, env_steps_per_second=rows / median)
