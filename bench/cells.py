@@ -405,16 +405,17 @@ def _check_train_size(m: _Measurement, settings: TrainTable, sized: set[tuple]) 
         raise ConfigError(f"{m.problem.key} ({m.problem.label}), N={m.batch_size}: {text}") from None
 
 
-def train_axes(config: SweepConfig, cells: list) -> dict[str, Any]:
+def train_axes(cells: list) -> dict[str, Any]:
     """What a training report needs to know of the plan beyond the config: its axes and the planned ids of each
-    kind (recorded in `_sweep.json`)."""
+    kind (recorded in `_sweep.json`). Every axis is read off the planned cells, so it is the union over the
+    estimator tables with their own [train] settings (`noise_reps`: the M of the noise-scale cells; [] for none)."""
     runs = [c for c in cells if isinstance(c, TrainCell)]
     noise = [c for c in cells if isinstance(c, NoiseCell)]
-    return {  # the union over estimator tables with their own [train] settings
+    return {
         "optimizers": list(dict.fromkeys(c.optimizer for c in runs)), "lr": sorted({c.lr for c in runs}),
         "budget": sorted({c.budget for c in runs}), "seeds": max((c.seed_index + 1 for c in runs), default=0),
         "seed_indices": sorted({c.seed_index for c in runs}),
-        "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": config.train.noise_reps,
+        "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": sorted({c.reps for c in noise}),
         "problems": list(dict.fromkeys(c.problem for c in runs)),
         "variants": list(dict.fromkeys(c.variant for c in runs)),
         "train_cell_ids": [c.cell_id for c in runs], "noise_cell_ids": [c.cell_id for c in noise],

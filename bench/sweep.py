@@ -52,7 +52,7 @@ def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     meta = {"config": resolved, "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
             "table_variants": table_variants(config)}
     if config.is_training:
-        meta.update({"kind": "train", "train_axes": train_axes(config, cells)})
+        meta.update({"kind": "train", "train_axes": train_axes(cells)})
     return meta
 
 

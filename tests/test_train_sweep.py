@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cells import NoiseCell, TrainCell, expand, expand_training, run
+from bench.cells import NoiseCell, TrainCell, expand, expand_training, run, train_axes
 from bench.sweep import load_config, run_sweep
 from envs.spec import ConfigError
 from tests.sweeps import kill_then_resume, stored_rows, write
@@ -108,6 +108,17 @@ def test_an_estimator_table_may_carry_its_own_train_settings(tmp_path):
     assert len(others) == 40 - 16 and {c.lr for c in others} == {0.1, 10.0} and {c.budget for c in others} == {16}
     # seed index 0 of a problem is the same stream whatever table its run comes from (common random numbers)
     assert len({c.seed for c in cells if c.problem == "lqr horizon=5" and c.seed_index == 0}) == 1
+
+
+def test_train_axes_record_the_noise_reps_of_the_planned_noise_cells(tmp_path):
+    """An estimator table's own noise_reps is what its noise-scale cells use, and what `_sweep.json`'s axes say, not
+    the [train] table's value (0 here: no noise scale but for the table that asks for one)."""
+    own = TINY.replace('name = "exact"', 'name = "exact"\ntrain = { noise_reps = 30 }')
+    cells = expand_training(load_config(write(tmp_path, own)))[0]
+    assert {c.reps for c in cells if isinstance(c, NoiseCell)} == {30}
+    assert train_axes(cells)["noise_reps"] == [30]
+    both = own.replace("seeds = 2\n", "seeds = 2\nnoise_reps = 20\n")
+    assert train_axes(expand_training(load_config(write(tmp_path, both)))[0])["noise_reps"] == [20, 30]
 
 
 @pytest.mark.parametrize("own,message", [
@@ -213,7 +224,8 @@ def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
     axes = meta["train_axes"]
     assert axes["lr"] == [0.1, 10.0] and axes["batch_sizes"] == [1, 4] and axes["seed_indices"] == [0, 1]
     assert axes["optimizers"] == ["sgd"] and axes["budget"] == [16] and len(axes["train_cell_ids"]) == 40
-    assert axes["noise_cell_ids"] == [] and axes["problems"] == ["softmax-bandit", "lqr horizon=5"]
+    assert axes["noise_cell_ids"] == [] and axes["noise_reps"] == [] and axes["problems"] == ["softmax-bandit",
+                                                                                              "lqr horizon=5"]
 
     again = run_sweep(config, tmp_path, executor="inprocess")
     assert (again.ran, again.reused) == (0, 40)
