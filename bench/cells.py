@@ -315,7 +315,10 @@ class NoiseCell:
 
     @property
     def cell_id(self) -> str:
-        return digest({"kind": self.kind, **asdict(self)})[:20]
+        fields = asdict(self)
+        if not self.path_score:  # θ₀ itself: the id it had before noise_path existed, so its stored cells are reused
+            del fields["path_score"]
+        return digest({"kind": self.kind, **fields})[:20]
 
 
 def train_seed(root: int, problem: _Problem, seed_index: int) -> int:

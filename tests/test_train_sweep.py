@@ -3,6 +3,7 @@ store, executors that agree and a training sweep that survives SIGKILL with ever
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -82,6 +83,26 @@ def test_expansion_counts_skips_and_common_random_numbers(tmp_path):
     assert {c.variant for c in bandit} == {"exact", "reinforce", "reinforce baseline=rloo"}
     assert {c.lr for c in bandit} == {0.1, 10.0} and {c.batch_size for c in bandit} == {1, 4}
     assert all(c.budget == 16 and c.optimizer == "sgd" for c in cells)
+
+
+def test_training_cell_ids_and_seeds_are_pinned(tmp_path):
+    # Finished cells are reused by id (test_sweep.py pins the measurement cells'): these are the ids and seeds of the
+    # code before noise_path existed (15967e8), on problems whose options have not changed since. A noise-scale cell at
+    # θ₀ (path_score 0, the default) keeps its id; a point further along the path is a cell of its own.
+    text = (TINY.replace('env = "softmax-bandit"', 'env = "garnet"\noptions = { states = 5, horizon = 10, gamma = 0.9 }')
+            .replace("seeds = 2\n", "seeds = 2\nnoise_reps = 20\n"))
+    cells = expand_training(load_config(write(tmp_path, text)))[0]
+    pinned = {TrainCell: (40, "72b98a9c397de5dc608f8bd07e52ecefe08b56d48b2bb2c2d5a6862afd1e8102"),
+              NoiseCell: (10, "5802118a93816c919fa70ca7f00a193efebe19a08dd2cea8ea3ac8a20a48a2bb")}
+    for kind, (count, digest) in pinned.items():
+        of_kind = [c for c in cells if isinstance(c, kind)]
+        every = " ".join(f"{c.cell_id}:{c.seed}" for c in of_kind)
+        assert (len(of_kind), hashlib.sha256(every.encode()).hexdigest()) == (count, digest), kind.__name__
+    along = expand_training(load_config(write(tmp_path, text.replace("noise_reps = 20", "noise_reps = 20\n"
+                                                                                         "noise_path = [0, 0.5]"))))[0]
+    at_start = {c.cell_id for c in cells if isinstance(c, NoiseCell)}
+    further = {c.cell_id for c in along if isinstance(c, NoiseCell) and c.path_score == 0.5}
+    assert at_start < {c.cell_id for c in along} and len(further) == 10 and not further & at_start
 
 
 def test_log_grid_and_optimizers(tmp_path):
@@ -234,8 +255,21 @@ def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
 def test_a_measurement_sweep_records_no_train_key(tmp_path):
     config = load_config(write(tmp_path, MEASUREMENT.replace('sweep.baseline = ["none", "rloo"]', ""), "m.toml"))
     run_sweep(config, tmp_path, executor="inprocess")
-    meta = json.loads((tmp_path / "tt" / "_sweep.json").read_text())
+    text = (tmp_path / "tt" / "_sweep.json").read_text()
+    meta = json.loads(text)
     assert "train" not in meta["config"] and "kind" not in meta and "train_axes" not in meta
+    assert not any("train" in table for table in meta["config"]["estimators"]) and "null" not in text
+
+
+def test_a_training_sweep_records_only_what_applies_to_it(tmp_path):
+    run_sweep(load_config(write(tmp_path, TINY.replace(*OWN_TRAIN).replace("budget = 16", "budget = 8"))), tmp_path,
+              executor="inprocess")
+    text = (tmp_path / "tt" / "_sweep.json").read_text()
+    config = json.loads(text)["config"]
+    assert not {"reps", "repetitions", "reference"} & set(config) and "null" not in text
+    own, plain = config["estimators"]
+    assert own["train"]["lr"] == [0.5] and own["train"]["seeds"] == 3 and "train" not in plain
+    assert "repetitions" not in own and "repetitions" not in plain
 
 
 def test_executors_give_identical_training_rows(tmp_path):
