@@ -603,15 +603,26 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
     return row
 
 
+@functools.lru_cache(maxsize=64)
+def path_point(env: str, env_options: tuple[tuple[str, Any], ...], theta: str, path_score: float):
+    """`bench.noise_scale.exact_path_point` of a problem, θ₀ choice and score: a deterministic function of them, the
+    same for every variant and N measured there, so computed once per process (and returned to every noise cell of
+    that point: none may modify its θ). Called with one torch thread, as every cell runs."""
+    from bench.noise_scale import exact_path_point  # the noise-scale bridge
+
+    problem = make_problem(env, dict(env_options))
+    return exact_path_point(problem, theta_for(problem, theta), path_score)
+
+
 def run_noise_cell(cell: NoiseCell) -> dict[str, Any]:
     """One noise-scale measurement → one row: `bench.noise_scale.NoiseScale.to_row()` under the cell's identity."""
-    from bench.noise_scale import exact_path_point, noise_scale  # the noise-scale bridge
+    from bench.noise_scale import noise_scale  # the noise-scale bridge
 
     with single_thread():
         problem = make_problem(cell.env, dict(cell.env_options))
         estimator = resolve_estimator(cell.estimator, dict(cell.estimator_options))
-        point = exact_path_point(problem, theta_for(problem, cell.theta), cell.path_score)
-        result = noise_scale(problem, estimator, point.theta, cell.batch_size, cell.reps, cell.seed)
+        point = path_point(cell.env, cell.env_options, cell.theta, cell.path_score)
+        result = noise_scale(problem, estimator, point.theta.clone(), cell.batch_size, cell.reps, cell.seed)
     row = {**_identity(cell), "batch_size": cell.batch_size, "reps": cell.reps, "seed": cell.seed,
            "path_target": float(cell.path_score), "path_score": float(point.score), "path_steps": point.steps,
            "path_reached": point.reached}

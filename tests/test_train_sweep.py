@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from bench.cells import NoiseCell, TrainCell, expand, expand_training, run, train_axes
+from bench.cells import NoiseCell, TrainCell, expand, expand_training, path_point, run, train_axes
 from bench.sweep import load_config, run_sweep
+from envs import make_problem
 from envs.spec import ConfigError
 from tests.sweeps import kill_then_resume, stored_rows, write
 
@@ -358,6 +360,26 @@ def test_noise_scale_along_the_exact_gradient_path(tmp_path):
     assert (start["path_target"], start["path_score"], start["path_steps"], start["path_reached"]) == (0.0, 0.0, 0, True)
     assert half["path_target"] == 0.5 and half["path_reached"] and 0.5 <= half["path_score"] < 0.6
     assert half["path_steps"] > 0 and half["grad_norm_sq"] < start["grad_norm_sq"]
+
+
+def test_the_path_point_is_computed_once_for_every_variant_and_batch_size(tmp_path):
+    """path_point caches exact_path_point per (problem, θ₀, score): the noise cells of every variant and N there share
+    one computation, and after they ran it is still the point a fresh computation gives (no cell changed its θ)."""
+    from bench.noise_scale import exact_path_point
+
+    text = (TINY.replace("seeds = 2", "seeds = 2\nnoise_reps = 20\nnoise_path = [0.5]")
+            .replace("lr = [0.1, 10.0]", "lr = [0.1]"))
+    noise = [c for c in expand_training(load_config(write(tmp_path, text)))[0]
+             if isinstance(c, NoiseCell) and c.problem == "lqr horizon=5"]
+    assert len(noise) == 5 and {c.path_score for c in noise} == {0.5}
+    path_point.cache_clear()
+    rows = [run(c) for c in noise]
+    assert (path_point.cache_info().misses, path_point.cache_info().hits) == (1, 4)
+    problem = make_problem("lqr", {"horizon": 5})
+    fresh = exact_path_point(problem, problem.default_theta(), 0.5)
+    cached = path_point(noise[0].env, noise[0].env_options, noise[0].theta, 0.5)
+    assert torch.equal(cached.theta, fresh.theta) and (cached.score, cached.steps) == (fresh.score, fresh.steps)
+    assert {(r["path_score"], r["path_steps"]) for r in rows} == {(fresh.score, fresh.steps)}
 
 
 @pytest.mark.parametrize("value,message", [("[1.0]", "train.noise_path: expected a non-empty list of at most 20 "
