@@ -607,11 +607,12 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
 def path_point(env: str, env_options: tuple[tuple[str, Any], ...], theta: str, path_score: float):
     """`bench.noise_scale.exact_path_point` of a problem, θ₀ choice and score: a deterministic function of them, the
     same for every variant and N measured there, so computed once per process (and returned to every noise cell of
-    that point: none may modify its θ). Called with one torch thread, as every cell runs."""
+    that point: none may modify its θ), with one torch thread as every cell runs, whoever calls it first."""
     from bench.noise_scale import exact_path_point  # the noise-scale bridge
 
-    problem = make_problem(env, dict(env_options))
-    return exact_path_point(problem, theta_for(problem, theta), path_score)
+    with single_thread():
+        problem = make_problem(env, dict(env_options))
+        return exact_path_point(problem, theta_for(problem, theta), path_score)
 
 
 def run_noise_cell(cell: NoiseCell) -> dict[str, Any]:
