@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from envs import make_problem
 from envs.problem import Capability, Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
 from estimators import ESTIMATORS, Estimator, resolve_estimator
+
+if TYPE_CHECKING:
+    from bench.noise_scale import PathPoint
 
 
 @dataclass(frozen=True)
@@ -604,7 +607,7 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def path_point(env: str, env_options: tuple[tuple[str, Any], ...], theta: str, path_score: float):
+def path_point(env: str, env_options: tuple[tuple[str, Any], ...], theta: str, path_score: float) -> PathPoint:
     """`bench.noise_scale.exact_path_point` of a problem, θ₀ choice and score: a deterministic function of them, the
     same for every variant and N measured there, so computed once per process (and returned to every noise cell of
     that point: none may modify its θ), with one torch thread as every cell runs, whoever calls it first."""
