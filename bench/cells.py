@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from envs import make_problem
 from envs.problem import Capability, Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
 from estimators import ESTIMATORS, Estimator, resolve_estimator
+
+if TYPE_CHECKING:
+    from bench.noise_scale import PathPoint
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,10 @@ class NoiseCell:
 
     @property
     def cell_id(self) -> str:
-        return digest({"kind": self.kind, **asdict(self)})[:20]
+        fields = asdict(self)
+        if not self.path_score:  # θ₀ itself: the id it had before noise_path existed, so its stored cells are reused
+            del fields["path_score"]
+        return digest({"kind": self.kind, **fields})[:20]
 
 
 def train_seed(root: int, problem: _Problem, seed_index: int) -> int:
@@ -405,16 +411,17 @@ def _check_train_size(m: _Measurement, settings: TrainTable, sized: set[tuple]) 
         raise ConfigError(f"{m.problem.key} ({m.problem.label}), N={m.batch_size}: {text}") from None
 
 
-def train_axes(config: SweepConfig, cells: list) -> dict[str, Any]:
+def train_axes(cells: list) -> dict[str, Any]:
     """What a training report needs to know of the plan beyond the config: its axes and the planned ids of each
-    kind (recorded in `_sweep.json`)."""
+    kind (recorded in `_sweep.json`). Every axis is read off the planned cells, so it is the union over the
+    estimator tables with their own [train] settings (`noise_reps`: the M of the noise-scale cells; [] for none)."""
     runs = [c for c in cells if isinstance(c, TrainCell)]
     noise = [c for c in cells if isinstance(c, NoiseCell)]
-    return {  # the union over estimator tables with their own [train] settings
+    return {
         "optimizers": list(dict.fromkeys(c.optimizer for c in runs)), "lr": sorted({c.lr for c in runs}),
         "budget": sorted({c.budget for c in runs}), "seeds": max((c.seed_index + 1 for c in runs), default=0),
         "seed_indices": sorted({c.seed_index for c in runs}),
-        "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": config.train.noise_reps,
+        "batch_sizes": sorted({c.batch_size for c in runs}), "noise_reps": sorted({c.reps for c in noise}),
         "problems": list(dict.fromkeys(c.problem for c in runs)),
         "variants": list(dict.fromkeys(c.variant for c in runs)),
         "train_cell_ids": [c.cell_id for c in runs], "noise_cell_ids": [c.cell_id for c in noise],
@@ -599,15 +606,27 @@ def run_train_cell(cell: TrainCell) -> dict[str, Any]:
     return row
 
 
+@functools.lru_cache(maxsize=64)
+def path_point(env: str, env_options: tuple[tuple[str, Any], ...], theta: str, path_score: float) -> PathPoint:
+    """`bench.noise_scale.exact_path_point` of a problem, θ₀ choice and score: a deterministic function of them, the
+    same for every variant and N measured there, so computed once per process (and returned to every noise cell of
+    that point: none may modify its θ), with one torch thread as every cell runs, whoever calls it first."""
+    from bench.noise_scale import exact_path_point  # the noise-scale bridge
+
+    with single_thread():
+        problem = make_problem(env, dict(env_options))
+        return exact_path_point(problem, theta_for(problem, theta), path_score)
+
+
 def run_noise_cell(cell: NoiseCell) -> dict[str, Any]:
     """One noise-scale measurement → one row: `bench.noise_scale.NoiseScale.to_row()` under the cell's identity."""
-    from bench.noise_scale import exact_path_point, noise_scale  # the noise-scale bridge
+    from bench.noise_scale import noise_scale  # the noise-scale bridge
 
     with single_thread():
         problem = make_problem(cell.env, dict(cell.env_options))
         estimator = resolve_estimator(cell.estimator, dict(cell.estimator_options))
-        point = exact_path_point(problem, theta_for(problem, cell.theta), cell.path_score)
-        result = noise_scale(problem, estimator, point.theta, cell.batch_size, cell.reps, cell.seed)
+        point = path_point(cell.env, cell.env_options, cell.theta, cell.path_score)
+        result = noise_scale(problem, estimator, point.theta.clone(), cell.batch_size, cell.reps, cell.seed)
     row = {**_identity(cell), "batch_size": cell.batch_size, "reps": cell.reps, "seed": cell.seed,
            "path_target": float(cell.path_score), "path_score": float(point.score), "path_steps": point.steps,
            "path_reached": point.reached}

@@ -99,7 +99,7 @@ class SweepConfig:
 MAX_BOOTSTRAP_REPS = 100_000  # the report's rliable resamples: more only costs memory and time
 _SWEEP_KEYS = {"name", "problems", "estimators", "batch_sizes", "reps", "repetitions", "seed", "report", "reference",
                "train"}
-_MEASUREMENT_ONLY = ("reps", "repetitions", "reference")  # keys that do not apply to a training sweep
+MEASUREMENT_ONLY = ("reps", "repetitions", "reference")  # keys that do not apply to a training sweep
 _TRAIN_KEYS = {"optimizers", "lr", "budget", "seeds", "eval_episodes", "eval_every", "noise_reps", "noise_path"}
 _PATH_SCORE = Float(0.0, 0.99)  # s = 1 is reached only in the limit on most problems
 _LR_GRID_KEYS = {"low", "high", "count"}
@@ -184,7 +184,7 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
     if "train" in raw:
-        for key in _MEASUREMENT_ONLY:
+        for key in MEASUREMENT_ONLY:
             if key in raw:
                 raise where.error(key, "applies only to a measurement sweep; this one has a [train] table (its runs "
                                        "are set by train.seeds, its noise-scale measurement by train.noise_reps)")

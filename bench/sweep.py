@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from bench.cells import (Cell, check_cells, digest, expand, expand_training, option_columns, single_thread,
                          table_variants, theta_for, train_axes)
-from bench.config import SweepConfig, read_config
+from bench.config import MEASUREMENT_ONLY, SweepConfig, read_config
 from bench.executors import check_executor, run_cells
 from bench.progress import progress_bar
 from bench.reference import ReferenceConfig, reference_for
@@ -41,18 +41,21 @@ def load_config(path: str | Path) -> SweepConfig:
 
 def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     """What `_sweep.json` records: the resolved config, the planned distinct cell ids and each estimator table's
-    variants; a training sweep also its kind and axes. A measurement sweep's record is what it was before
-    training sweeps existed (no `train` key), so its folder's `_sweep.json` is not rewritten."""
+    variants; a training sweep also its kind and axes. The config carries only the keys that apply: a measurement
+    sweep's record is what it was before training sweeps existed (no `train` key, at the top or in a table), so its
+    folder's `_sweep.json` is not rewritten; a training sweep's has no `reps`, `repetitions` or `reference`; a table
+    has its own `train` or `repetitions` only when it sets them."""
     resolved = asdict(config)
-    if not config.is_training:
-        del resolved["train"]
-    for table in resolved["estimators"]:  # a table without its own repetitions is recorded as before they existed
-        if not table["repetitions"]:
-            del table["repetitions"]
+    for key in MEASUREMENT_ONLY if config.is_training else ("train",):
+        del resolved[key]
+    for table in resolved["estimators"]:
+        for key in ("train", "repetitions"):
+            if not table[key]:  # None, 0: the sweep's
+                del table[key]
     meta = {"config": resolved, "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
             "table_variants": table_variants(config)}
     if config.is_training:
-        meta.update({"kind": "train", "train_axes": train_axes(config, cells)})
+        meta.update({"kind": "train", "train_axes": train_axes(cells)})
     return meta
 
 

@@ -116,7 +116,7 @@ def natural(
     solver: str = "cg",
     cg_iters: int = DEFAULT_CG_ITERS,
     cg_tol: float = DEFAULT_CG_TOL,
-    fisher: torch.Tensor | None = None,
+    fisher_lu: tuple[torch.Tensor, torch.Tensor] | None = None,
     critic: ValueFunction | SameBatchCritic | None = None,
 ) -> torch.Tensor:
     """Natural policy gradient (Kakade 2001; Peters & Schaal 2008; the conjugate-gradient solve of
@@ -130,9 +130,10 @@ def natural(
     steps. F̂ is the batch estimate of the trajectory Fisher F = E[Σ_t ψ_t ψ_tᵀ] (`Problem.fisher`); the target
     is (F + δI)⁻¹ ∇J.
 
-    fisher = F [P, P] given (the exact Fisher at θ, estimator option fisher=exact): ĝ_nat = (F + δI)⁻¹ ĝ, the
-    stochastic natural gradient of Kakade (2001) and of Chung et al. (ICML 2021, "Beyond variance reduction"):
-    F is fixed given θ, so E[ĝ_nat] = (F + δI)⁻¹ ∇J whenever ĝ is unbiased for ∇J.
+    fisher_lu given (estimator option fisher=exact): the LU factorization (LU [P, P], pivots [P]) of F + δI, F the
+    exact Fisher at θ (`damped_fisher_lu`), and ĝ_nat = (F + δI)⁻¹ ĝ, the stochastic natural gradient of Kakade
+    (2001) and of Chung et al. (ICML 2021, "Beyond variance reduction"): F is fixed given θ, so E[ĝ_nat] =
+    (F + δI)⁻¹ ∇J whenever ĝ is unbiased for ∇J. Its δ is the one it was factored with (`damping` is not read).
 
     solver="cg": conjugate gradient on F̂ + δI, batched over the M replicates, with Fisher-vector
     products from one jvp and one vmapped gradient each (`fisher_vector_product`); at most cg_iters
@@ -144,9 +145,8 @@ def natural(
     batch [M, N, T] → [M, P].
     """
     gradient = reinforce(policy, theta, batch, baseline=baseline, critic=critic)  # [M, P]
-    if fisher is not None:
-        damped = fisher + damping * torch.eye(theta.numel(), dtype=fisher.dtype)
-        return torch.linalg.solve(damped, gradient.T).T
+    if fisher_lu is not None:
+        return torch.linalg.lu_solve(*fisher_lu, gradient.T).T  # all M right-hand sides at once
     if solver == "direct":
         identity = torch.eye(theta.numel(), dtype=gradient.dtype)
         return torch.stack([
@@ -156,6 +156,13 @@ def natural(
     return conjugate_gradient(
         lambda v: fisher_vector_product(policy, theta, batch, v) + damping * v, gradient, cg_iters, cg_tol
     )
+
+
+def damped_fisher_lu(fisher: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LU factorization (torch.linalg.lu_factor) of F + δI, F [P, P]: computed once per θ (`Natural.prepare`) and
+    reused by every chunk of estimates drawn there; lu_solve with it gives torch.linalg.solve's numbers (which
+    factors the same way on each call). → (LU [P, P], pivots [P])"""
+    return torch.linalg.lu_factor(fisher + damping * torch.eye(fisher.shape[0], dtype=fisher.dtype))
 
 
 @ESTIMATORS.entry("natural")
@@ -195,7 +202,8 @@ class Natural(Estimator):
             raise ConfigError("estimator natural: baseline=rloo needs batch_size ≥ 2 (it averages the others)")
         if self.baseline == "value":
             check_critic(self, problem)
-        # its target solves with the exact [P, P] Fisher matrix (and a damped copy), the direct solver with F̂
+        # its target solves with the exact [P, P] Fisher matrix (and a damped copy; fisher=exact its LU factors), the
+        # direct solver with F̂
         check_bytes(8.0 * 3 * problem.num_params**2, f"estimator natural on env {problem.name} "
                     f"({problem.num_params} parameters: [P, P] Fisher matrices)", "the problem's size")
 
@@ -205,8 +213,8 @@ class Natural(Estimator):
 
     def prepare(self, problem: Problem, theta: torch.Tensor, generator: torch.Generator) -> Prepared:
         kwargs, info = self.kwargs(), {}
-        if self.fisher == "exact":
-            kwargs["fisher"] = problem.fisher(theta)
+        if self.fisher == "exact":  # F depends on θ only: factored once for every estimate at θ
+            kwargs["fisher_lu"] = damped_fisher_lu(problem.fisher(theta), self.damping)
         if self.baseline == "value":
             kwargs["critic"], info = prepare_critic(self, problem, theta, generator)
         return Prepared(kwargs, info=info)

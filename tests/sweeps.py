@@ -3,14 +3,16 @@ sweep with SIGKILL mid-way and checking that the rerun gives every cell once and
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -23,6 +25,30 @@ def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def toml_value(value: Any) -> str:
+    """A number, string, bool, list or table (dict) as a TOML value: JSON's form but for tables, `{ k = v, … }`."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml_value(v)}" for key, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def set_keys(text: str, table: str, **values: Any) -> str:
+    """The sweep config `text` with keys of its `[table]` set: a key's `key = …` line of that table replaced by the
+    value (`toml_value`), a key it does not have added under the header; the rest of the text unchanged."""
+    header = f"[{table}]\n"
+    before, found, after = text.partition(header)
+    assert found and header not in after, f"expected one [{table}] table"
+    end = re.search(r"^\[", after, re.MULTILINE)  # where the next table starts
+    body, rest = (after[:end.start()], after[end.start():]) if end else (after, "")
+    for key, value in values.items():
+        line = f"{key} = {toml_value(value)}\n"
+        body, count = re.subn(rf"^{re.escape(key)} = .*\n", lambda _: line, body, flags=re.MULTILINE)
+        body = body if count else line + body
+    return before + header + body + rest
 
 
 def stored_rows(results: Path, volatile: list[str]) -> pd.DataFrame:

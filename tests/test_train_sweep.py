@@ -3,6 +3,7 @@ store, executors that agree and a training sweep that survives SIGKILL with ever
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from bench.cells import NoiseCell, TrainCell, expand, expand_training, run
+from bench.cells import NoiseCell, TrainCell, expand, expand_training, path_point, run, train_axes
 from bench.sweep import load_config, run_sweep
+from envs import make_problem
 from envs.spec import ConfigError
-from tests.sweeps import kill_then_resume, stored_rows, write
+from tests.sweeps import kill_then_resume, set_keys, stored_rows, write
 
 TINY = """
 name = "tt"
@@ -84,8 +87,27 @@ def test_expansion_counts_skips_and_common_random_numbers(tmp_path):
     assert all(c.budget == 16 and c.optimizer == "sgd" for c in cells)
 
 
+def test_training_cell_ids_and_seeds_are_pinned(tmp_path):
+    # Finished cells are reused by id (test_sweep.py pins the measurement cells'): these are the ids and seeds of the
+    # code before noise_path existed (15967e8), on problems whose options have not changed since. A noise-scale cell at
+    # θ₀ (path_score 0, the default) keeps its id; a point further along the path is a cell of its own.
+    text = set_keys(TINY.replace('env = "softmax-bandit"', 'env = "garnet"\noptions = { states = 5, horizon = 10, '
+                                                           'gamma = 0.9 }'), "train", noise_reps=20)
+    cells = expand_training(load_config(write(tmp_path, text)))[0]
+    pinned = {TrainCell: (40, "72b98a9c397de5dc608f8bd07e52ecefe08b56d48b2bb2c2d5a6862afd1e8102"),
+              NoiseCell: (10, "5802118a93816c919fa70ca7f00a193efebe19a08dd2cea8ea3ac8a20a48a2bb")}
+    for kind, (count, digest) in pinned.items():
+        of_kind = [c for c in cells if isinstance(c, kind)]
+        every = " ".join(f"{c.cell_id}:{c.seed}" for c in of_kind)
+        assert (len(of_kind), hashlib.sha256(every.encode()).hexdigest()) == (count, digest), kind.__name__
+    along = expand_training(load_config(write(tmp_path, set_keys(text, "train", noise_path=[0, 0.5]))))[0]
+    at_start = {c.cell_id for c in cells if isinstance(c, NoiseCell)}
+    further = {c.cell_id for c in along if isinstance(c, NoiseCell) and c.path_score == 0.5}
+    assert at_start < {c.cell_id for c in along} and len(further) == 10 and not further & at_start
+
+
 def test_log_grid_and_optimizers(tmp_path):
-    text = TINY.replace("lr = [0.1, 10.0]", 'lr = { low = 0.01, high = 10.0, count = 7 }\noptimizers = ["sgd", "adam"]')
+    text = set_keys(TINY, "train", lr={"low": 0.01, "high": 10.0, "count": 7}, optimizers=["sgd", "adam"])
     config = load_config(write(tmp_path, text))
     assert config.train.lr == (0.01, 0.0316227766017, 0.1, 0.316227766017, 1.0, 3.16227766017, 10.0)
     assert config.train.optimizers == ("sgd", "adam") and (config.reps, config.repetitions) == (0, 0)
@@ -108,6 +130,17 @@ def test_an_estimator_table_may_carry_its_own_train_settings(tmp_path):
     assert len(others) == 40 - 16 and {c.lr for c in others} == {0.1, 10.0} and {c.budget for c in others} == {16}
     # seed index 0 of a problem is the same stream whatever table its run comes from (common random numbers)
     assert len({c.seed for c in cells if c.problem == "lqr horizon=5" and c.seed_index == 0}) == 1
+
+
+def test_train_axes_record_the_noise_reps_of_the_planned_noise_cells(tmp_path):
+    """An estimator table's own noise_reps is what its noise-scale cells use, and what `_sweep.json`'s axes say, not
+    the [train] table's value (0 here: no noise scale but for the table that asks for one)."""
+    own = TINY.replace('name = "exact"', 'name = "exact"\ntrain = { noise_reps = 30 }')
+    cells = expand_training(load_config(write(tmp_path, own)))[0]
+    assert {c.reps for c in cells if isinstance(c, NoiseCell)} == {30}
+    assert train_axes(cells)["noise_reps"] == [30]
+    both = expand_training(load_config(write(tmp_path, set_keys(own, "train", noise_reps=20))))[0]
+    assert train_axes(both)["noise_reps"] == [20, 30]
 
 
 @pytest.mark.parametrize("own,message", [
@@ -213,7 +246,8 @@ def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
     axes = meta["train_axes"]
     assert axes["lr"] == [0.1, 10.0] and axes["batch_sizes"] == [1, 4] and axes["seed_indices"] == [0, 1]
     assert axes["optimizers"] == ["sgd"] and axes["budget"] == [16] and len(axes["train_cell_ids"]) == 40
-    assert axes["noise_cell_ids"] == [] and axes["problems"] == ["softmax-bandit", "lqr horizon=5"]
+    assert axes["noise_cell_ids"] == [] and axes["noise_reps"] == [] and axes["problems"] == ["softmax-bandit",
+                                                                                              "lqr horizon=5"]
 
     again = run_sweep(config, tmp_path, executor="inprocess")
     assert (again.ran, again.reused) == (0, 40)
@@ -222,12 +256,25 @@ def test_rows_follow_the_schema_and_a_diverged_run_is_kept(tmp_path):
 def test_a_measurement_sweep_records_no_train_key(tmp_path):
     config = load_config(write(tmp_path, MEASUREMENT.replace('sweep.baseline = ["none", "rloo"]', ""), "m.toml"))
     run_sweep(config, tmp_path, executor="inprocess")
-    meta = json.loads((tmp_path / "tt" / "_sweep.json").read_text())
+    text = (tmp_path / "tt" / "_sweep.json").read_text()
+    meta = json.loads(text)
     assert "train" not in meta["config"] and "kind" not in meta and "train_axes" not in meta
+    assert not any("train" in table for table in meta["config"]["estimators"]) and "null" not in text
+
+
+def test_a_training_sweep_records_only_what_applies_to_it(tmp_path):
+    run_sweep(load_config(write(tmp_path, set_keys(TINY.replace(*OWN_TRAIN), "train", budget=8))), tmp_path,
+              executor="inprocess")
+    text = (tmp_path / "tt" / "_sweep.json").read_text()
+    config = json.loads(text)["config"]
+    assert not {"reps", "repetitions", "reference"} & set(config) and "null" not in text
+    own, plain = config["estimators"]
+    assert own["train"]["lr"] == [0.5] and own["train"]["seeds"] == 3 and "train" not in plain
+    assert "repetitions" not in own and "repetitions" not in plain
 
 
 def test_executors_give_identical_training_rows(tmp_path):
-    config = load_config(write(tmp_path, TINY.replace("seeds = 2", "seeds = 2\noptimizers = [\"adam\"]")))
+    config = load_config(write(tmp_path, set_keys(TINY, "train", optimizers=["adam"])))
     run_sweep(config, tmp_path / "a", executor="inprocess")
     run_sweep(config, tmp_path / "b", executor="processes", workers=2)
     run_sweep(config, tmp_path / "c", executor="dask", workers=2)
@@ -252,7 +299,7 @@ def test_a_failing_run_fails_alone_and_is_recorded(tmp_path):
 def test_sigkill_mid_training_sweep_then_resume_gives_every_run_once_and_same_numbers(tmp_path):
     """Kill the whole process group (parent and worker pool) with SIGKILL once some runs are written; the rerun
     must finish with each run exactly once and the uninterrupted numbers."""
-    path = write(tmp_path, TINY.replace("budget = 16", "budget = 256").replace("seeds = 2", "seeds = 4"))
+    path = write(tmp_path, set_keys(TINY, "train", budget=256, seeds=4))
     kill_then_resume(path, tmp_path, "tt", len(expand_training(load_config(path))[0]), rows)
 
 
@@ -270,7 +317,7 @@ def test_the_cli_runs_a_training_sweep_with_progress_lines(tmp_path):
 
 def test_a_noise_scale_cell_per_problem_variant_and_batch_size(tmp_path):
     pytest.importorskip("bench.noise_scale")
-    text = TINY.replace("seeds = 2", "seeds = 2\nnoise_reps = 20").replace("lr = [0.1, 10.0]", "lr = [0.1]")
+    text = set_keys(TINY, "train", noise_reps=20, lr=[0.1])
     config = load_config(write(tmp_path, text))
     cells, skipped = expand_training(config)
     noise = [c for c in cells if isinstance(c, NoiseCell)]
@@ -300,8 +347,7 @@ def test_a_noise_scale_cell_per_problem_variant_and_batch_size(tmp_path):
 def test_noise_scale_along_the_exact_gradient_path(tmp_path):
     """noise_path = [0, 0.5]: one cell per point; the s = 0.5 cell measures at a θ of the exact-gradient path whose
     normalized score is ≥ 0.5 (and within a few path steps of it), the θ₀ cell at θ₀."""
-    text = (TINY.replace("seeds = 2", "seeds = 2\nnoise_reps = 20\nnoise_path = [0.5, 0]")
-            .replace("lr = [0.1, 10.0]", "lr = [0.1]"))
+    text = set_keys(TINY, "train", noise_reps=20, noise_path=[0.5, 0], lr=[0.1])
     config = load_config(write(tmp_path, text))
     assert config.train.noise_path == (0.0, 0.5)
     noise = [c for c in expand_training(config)[0] if isinstance(c, NoiseCell)]
@@ -312,6 +358,25 @@ def test_noise_scale_along_the_exact_gradient_path(tmp_path):
     assert (start["path_target"], start["path_score"], start["path_steps"], start["path_reached"]) == (0.0, 0.0, 0, True)
     assert half["path_target"] == 0.5 and half["path_reached"] and 0.5 <= half["path_score"] < 0.6
     assert half["path_steps"] > 0 and half["grad_norm_sq"] < start["grad_norm_sq"]
+
+
+def test_the_path_point_is_computed_once_for_every_variant_and_batch_size(tmp_path):
+    """path_point caches exact_path_point per (problem, θ₀, score): the noise cells of every variant and N there share
+    one computation, and after they ran it is still the point a fresh computation gives (no cell changed its θ)."""
+    from bench.noise_scale import exact_path_point
+
+    text = set_keys(TINY, "train", noise_reps=20, noise_path=[0.5], lr=[0.1])
+    noise = [c for c in expand_training(load_config(write(tmp_path, text)))[0]
+             if isinstance(c, NoiseCell) and c.problem == "lqr horizon=5"]
+    assert len(noise) == 5 and {c.path_score for c in noise} == {0.5}
+    path_point.cache_clear()
+    rows = [run(c) for c in noise]
+    assert (path_point.cache_info().misses, path_point.cache_info().hits) == (1, 4)
+    problem = make_problem("lqr", {"horizon": 5})
+    fresh = exact_path_point(problem, problem.default_theta(), 0.5)
+    cached = path_point(noise[0].env, noise[0].env_options, noise[0].theta, 0.5)
+    assert torch.equal(cached.theta, fresh.theta) and (cached.score, cached.steps) == (fresh.score, fresh.steps)
+    assert {(r["path_score"], r["path_steps"]) for r in rows} == {(fresh.score, fresh.steps)}
 
 
 @pytest.mark.parametrize("value,message", [("[1.0]", "train.noise_path: expected a non-empty list of at most 20 "
@@ -325,7 +390,7 @@ def test_bad_noise_path_is_one_clear_error(tmp_path, value, message):
 
 
 def test_a_bad_sweep_train_value_is_named_in_train_even_with_an_estimator_override(tmp_path):
-    text = TINY.replace(*OWN_TRAIN).replace("seeds = 2\n", "seeds = 1\n", 1)
+    text = set_keys(TINY.replace(*OWN_TRAIN), "train", seeds=1)
     assert 'train = { lr = [0.5], seeds = 3, budget = 8 }' in text and "\nseeds = 1\n" in text
     with pytest.raises(ConfigError, match=r"sweep.toml: train.seeds: expected an integer ≥ 2"):
         load_config(write(tmp_path, text))
