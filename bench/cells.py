@@ -25,7 +25,6 @@ import json
 import math
 import platform
 import subprocess
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +41,7 @@ from bench.training import TrainingRun, TrainSettings, train
 from envs import make_problem
 from envs.problem import Capability, Problem, problem_config_class
 from envs.spec import ConfigError, resolve_options
+from envs.threads import single_thread
 from estimators import ESTIMATORS, Estimator, resolve_estimator
 
 if TYPE_CHECKING:
@@ -438,17 +438,6 @@ def theta_for(problem, choice: str) -> torch.Tensor:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives ±inf, refused by check_theta
         noise = np.random.default_rng(int(seed)).normal(scale=float(scale), size=problem.num_params)
     return problem.default_theta() + torch.as_tensor(noise)
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Numbers must not depend on the executor: every cell runs with one torch thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 OPTION_PREFIX = "opt_"  # a measure row's typed column of each estimator option: opt_<name>

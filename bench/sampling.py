@@ -33,6 +33,7 @@ from bench.progress import ProgressLines
 from bench.reference_defaults import DEFAULT_CHUNK_WORKERS, WORKERS_ENV
 from envs.memory import memory_limit
 from envs.problem import Batch, Capability, Problem, ProblemConfig
+from envs.threads import single_thread
 from estimators.registry import Estimator, Prepared
 from estimators.returns import total_return
 
@@ -189,13 +190,9 @@ class _ChunkTask:
 
 def _draw_locally(task: _ChunkTask, problem: Problem, index: int, count: int) -> ChunkDraw:
     """Chunk `index` on one torch thread (what a helper uses), so that where it runs does not change its numbers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         return _draw_chunk(problem, task.estimator, task.theta, task.sample_theta, task.prepared, task.batch_size,
                            index, count, task.streams.generator(index))
-    finally:
-        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=4)

@@ -33,6 +33,7 @@ import torch
 from envs.policies import MLPCategorical, MLPGaussian
 from envs.problem import Batch, grouped
 from envs.spec import ConfigError
+from envs.threads import single_thread
 
 
 @dataclass(frozen=True)
@@ -500,9 +501,7 @@ def rollout(
     reward_steps: list[torch.Tensor] = []
     row_bytes = sum(w.shape[1] for w, _ in layers) * torch.finfo(dtype).bits // 8
     keep, kept_bytes = True, 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         with torch.no_grad():
             for _ in range(horizon):
                 activations = policy.net.activations(layers, obs)  # [h_0 … h_{K−1}, z], each [b, width]
@@ -544,8 +543,6 @@ def rollout(
 
         batch_obs = padded(inputs[0])
         mask = padded(torch.ones(len(position), dtype=torch.float64))
-    finally:
-        torch.set_num_threads(threads)
     kept = KeptActivations(policy, source_theta, position, inputs, batch_obs, mask) if keep else None
     return RolloutBatch(obs=batch_obs, actions=padded(torch.cat(action_steps)), rewards=padded(torch.cat(reward_steps)),
                         mask=mask, terminated=terminated.reshape(reps, batch_size), gamma=gamma,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from envs.threads import single_thread
+
 
 @dataclass(frozen=True)
 class SoftmaxTabular:
@@ -201,10 +203,11 @@ class MLP:
         zero biases (Engstrom et al. 2020, "Implementation Matters in Deep RL"; Huang et al. 2022, "The
         37 Implementation Details of PPO")."""
         layers = self.layers(theta)
-        for k, (weight, bias) in enumerate(layers):
-            gain = 0.01 if k == len(layers) - 1 else math.sqrt(2)
-            torch.nn.init.orthogonal_(weight, gain=gain, generator=generator)
-            bias.zero_()
+        with single_thread():  # the QR's last bits depend on the thread count: θ must not
+            for k, (weight, bias) in enumerate(layers):
+                gain = 0.01 if k == len(layers) - 1 else math.sqrt(2)
+                torch.nn.init.orthogonal_(weight, gain=gain, generator=generator)
+                bias.zero_()
 
 
 def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -368,3 +368,20 @@ def test_rollout_rejects_bad_input():
         rollout("Acrobot-v1", policy, theta, 1, 4, generator)
     with pytest.raises(ConfigError, match="Pendulum-v1 needs a MLPGaussian with 3 inputs and 1 outputs"):
         rollout("Pendulum-v1", policy, theta, 1, 4, generator)
+
+
+@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+def test_the_default_theta_does_not_depend_on_the_thread_count(name):
+    """The orthogonal initialisation's QR differs in its last bits between thread counts; θ is drawn on one thread,
+    so `pgvar measure` (the process's threads) and a sweep cell (one thread) start from the same θ."""
+    from envs import make_problem
+
+    before = torch.get_num_threads()
+    thetas = []
+    try:
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            thetas.append(make_problem(name, {"hidden": (64, 64), "theta_seed": 3}).default_theta())
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(theta, thetas[0]) for theta in thetas[1:])
