@@ -36,7 +36,7 @@ import torch
 
 from bench.progress import progress_bar
 from bench.reference_defaults import CACHE_ENV, DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, KINDS
-from bench.sampling import PREPARE_STREAM, batch_streams, chunk_bytes, draw_estimates, make_generator
+from bench.sampling import PREPARE_STREAM, batch_streams, chunk_bytes, chunk_streamed, draw_estimates, make_generator
 from envs.memory import check_bytes
 from envs.problem import Capability, Problem
 from envs.spec import ConfigError, Int, check_int, check_seed
@@ -208,9 +208,8 @@ def code_version() -> str:
 
 
 def cache_key(problem: Problem, theta: torch.Tensor, options: dict, config: ReferenceConfig) -> str:
-    # BLAS reductions may depend on the thread count; chunk-streamed draws (bench.sampling.batch_streams: a problem
-    # without an exact gradient) always run on one thread
-    threads = torch.get_num_threads() if problem.supports(Capability.EXACT_GRADIENT) else 1
+    # BLAS reductions may depend on the thread count; chunk-streamed draws always run on one thread
+    threads = 1 if chunk_streamed(problem) else torch.get_num_threads()
     content = {
         "problem": problem.name, "problem_options": {k: repr(v) for k, v in problem.options.items()},
         "theta": hashlib.sha256(theta.to(torch.float64).contiguous().numpy().tobytes()).hexdigest(),

@@ -58,12 +58,18 @@ class ChunkStreams:
         return make_generator(self.seed, *self.stream, BATCH_STREAM, index)
 
 
+def chunk_streamed(problem: Problem) -> bool:
+    """Whether `problem`'s batches are drawn chunk by chunk from their own generators, on one thread each (those
+    measured against a sampled reference: no exact gradient)."""
+    return not problem.supports(Capability.EXACT_GRADIENT)
+
+
 def batch_streams(problem: Problem, seed: int, *stream: int) -> torch.Generator | ChunkStreams:
     """Where the batches of sub-stream `stream` of `seed` come from on `problem`: per-chunk generators
-    (`ChunkStreams`) for a problem without an exact gradient, else one generator for every chunk in turn."""
-    if problem.supports(Capability.EXACT_GRADIENT):
-        return make_generator(seed, *stream)
-    return ChunkStreams(seed, stream)
+    (`ChunkStreams`) when it is `chunk_streamed`, else one generator for every chunk in turn."""
+    if chunk_streamed(problem):
+        return ChunkStreams(seed, stream)
+    return make_generator(seed, *stream)
 
 
 def chunk_reps(problem: Problem, batch_size: int, reps: int) -> int:
