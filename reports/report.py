@@ -57,7 +57,7 @@ from reports.results import (
     variance_ratios,
     zero_width_intervals,
 )
-from reports.verdict import fixed_theta_verdicts, relative_variance_table
+from reports.verdict import Reason, fixed_theta_verdicts, reasons_text, relative_variance_table, verdict_csv
 from reports.rliable_stats import (
     MIN_RUNS,
     MIN_TASKS,
@@ -295,7 +295,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "verdict.csv": verdicts, "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "verdict.csv": verdict_csv(verdicts), "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
@@ -427,13 +427,12 @@ def _reference_text(resolution: float) -> str:
     return f"sampled: resolves relative bias ≥ {fmt(resolution)}"
 
 
-def _by_reason(listed: str) -> str:
-    """verdict.csv's "a (why); b (why)" grouped by reason: "why: a, b", "—" when empty."""
-    grouped: dict[str, list[str]] = {}
-    for item in filter(None, listed.split("; ")):
-        variant, why = item[:-1].split(" (", 1)
-        grouped.setdefault(why, []).append(variant)
-    return "; ".join(f"{why}: {_merged(variants)}" for why, variants in grouped.items()) or "—"
+def _by_reason(lower: tuple[tuple[str, tuple[Reason, ...]], ...]) -> str:
+    """A verdict's (variant, its reasons) pairs grouped by reasons: "why: a, b", "—" when there are none."""
+    grouped: dict[tuple[Reason, ...], list[str]] = {}
+    for variant, reasons in lower:
+        grouped.setdefault(reasons, []).append(variant)
+    return "; ".join(f"{reasons_text(reasons)}: {_merged(variants)}" for reasons, variants in grouped.items()) or "—"
 
 
 def _merged(variants: list[str]) -> str:
@@ -707,7 +706,7 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep, palette: figures.Var
     rows = []
     for family, w in winners.iterrows():
         at = improvements[improvements["family"] == family]
-        runner = next(iter(w.eligible.split("; ")[1:]), None)  # the eligible variant of the next highest IQM
+        runner = w.eligible[1] if len(w.eligible) > 1 else None  # the eligible variant of the next highest IQM
         rows.append([family, w.batch_size, f"{w.problems} × {w.runs} runs", w.best or "none eligible",
                      fmt_ci(w.best_iqm, w.best_lo, w.best_hi), _probability(at, w.best, reference) if w.best else "—",
                      f"{runner}: {_probability(at, w.best, runner)}" if runner else "—",

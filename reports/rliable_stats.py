@@ -29,8 +29,9 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
-from bench.metrics import flag_counts_text, trust_flags
-from reports.results import BIAS_TEST_LEVEL, ReportSettings, rejects_beyond_chance
+from bench.metrics import trust_flags
+from reports.results import BIAS_TEST_LEVEL, ReportSettings
+from reports.verdict import Reason, ineligibility, reasons_text
 
 MIN_RUNS = 10  # independently seeded repetitions of a measurement below which it is not an rliable run
 MIN_TASKS = 3  # problems a family must share at one N (with MIN_RUNS repetitions each) to be aggregated across
@@ -73,7 +74,7 @@ def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
     a repetition saw the same trajectories). Non-finite scores become NaN, and so do the scores of measurements over
     the non-finite limit or degenerate (bench/metrics.py: their numbers are not the estimator's), and every variant's
     where the reference's is: rliable then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep
-    their scores (rliable resamples runs, not a measurement's own CI) but are never called a win (`eligibility`)."""
+    their scores (rliable resamples runs, not a measurement's own CI) but are never called a win (`ineligible_where`)."""
     key = ["problem", "batch_size", "repetition"]
     flagged = trust_flags(rows)
     rows = rows.assign(mse=rows["mse"].mask(flagged["excess_nonfinite"] | flagged["degenerate"]))
@@ -296,7 +297,8 @@ class RliableResults:
     intervals: pd.DataFrame  # FAMILY_INTERVAL_COLUMNS
     improvements: pd.DataFrame  # FAMILY_IMPROVEMENT_COLUMNS
     profiles: pd.DataFrame  # FAMILY_PROFILE_COLUMNS
-    winners: pd.DataFrame  # WINNER_COLUMNS: per qualifying family, its best eligible variant by IQM
+    winners: pd.DataFrame  # WINNER_COLUMNS: per qualifying family, its best eligible variant by IQM; `eligible`: a
+    # tuple of the eligible variants by IQM, highest first (the page's runner-up; not in rliable_families.csv)
     notes: list[str]  # what was left out and why
 
 
@@ -312,39 +314,39 @@ def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs
     return intervals, improvements, profiles
 
 
-def eligibility(rows: pd.DataFrame) -> dict[str, str]:
-    """variant → why it cannot be called a win over these rows ("" if it can), on the problems where it fails:
-    declared biased, its bias test rejecting beyond chance (reports.results.rejects_beyond_chance), or flagged in
-    any repetition — heavy-tailed (its MSE is then read off a measurement whose tails dominate: rliable's runs
-    resample it, they do not make it calibrated), over the non-finite limit or degenerate (bench.metrics); "on every
-    problem" when a reason holds on all of the rows' problems."""
+def ineligible_where(rows: pd.DataFrame) -> dict[str, dict[tuple[Reason, ...], list[str]]]:
+    """variant → {its reasons (reports.verdict.ineligibility over its repetitions on a problem) → the problems where
+    they hold}; {} for a variant that can be called a win on every problem of the rows. Heavy-tailed counts too:
+    rliable's runs resample a heavy-tailed measurement, they do not make its MSE calibrated."""
     flagged = trust_flags(rows).assign(rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
-    reasons: dict[str, dict[str, list[str]]] = {}  # variant → reason → the problems where it holds
-    for (variant, problem), at in flagged.groupby(["variant", "problem"], sort=True):
-        n = len(at)
-        rejected = int(at["rejected"].sum())
-        why = ["biased" if not at["declared_unbiased"].all() else
-               f"unbiasedness test rejects {rejected}/{n}" if rejects_beyond_chance(rejected, n) else "",
-               flag_counts_text(int(at["heavy_tailed"].sum()), int(at["excess_nonfinite"].sum()),
-                                int(at["degenerate"].sum()), n)]
-        text = ", ".join(w for w in why if w)
-        problems = reasons.setdefault(variant, {})
-        if text:
-            problems.setdefault(text, []).append(problem)
-    every = sorted(set(rows["problem"]))
+    counts = flagged.groupby(["variant", "problem"], sort=True).agg(
+        declared_unbiased=("declared_unbiased", "all"), rejected=("rejected", "sum"),
+        heavy_tailed=("heavy_tailed", "sum"), excess_nonfinite=("excess_nonfinite", "sum"),
+        degenerate=("degenerate", "sum"), repetitions=("rejected", "size"))
+    where: dict[str, dict[tuple[Reason, ...], list[str]]] = {}
+    for c in counts.itertuples():
+        variant, problem = c.Index
+        reasons = ineligibility(c.declared_unbiased, c.rejected, c.heavy_tailed, c.excess_nonfinite, c.degenerate,
+                                c.repetitions)
+        problems = where.setdefault(variant, {})
+        if reasons:
+            problems.setdefault(reasons, []).append(problem)
+    return where
 
-    def where(problems: list[str]) -> str:
+
+def where_text(by_reasons: Mapping[tuple[Reason, ...], list[str]], every: list[str]) -> str:
+    """`ineligible_where`'s entry of a variant as one line: "biased on every problem; heavy-tailed 1/10 on a"."""
+    def on(problems: list[str]) -> str:
         return "on every problem" if problems == every else f"on {', '.join(problems)}"
 
-    return {variant: "; ".join(f"{text} {where(problems)}" for text, problems in by_reason.items())
-            for variant, by_reason in reasons.items()}
+    return "; ".join(f"{reasons_text(reasons)} {on(problems)}" for reasons, problems in by_reasons.items())
 
 
 def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: ReportSettings) -> RliableResults:
     """For every family (`family_list`: reports.families.Family, in order) that qualifies (`qualify`): IQM, median,
     mean and optimality gap of the MSE reduction against the reference variant with stratified-bootstrap CIs over
     its repetitions, its performance profiles, and P(X > Y) on the MSE reduction of its best eligible variant (the
-    highest IQM among those `eligibility` clears) over each other variant and the reference, and of the configured
+    highest IQM among those `ineligible_where` clears) over each other variant and the reference, and of the configured
     pairs inside it. Families that do not qualify are in `qualifications` with why."""
     reference = settings.reference_variant
     runs = run_counts(rows)
@@ -364,7 +366,7 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
         if not matrices.score_dict:
             continue
         interval, _, profile = rliable_tables(matrices, MSE_REDUCTION, q.batch_size, (), reps, seed)
-        why = eligibility(at)
+        why, every = ineligible_where(at), sorted(set(at["problem"]))
         iqm = interval[interval["statistic"] == STATISTICS[0]].sort_values("estimate", ascending=False, kind="stable")
         eligible = [v for v in iqm["variant"] if not why.get(v)]
         best = eligible[0] if eligible else None
@@ -385,8 +387,8 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
             "runs": int(iqm["num_runs"].min()), "best": best or "",
             "best_iqm": top.estimate if best else np.nan, "best_lo": top.lo if best else np.nan,
             "best_hi": top.hi if best else np.nan,
-            "higher_not_eligible": "; ".join(f"{v} ({why[v]})" for v in higher),
-            "eligible": "; ".join(eligible)}]))
+            "higher_not_eligible": "; ".join(f"{v} ({where_text(why[v], every)})" for v in higher),
+            "eligible": tuple(eligible)}]))
     return RliableResults(qualifications, concat(intervals, FAMILY_INTERVAL_COLUMNS),
                           concat(improvements, FAMILY_IMPROVEMENT_COLUMNS), concat(profiles, FAMILY_PROFILE_COLUMNS),
                           concat(winners, WINNER_COLUMNS), notes)
