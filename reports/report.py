@@ -42,7 +42,16 @@ from reports.families import (
     value_text,
     variants_by_table,
 )
-from reports.findings import Section, all_findings, comparison_table, findings_text, fmt, fmt_ci, fmt_metric
+from reports.findings import (
+    Reading,
+    Section,
+    all_findings,
+    comparison_table,
+    findings_text,
+    fmt,
+    fmt_ci,
+    fmt_metric,
+)
 from reports.results import (
     BIAS_TEST_LEVEL,
     INFO_NUMBERS,
@@ -547,14 +556,17 @@ def _reading_section(sweep: Sweep) -> str:
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
 
 
-def _tally(phrases: pd.Series) -> str:
-    """How a pair's variance comparisons came out over its problems, e.g. "cuts variance on 7, no clear change on 2
-    of 9 problems" (by the words findings.trusted_ratio_phrase chose)."""
-    kinds = {"cuts variance on": "cuts variance", "raises variance on": "raises variance",
-             "identical on": "identical to float rounding"}
-    counts = {label: int(phrases.str.contains(word, regex=False).sum()) for label, word in kinds.items()}
-    counts["no established change on"] = len(phrases) - sum(counts.values())
-    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(phrases)} problems"
+# A pair's tally over its problems: label → the readings it counts; any other reading is "no established change".
+TALLY = {"cuts variance on": (Reading.ABOVE, Reading.FIXED_ABOVE),
+         "raises variance on": (Reading.BELOW, Reading.FIXED_BELOW), "identical on": (Reading.IDENTICAL,)}
+
+
+def _tally(readings: pd.Series) -> str:
+    """How a pair's variance comparisons came out over its problems (their findings.Reading), e.g. "cuts variance on
+    7, no established change on 2 of 9 problems"."""
+    counts = {label: int(readings.isin(kinds).sum()) for label, kinds in TALLY.items()}
+    counts["no established change on"] = len(readings) - sum(counts.values())
+    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(readings)} problems"
 
 
 def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
@@ -567,7 +579,7 @@ def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str
     header = ["problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]", "X bias", "MSE(X) / MSE(Y)",
               "flagged"]
     for (x, y), pair in comparisons.groupby(["x", "y"], sort=False):
-        body += page.details(f"{x} vs {y}: {_tally(pair['variance'])}", page.table(header, [
+        body += page.details(f"{x} vs {y}: {_tally(pair['variance_reading'])}", page.table(header, [
             [r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
             for r in pair.itertuples()]), open_=True)
     if comparisons.empty:
