@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -200,7 +200,7 @@ def comparison_table(ratios: pd.DataFrame, points: pd.DataFrame, pairs: Sequence
     MSE(X) / MSE(Y), so a variance cut bought with a bias shows beside it."""
     by_point = points.set_index(["problem", "batch_size", "variant"])
     records = []
-    for x, y in pairs:
+    for x, y in dict.fromkeys(pairs):  # ordered and without repeats
         compared = at_headline(ratios[(ratios["x"] == x) & (ratios["y"] == y)], headline)
         for row in compared.itertuples():
             px, py = by_point.loc[(row.problem, row.batch_size, x)], by_point.loc[(row.problem, row.batch_size, y)]
@@ -212,14 +212,13 @@ def comparison_table(ratios: pd.DataFrame, points: pd.DataFrame, pairs: Sequence
     return pd.DataFrame(records, columns=COMPARISON_COLUMNS)
 
 
-def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]],
-                  headline: dict[str, int]) -> Section:
-    """Each configured pair (X, Y): X's variance against Y's per problem, and rliable's P(X > Y)."""
-    headline_ratios = at_headline(ratios, headline)
+def pair_findings(comparisons: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]]) -> Section:
+    """Each configured pair (X, Y): X's variance against Y's per problem (`comparisons`: comparison_table), and
+    rliable's P(X > Y)."""
     items = [] if pairs else ["No pairs configured ([report] pairs in the sweep config)."]
-    for x, y in pairs:
-        compared = headline_ratios[(headline_ratios["x"] == x) & (headline_ratios["y"] == y)]
-        clauses = [f"{row.problem} (N={row.batch_size}) {trusted_ratio_phrase(row)}" for row in compared.itertuples()]
+    for x, y in dict.fromkeys(pairs):
+        compared = comparisons[(comparisons["x"] == x) & (comparisons["y"] == y)]
+        clauses = [f"{row.problem} (N={row.batch_size}) {row.variance}" for row in compared.itertuples()]
         items.append(f"{x} vs {y}: " + "; ".join(clauses) + ".")
         for score in SCORES:
             found = rliable.improvements[(rliable.improvements["score"] == score.column)
@@ -506,24 +505,28 @@ def coverage_findings(sweep: Sweep, by_table: pd.DataFrame) -> Section:
     return "Coverage", items
 
 
-def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, rliable: RliableResults,
-                 headline: dict[str, int], sweeps: Sequence[tuple[Axis, pd.DataFrame]],
-                 by_table: pd.DataFrame, family_list: Sequence[Family]) -> list[Section]:
-    """Every findings section, in the order the report shows them."""
+PAIRS = "pairs"  # the key of the configured pairs' section, which the page shows as tables (comparison_table)
+
+
+def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, comparisons: pd.DataFrame,
+                 rliable: RliableResults, headline: dict[str, int], sweeps: Sequence[tuple[Axis, pd.DataFrame]],
+                 by_table: pd.DataFrame, family_list: Sequence[Family]) -> dict[str, Section]:
+    """Every findings section by a short key (PAIRS: the configured pairs, from `comparisons`), in the order
+    findings.txt gives them."""
     targets = dict(zip(points["variant"], points["target"]))
-    return [
-        variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
-        pair_findings(ratios, rliable, sweep.settings.pairs, headline),
-        mse_findings(points, headline),
-        gradient_cosine_findings(points),
-        sweep_findings(sweeps, sweep.rows),
-        bias_findings(sweep.rows),
-        nonfinite_findings(points),
-        reliability_findings(sweep.rows),
-        coverage_findings(sweep, by_table),
-    ]
+    return {
+        "variance": variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
+        PAIRS: pair_findings(comparisons, rliable, sweep.settings.pairs),
+        "mse": mse_findings(points, headline),
+        "gradient_cosine": gradient_cosine_findings(points),
+        "sweeps": sweep_findings(sweeps, sweep.rows),
+        "bias": bias_findings(sweep.rows),
+        "nonfinite": nonfinite_findings(points),
+        "reliability": reliability_findings(sweep.rows),
+        "coverage": coverage_findings(sweep, by_table),
+    }
 
 
-def findings_text(sections: Sequence[Section]) -> str:
+def findings_text(sections: Iterable[Section]) -> str:
     """The sections as plain text, for findings.txt."""
     return "\n\n".join(f"{heading}\n" + "\n".join(f"- {item}" for item in items) for heading, items in sections) + "\n"

@@ -43,6 +43,7 @@ from reports.families import (
     variants_by_table,
 )
 from reports.findings import (
+    PAIRS,
     Reading,
     Section,
     all_findings,
@@ -291,14 +292,15 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     sweeps = [(axis, axis_points(points, by_table, axis, labels)) for axis in sweep_axes(sweep.tables)]
     sweeps = [(axis, frame) for axis, frame in sweeps if len(frame)]
     sweeps_at_headline = [(axis, at_headline(frame, headline_batch_sizes(frame))) for axis, frame in sweeps]
-    comparisons = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
-    ratios = variance_ratios(sweep.rows, comparisons)
+    ratio_pairs = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
+    ratios = variance_ratios(sweep.rows, ratio_pairs)
     rliable = rliable_analysis(sweep.rows, family_list, settings)
-    sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
+    comparisons = comparison_table(ratios, points, settings.pairs, headline)
+    sections = all_findings(sweep, points, ratios, comparisons, rliable, headline, sweeps_at_headline, by_table,
+                            family_list)
     summary = summary_table(points)
     reference = settings.reference_variant
     verdicts = fixed_theta_verdicts(points, headline, reference, sweep.rows)
-    comparisons = comparison_table(ratios, points, settings.pairs, headline)
     heat = relative_variance_table(points, ratios, headline, reference)
 
     out_dir = Path(out_dir)
@@ -313,7 +315,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     assert tuple(sorted(tables)) == tuple(sorted(TABLE_FILES)), "a new table file belongs in TABLE_FILES"
     for name, frame in tables.items():
         frame.to_csv(out_dir / name, index=False)
-    (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
+    (out_dir / "findings.txt").write_text(findings_text(sections.values()), encoding="utf-8")
     stage("statistics")
     analysis = None
     if training is not None:
@@ -491,7 +493,7 @@ def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sw
     links = [("sweep", "what was measured"), ("reading", "the intervals"), ("findings", "findings tables"),
              ("measurements", "every family against N"), ("sweeps", "one-option sweeps"),
              ("summary", "full MSE rankings")]
-    return body + "<p>" + " · ".join(f'<a href="#{a}">{text}</a>' for a, text in links) + "</p>"
+    return body + page.links(links)
 
 
 def _sweep_section(sweep: Sweep) -> str:
@@ -569,7 +571,9 @@ def _tally(readings: pd.Series) -> str:
     return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(readings)} problems"
 
 
-def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
+def _findings_section(sections: dict[str, Section], comparisons: pd.DataFrame) -> str:
+    """The configured pairs' tables (`comparisons`), then every other findings section folded (the pairs' own section
+    is these tables: findings.txt has it as text)."""
     body = page.paragraph(
         "The configured comparisons at each problem's headline N: X's variance against Y's (paired ratio, 95% "
         "t-interval over repetitions; a heavy-tailed or invalid side is never read as a win, and a ratio of 1 to "
@@ -584,8 +588,10 @@ def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str
             for r in pair.itertuples()]), open_=True)
     if comparisons.empty:
         body += page.paragraph("No pairs configured ([report] pairs in the sweep config).", "note")
+    else:
+        body += page.links([("rliable", "rliable's P(X > Y) across problems, for the pairs within a family")])
     return body + "".join(page.details(f"{heading} ({len(items)})", page.bullet_list(items))
-                          for heading, items in sections)
+                          for key, (heading, items) in sections.items() if key != PAIRS)
 
 
 SINGLE_CI = ("Points: mean over repetitions; error bars: the 95% CI of a single repetition, averaged over "

@@ -531,6 +531,10 @@ def test_page_has_every_section_and_every_figure_embedded(built):
     assert not re.search(r'(src|href)="(https?:|//)', html), "the page must not load anything external"
     for name in OUTPUTS:
         assert (built.index.parent / name).is_file(), name
+    # The configured pair's variance comparisons are shown once, as its table; findings.txt has them as text.
+    pair = "reinforce baseline=rloo vs reinforce: "
+    assert html.count(pair) == 1 and f"<summary>{pair}" in html and "<summary>Configured comparisons" not in html
+    assert f"- {pair}garnet" in (built.index.parent / "findings.txt").read_text(encoding="utf-8")
 
 
 def test_the_verdict_table_comes_before_the_first_figure_and_counts_are_on_top(built):
