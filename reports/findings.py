@@ -23,7 +23,7 @@ from reports.results import (
     target_order,
     variance_ratios,
 )
-from reports.rliable_stats import SCORES, RliableResults
+from reports.rliable_stats import MSE_REDUCTION, RliableResults
 from reports.verdict import bias_marker, identical
 
 Section = tuple[str, list[str]]
@@ -220,14 +220,12 @@ def pair_findings(comparisons: pd.DataFrame, rliable: RliableResults, pairs: Seq
         compared = comparisons[(comparisons["x"] == x) & (comparisons["y"] == y)]
         clauses = [f"{row.problem} (N={row.batch_size}) {row.variance}" for row in compared.itertuples()]
         items.append(f"{x} vs {y}: " + "; ".join(clauses) + ".")
-        for score in SCORES:
-            found = rliable.improvements[(rliable.improvements["score"] == score.column)
-                                         & (rliable.improvements["x"] == x) & (rliable.improvements["y"] == y)]
-            if len(found):
-                row = found.sort_values("batch_size").iloc[-1]
-                items.append(f"{x} vs {y}, across {row.num_tasks} problems at N={row.batch_size}: probability that "
-                             f"a run of {x} beats one of {y} on {score.title} = "
-                             f"{fmt_ci(row.probability, row.lo, row.hi)} (rliable; 0.5 = no difference).")
+        found = rliable.improvements[(rliable.improvements["x"] == x) & (rliable.improvements["y"] == y)]
+        if len(found):
+            row = found.sort_values("batch_size").iloc[-1]
+            items.append(f"{x} vs {y}, across {row.num_tasks} problems at N={row.batch_size}: probability that "
+                         f"a run of {x} beats one of {y} on {MSE_REDUCTION.title} = "
+                         f"{fmt_ci(row.probability, row.lo, row.hi)} (rliable; 0.5 = no difference).")
     return "Configured comparisons", items
 
 

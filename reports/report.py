@@ -158,7 +158,7 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
             raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
         try:
             with progress_bar(len(REPORT_STAGES), "report", enabled=show_progress) as bar:
-                write_report(results_dir, building, sweep, training, stage=lambda name: _stage(bar, name))
+                write_report(results_dir, building, sweep, training, stage=lambda name: bar.update(1))
             (building / FINGERPRINT_FILE).write_text(fingerprint)  # last: only a whole build carries it
             _swap_into_place(building, out)
         except OSError as err:
@@ -266,12 +266,6 @@ def _swap_into_place(building: Path, out: Path) -> None:
 
 
 REPORT_STAGES = ("statistics", "training analysis", "figures and page")
-
-
-def _stage(bar, name: str) -> None:
-    """Stage `name` of REPORT_STAGES done: the progress bar moves."""
-    assert name in REPORT_STAGES, name
-    bar.update(1)
 
 
 def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,

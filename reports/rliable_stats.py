@@ -49,12 +49,12 @@ class Score:
     gamma_meaning: str
 
 
+# The one score of the fixed-θ analysis: aggregates, probability of improvement and profiles are on MSE (bias² +
+# variance), since on variance alone a biased variant wins (the batch-mean baseline's O(1/N) bias buys it a smaller
+# variance).
 MSE_REDUCTION = Score("mse_reduction", "MSE reduction vs the reference (nats)", 0.0,
                       "γ = 0, the reference's MSE: the gap is how much worse than the reference a variant is on "
                       "average (0 if never worse)")
-# Aggregates, probability of improvement and profiles on MSE (bias² + variance): on variance alone a biased variant
-# wins (the batch-mean baseline's O(1/N) bias buys it a smaller variance).
-SCORES = (MSE_REDUCTION,)
 
 
 @contextmanager
@@ -303,14 +303,13 @@ class RliableResults:
 
 
 def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
-                   reps: int, seed: int, with_profiles: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                   reps: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """rliable's three answers for one score at one N, each tagged with (score, batch_size, num_tasks): the
-    aggregate intervals, P(X > Y) for `pairs`, and (if `with_profiles`) the performance profiles (else empty)."""
+    aggregate intervals, P(X > Y) for `pairs`, and the performance profiles."""
     tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
     intervals = aggregate_intervals(matrices.score_dict, score.gamma, reps, seed).assign(**tag, gamma=score.gamma)
     improvements = improvement_probabilities(matrices.score_dict, pairs, reps, seed).assign(**tag)
-    profiles = (performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed)
-                .assign(**tag) if with_profiles else pd.DataFrame(columns=PROFILE_COLUMNS))
+    profiles = performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed).assign(**tag)
     return intervals, improvements, profiles
 
 
