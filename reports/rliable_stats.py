@@ -30,8 +30,8 @@ from rliable import library as rly
 from rliable import metrics
 
 from bench.metrics import trust_flags
-from reports.results import BIAS_TEST_LEVEL, ReportSettings
-from reports.verdict import Reason, ineligibility, reasons_text
+from reports.results import ReportSettings, point_flags
+from reports.verdict import Reason, point_ineligibility, reasons_text
 
 MIN_RUNS = 10  # independently seeded repetitions of a measurement below which it is not an rliable run
 MIN_TASKS = 3  # problems a family must share at one N (with MIN_RUNS repetitions each) to be aggregated across
@@ -314,19 +314,13 @@ def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs
 
 
 def ineligible_where(rows: pd.DataFrame) -> dict[str, dict[tuple[Reason, ...], list[str]]]:
-    """variant → {its reasons (reports.verdict.ineligibility over its repetitions on a problem) → the problems where
-    they hold}; {} for a variant that can be called a win on every problem of the rows. Heavy-tailed counts too:
+    """Over rows at one N: variant → {its reasons (reports.verdict.ineligibility over its repetitions on a problem) →
+    the problems where they hold}; {} for a variant that can be called a win on every problem. Heavy-tailed counts too:
     rliable's runs resample a heavy-tailed measurement, they do not make its MSE calibrated."""
-    flagged = trust_flags(rows).assign(rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
-    counts = flagged.groupby(["variant", "problem"], sort=True).agg(
-        declared_unbiased=("declared_unbiased", "all"), rejected=("rejected", "sum"),
-        heavy_tailed=("heavy_tailed", "sum"), excess_nonfinite=("excess_nonfinite", "sum"),
-        degenerate=("degenerate", "sum"), repetitions=("rejected", "size"))
     where: dict[str, dict[tuple[Reason, ...], list[str]]] = {}
-    for c in counts.itertuples():
-        variant, problem = c.Index
-        reasons = ineligibility(c.declared_unbiased, c.rejected, c.heavy_tailed, c.excess_nonfinite, c.degenerate,
-                                c.repetitions)
+    for flags in point_flags(rows).itertuples():  # rows of one N: a point is a (variant, problem)
+        problem, variant, _ = flags.Index
+        reasons = point_ineligibility(flags)
         problems = where.setdefault(variant, {})
         if reasons:
             problems.setdefault(reasons, []).append(problem)
