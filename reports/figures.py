@@ -37,8 +37,7 @@ from reports.rliable_stats import STATISTICS  # noqa: E402
 DPI = 90  # with palette PNGs the ~30 figures of the default report take ~1.3 MB of base64
 PANEL_HEIGHT = 2.8  # inches
 PANELS_PER_ROW = 3
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-MARKER_PERIOD = 9  # prime to tab20's 20 colours
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")  # 9: a period prime to tab20's 20 colours
 MIN_FONT = 9  # points: every label of every figure, at 100% zoom
 BIAS_COLOR, VARIANCE_COLOR = sns.color_palette("colorblind")[3], sns.color_palette("colorblind")[0]
 
@@ -61,7 +60,7 @@ def variant_style(variants: Sequence[str]) -> VariantStyle:
         pairs = sns.color_palette("tab20", 20)
         palette = [(pairs[0::2] + pairs[1::2])[i % 20] for i in range(len(variants))]
     return VariantStyle(list(variants), dict(zip(variants, palette)),
-                        {v: MARKERS[i % MARKER_PERIOD] for i, v in enumerate(variants)})
+                        {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(variants)})
 
 
 def style_subset(style: VariantStyle, variants: Sequence[str]) -> VariantStyle:

@@ -6,8 +6,9 @@ Each finding is one string; findings come in sections `(heading, [finding, ...])
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -22,7 +23,7 @@ from reports.results import (
     target_order,
     variance_ratios,
 )
-from reports.rliable_stats import SCORES, RliableResults
+from reports.rliable_stats import MSE_REDUCTION, RliableResults
 from reports.verdict import bias_marker, identical
 
 Section = tuple[str, list[str]]
@@ -59,22 +60,54 @@ def fmt_metric(row, metric: str) -> str:
     return fmt_ci(getattr(row, metric), getattr(row, f"{metric}_lo"), getattr(row, f"{metric}_hi"))
 
 
+class Reading(enum.StrEnum):
+    """What a paired ratio (var(Y) / var(X), or later / earlier) and its 95% CI establish: decided once (`reading`,
+    `paired_reading`), worded at the end (`ratio_words`, `untrusted_ratio`) and counted by it (the page's tallies)."""
+
+    ABOVE = "above 1"  # the CI lies above 1
+    BELOW = "below 1"
+    FIXED_ABOVE = "exactly, above 1"  # the same ratio in every repetition, e.g. rloo = N/(N−1) × batch_mean
+    FIXED_BELOW = "exactly, below 1"
+    UNCLEAR = "includes 1"  # the CI straddles 1
+    IDENTICAL = "identical"  # ratio and CI are 1 to float rounding
+    NO_INTERVAL = "no interval"  # one repetition
+    UNTRUSTWORTHY = "untrustworthy"  # X or Y over the non-finite limit or degenerate: not a finding
+    NOT_ESTABLISHED = "not established"  # the side with the lower variance is heavy-tailed
+
+
+def reading(ratio: float, low: float, high: float) -> Reading:
+    """What a ratio and its 95% CI say, from the numbers alone (no trust flags): `ratio_words`' cases."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return Reading.NO_INTERVAL
+    if all(identical(value, 1.0) for value in (ratio, low, high)):
+        return Reading.IDENTICAL
+    if identical(low, high):
+        return Reading.FIXED_ABOVE if ratio > 1 else Reading.FIXED_BELOW
+    if low > 1:
+        return Reading.ABOVE
+    if high < 1:
+        return Reading.BELOW
+    return Reading.UNCLEAR
+
+
 def ratio_words(ratio: float, low: float, high: float, above: str, below: str, unclear: str, single: str) -> str:
     """A paired ratio and its 95% CI in words: `above` when the CI is above 1 ("cuts variance 3×
     [2.9, 3.1]"), `below` with the inverted ratio when it is below 1, `unclear` when it straddles 1,
     `single` when there is no interval (one repetition); "identical" when ratio and interval are 1 to float
     rounding, and "exactly r× in every repetition" when the interval has no width (a fixed relation between the
     two estimators, which no interval describes)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
+    said = reading(ratio, low, high)
+    if said is Reading.NO_INTERVAL:
         return f"{single} {fmt(ratio)}× (one repetition: no interval)"
-    if all(identical(value, 1.0) for value in (ratio, low, high)):
+    if said is Reading.IDENTICAL:
         return f"{unclear}: identical to float rounding (ratio 1×)"
-    if identical(low, high):  # the same ratio in every repetition: a fixed relation, e.g. rloo = N/(N−1) × batch_mean
-        return (f"{above} exactly {fmt(ratio)}×" if ratio > 1 else f"{below} exactly {fmt(1 / ratio)}×") + (
-            " in every repetition (a fixed ratio, not an interval)")
-    if low > 1:
+    if said is Reading.FIXED_ABOVE:
+        return f"{above} exactly {fmt(ratio)}× in every repetition (a fixed ratio, not an interval)"
+    if said is Reading.FIXED_BELOW:
+        return f"{below} exactly {fmt(1 / ratio)}× in every repetition (a fixed ratio, not an interval)"
+    if said is Reading.ABOVE:
         return f"{above} {fmt_ci(ratio, low, high).replace(' [', '× [', 1)}"
-    if high < 1:
+    if said is Reading.BELOW:
         return f"{below} {fmt_ci(1 / ratio, 1 / high, 1 / low).replace(' [', '× [', 1)}"
     return f"{unclear} ({fmt_ci(ratio, low, high).replace(' [', '× [', 1)})"
 
@@ -85,9 +118,9 @@ def ratio_phrase(ratio: float, low: float, high: float) -> str:
                        "variance ratio")
 
 
-def untrusted_ratio(row, what: str = "variance") -> str | None:
-    """The wording of a paired ratio row of `reports.results.variance_ratios` (ratio = var(Y) / var(X))
-    that must not be read as a win, or None when the usual words apply:
+def distrust(row) -> Reading | None:
+    """Reading.UNTRUSTWORTHY or NOT_ESTABLISHED for a paired ratio row of `reports.results.variance_ratios`
+    (ratio = var(Y) / var(X)) that must not be read as a win, None when the numbers may speak (`reading`):
     - `invalid` (X or Y over the non-finite limit, or degenerate, in a repetition): the ratio compares
       the finite remainders, or collapsed estimates, not the estimators — stated, never called a change;
     - the side the interval favours (lower variance) is heavy-tailed: a heavy-tailed sample variance
@@ -95,15 +128,31 @@ def untrusted_ratio(row, what: str = "variance") -> str | None:
       this direction can be an artefact — stated as not established. The other direction is kept (it
       understates the difference, if anything) with the heavy-tailed note the caller adds.
     Rows without the trust columns (older callers) are taken as trustworthy."""
-    flags = getattr(row, "flags", "") or ""
-    numbers = f"{what} ratio {fmt_ci(row.ratio, row.ratio_lo, row.ratio_hi)}"
     if bool(getattr(row, "invalid", False)):
-        return f"{numbers}: not a finding, untrustworthy ({flags})"
+        return Reading.UNTRUSTWORTHY
     defined = math.isfinite(row.ratio_lo) and math.isfinite(row.ratio_hi)
     favoured = "x" if defined and row.ratio_lo > 1 else "y" if defined and row.ratio_hi < 1 else None
     if favoured and bool(getattr(row, f"{favoured}_heavy_tailed", False)):
-        return f"{numbers}: not established, the lower {what} is heavy-tailed ({flags})"
+        return Reading.NOT_ESTABLISHED
     return None
+
+
+def paired_reading(row) -> Reading:
+    """What a variance_ratios row establishes: `distrust`'s reading, else the numbers' (`reading`)."""
+    return distrust(row) or reading(row.ratio, row.ratio_lo, row.ratio_hi)
+
+
+def untrusted_ratio(row, what: str = "variance") -> str | None:
+    """The wording of a paired ratio row that must not be read as a win (`distrust`), or None when the usual words
+    apply."""
+    distrusted = distrust(row)
+    if distrusted is None:
+        return None
+    flags = getattr(row, "flags", "") or ""
+    numbers = f"{what} ratio {fmt_ci(row.ratio, row.ratio_lo, row.ratio_hi)}"
+    if distrusted is Reading.UNTRUSTWORTHY:
+        return f"{numbers}: not a finding, untrustworthy ({flags})"
+    return f"{numbers}: not established, the lower {what} is heavy-tailed ({flags})"
 
 
 def trusted_ratio_phrase(row) -> str:
@@ -138,46 +187,45 @@ def variance_findings(ratios: pd.DataFrame, reference: str, headline: dict[str, 
             "95% t-interval over repetitions)", items)
 
 
-COMPARISON_COLUMNS = ["x", "y", "problem", "batch_size", "variance", "x_relative_bias", "x_bias", "mse_ratio",
-                      "flags"]
+COMPARISON_COLUMNS = ["x", "y", "problem", "batch_size", "variance", "variance_reading", "x_relative_bias", "x_bias",
+                      "mse_ratio", "flags"]
 
 
 def comparison_table(ratios: pd.DataFrame, points: pd.DataFrame, pairs: Sequence[tuple[str, str]],
                      headline: dict[str, int]) -> pd.DataFrame:
     """The configured pairs as a table (COMPARISON_COLUMNS), one row per (X, Y, problem) at the headline N: X's
     variance against Y's in words with its paired CI (trusted_ratio_phrase: a heavy-tailed or invalid side is
-    never a win; float noise around 1 is "identical"), X's relative bias with its CI and bias marker, and
+    never a win; float noise around 1 is "identical") and what it establishes (`variance_reading`: a Reading of
+    var(Y) / var(X), "above 1" where X cuts variance), X's relative bias with its CI and bias marker, and
     MSE(X) / MSE(Y), so a variance cut bought with a bias shows beside it."""
     by_point = points.set_index(["problem", "batch_size", "variant"])
     records = []
-    for x, y in pairs:
+    for x, y in dict.fromkeys(pairs):  # ordered and without repeats
         compared = at_headline(ratios[(ratios["x"] == x) & (ratios["y"] == y)], headline)
         for row in compared.itertuples():
             px, py = by_point.loc[(row.problem, row.batch_size, x)], by_point.loc[(row.problem, row.batch_size, y)]
             records.append({"x": x, "y": y, "problem": row.problem, "batch_size": row.batch_size,
-                            "variance": trusted_ratio_phrase(row), "x_relative_bias": fmt_metric(px, "relative_bias"),
+                            "variance": trusted_ratio_phrase(row), "variance_reading": paired_reading(row),
+                            "x_relative_bias": fmt_metric(px, "relative_bias"),
                             "x_bias": bias_marker(px) or "unbiased",
                             "mse_ratio": px.mse / py.mse if py.mse > 0 else math.nan, "flags": row.flags or ""})
     return pd.DataFrame(records, columns=COMPARISON_COLUMNS)
 
 
-def pair_findings(ratios: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]],
-                  headline: dict[str, int]) -> Section:
-    """Each configured pair (X, Y): X's variance against Y's per problem, and rliable's P(X > Y)."""
-    headline_ratios = at_headline(ratios, headline)
+def pair_findings(comparisons: pd.DataFrame, rliable: RliableResults, pairs: Sequence[tuple[str, str]]) -> Section:
+    """Each configured pair (X, Y): X's variance against Y's per problem (`comparisons`: comparison_table), and
+    rliable's P(X > Y)."""
     items = [] if pairs else ["No pairs configured ([report] pairs in the sweep config)."]
-    for x, y in pairs:
-        compared = headline_ratios[(headline_ratios["x"] == x) & (headline_ratios["y"] == y)]
-        clauses = [f"{row.problem} (N={row.batch_size}) {trusted_ratio_phrase(row)}" for row in compared.itertuples()]
+    for x, y in dict.fromkeys(pairs):
+        compared = comparisons[(comparisons["x"] == x) & (comparisons["y"] == y)]
+        clauses = [f"{row.problem} (N={row.batch_size}) {row.variance}" for row in compared.itertuples()]
         items.append(f"{x} vs {y}: " + "; ".join(clauses) + ".")
-        for score in SCORES:
-            found = rliable.improvements[(rliable.improvements["score"] == score.column)
-                                         & (rliable.improvements["x"] == x) & (rliable.improvements["y"] == y)]
-            if len(found):
-                row = found.sort_values("batch_size").iloc[-1]
-                items.append(f"{x} vs {y}, across {row.num_tasks} problems at N={row.batch_size}: probability that "
-                             f"a run of {x} beats one of {y} on {score.title} = "
-                             f"{fmt_ci(row.probability, row.lo, row.hi)} (rliable; 0.5 = no difference).")
+        found = rliable.improvements[(rliable.improvements["x"] == x) & (rliable.improvements["y"] == y)]
+        if len(found):
+            row = found.sort_values("batch_size").iloc[-1]
+            items.append(f"{x} vs {y}, across {row.num_tasks} problems at N={row.batch_size}: probability that "
+                         f"a run of {x} beats one of {y} on {MSE_REDUCTION.title} = "
+                         f"{fmt_ci(row.probability, row.lo, row.hi)} (rliable; 0.5 = no difference).")
     return "Configured comparisons", items
 
 
@@ -455,24 +503,28 @@ def coverage_findings(sweep: Sweep, by_table: pd.DataFrame) -> Section:
     return "Coverage", items
 
 
-def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, rliable: RliableResults,
-                 headline: dict[str, int], sweeps: Sequence[tuple[Axis, pd.DataFrame]],
-                 by_table: pd.DataFrame, family_list: Sequence[Family]) -> list[Section]:
-    """Every findings section, in the order the report shows them."""
+PAIRS = "pairs"  # the key of the configured pairs' section, which the page shows as tables (comparison_table)
+
+
+def all_findings(sweep: Sweep, points: pd.DataFrame, ratios: pd.DataFrame, comparisons: pd.DataFrame,
+                 rliable: RliableResults, headline: dict[str, int], sweeps: Sequence[tuple[Axis, pd.DataFrame]],
+                 by_table: pd.DataFrame, family_list: Sequence[Family]) -> dict[str, Section]:
+    """Every findings section by a short key (PAIRS: the configured pairs, from `comparisons`), in the order
+    findings.txt gives them."""
     targets = dict(zip(points["variant"], points["target"]))
-    return [
-        variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
-        pair_findings(ratios, rliable, sweep.settings.pairs, headline),
-        mse_findings(points, headline),
-        gradient_cosine_findings(points),
-        sweep_findings(sweeps, sweep.rows),
-        bias_findings(sweep.rows),
-        nonfinite_findings(points),
-        reliability_findings(sweep.rows),
-        coverage_findings(sweep, by_table),
-    ]
+    return {
+        "variance": variance_findings(ratios, sweep.settings.reference_variant, headline, targets, family_list),
+        PAIRS: pair_findings(comparisons, rliable, sweep.settings.pairs),
+        "mse": mse_findings(points, headline),
+        "gradient_cosine": gradient_cosine_findings(points),
+        "sweeps": sweep_findings(sweeps, sweep.rows),
+        "bias": bias_findings(sweep.rows),
+        "nonfinite": nonfinite_findings(points),
+        "reliability": reliability_findings(sweep.rows),
+        "coverage": coverage_findings(sweep, by_table),
+    }
 
 
-def findings_text(sections: Sequence[Section]) -> str:
+def findings_text(sections: Iterable[Section]) -> str:
     """The sections as plain text, for findings.txt."""
     return "\n\n".join(f"{heading}\n" + "\n".join(f"- {item}" for item in items) for heading, items in sections) + "\n"

@@ -66,6 +66,11 @@ def details(summary: str, body: str, open_: bool = False) -> str:
     return f"<details{' open' if open_ else ''}><summary>{escape(summary)}</summary>{body}</details>"
 
 
+def links(targets: Sequence[tuple[str, str]]) -> str:
+    """One line of links to sections of the page: (anchor, text) each."""
+    return "<p>" + " · ".join(f'<a href="#{escape(anchor)}">{escape(text)}</a>' for anchor, text in targets) + "</p>"
+
+
 def figure(data_uri: str, alt: str, caption: str) -> str:
     return (f'<figure><img src="{data_uri}" alt="{escape(alt)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")

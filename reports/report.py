@@ -42,7 +42,17 @@ from reports.families import (
     value_text,
     variants_by_table,
 )
-from reports.findings import Section, all_findings, comparison_table, findings_text, fmt, fmt_ci, fmt_metric
+from reports.findings import (
+    PAIRS,
+    Reading,
+    Section,
+    all_findings,
+    comparison_table,
+    findings_text,
+    fmt,
+    fmt_ci,
+    fmt_metric,
+)
 from reports.results import (
     BIAS_TEST_LEVEL,
     INFO_NUMBERS,
@@ -57,7 +67,7 @@ from reports.results import (
     variance_ratios,
     zero_width_intervals,
 )
-from reports.verdict import fixed_theta_verdicts, relative_variance_table
+from reports.verdict import Reason, fixed_theta_verdicts, reasons_text, relative_variance_table, verdict_csv
 from reports.rliable_stats import (
     MIN_RUNS,
     MIN_TASKS,
@@ -148,7 +158,7 @@ def build_report(results_dir: Path, out_dir: Path, force: bool = False,
             raise ConfigError(f"--out {out_dir}: cannot write beside it in {out.parent} ({err.strerror or err})") from None
         try:
             with progress_bar(len(REPORT_STAGES), "report", enabled=show_progress) as bar:
-                write_report(results_dir, building, sweep, training, stage=lambda name: _stage(bar, name))
+                write_report(results_dir, building, sweep, training, stage=lambda name: bar.update(1))
             (building / FINGERPRINT_FILE).write_text(fingerprint)  # last: only a whole build carries it
             _swap_into_place(building, out)
         except OSError as err:
@@ -258,12 +268,6 @@ def _swap_into_place(building: Path, out: Path) -> None:
 REPORT_STAGES = ("statistics", "training analysis", "figures and page")
 
 
-def _stage(bar, name: str) -> None:
-    """Stage `name` of REPORT_STAGES done: the progress bar moves."""
-    assert name in REPORT_STAGES, name
-    bar.update(1)
-
-
 def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
                  training: tr.TrainingResults | None = None, stage: Callable[[str], None] = lambda name: None) -> Path:
     """Build every table, finding and figure of the report and write them to `out_dir` (in place: `build_report`
@@ -282,20 +286,21 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     sweeps = [(axis, axis_points(points, by_table, axis, labels)) for axis in sweep_axes(sweep.tables)]
     sweeps = [(axis, frame) for axis, frame in sweeps if len(frame)]
     sweeps_at_headline = [(axis, at_headline(frame, headline_batch_sizes(frame))) for axis, frame in sweeps]
-    comparisons = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
-    ratios = variance_ratios(sweep.rows, comparisons)
+    ratio_pairs = [(v, settings.reference_variant) for v in sweep.variants[1:]] + list(settings.pairs)
+    ratios = variance_ratios(sweep.rows, ratio_pairs)
     rliable = rliable_analysis(sweep.rows, family_list, settings)
-    sections = all_findings(sweep, points, ratios, rliable, headline, sweeps_at_headline, by_table, family_list)
+    comparisons = comparison_table(ratios, points, settings.pairs, headline)
+    sections = all_findings(sweep, points, ratios, comparisons, rliable, headline, sweeps_at_headline, by_table,
+                            family_list)
     summary = summary_table(points)
     reference = settings.reference_variant
     verdicts = fixed_theta_verdicts(points, headline, reference, sweep.rows)
-    comparisons = comparison_table(ratios, points, settings.pairs, headline)
     heat = relative_variance_table(points, ratios, headline, reference)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "verdict.csv": verdicts, "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
+        "verdict.csv": verdict_csv(verdicts), "relative_variance.csv": heat, "comparisons.csv": comparisons, "summary.csv": summary, "aggregated.csv": points, "variance_ratios.csv": ratios,
         "sweeps.csv": pd.concat([frame[SWEEP_CSV_COLUMNS] for _, frame in sweeps], ignore_index=True)
         if sweeps else pd.DataFrame(columns=SWEEP_CSV_COLUMNS),
         "rliable_intervals.csv": rliable.intervals, "probability_of_improvement.csv": rliable.improvements,
@@ -304,7 +309,7 @@ def write_report(results_dir: Path, out_dir: Path, sweep: Sweep | None = None,
     assert tuple(sorted(tables)) == tuple(sorted(TABLE_FILES)), "a new table file belongs in TABLE_FILES"
     for name, frame in tables.items():
         frame.to_csv(out_dir / name, index=False)
-    (out_dir / "findings.txt").write_text(findings_text(sections), encoding="utf-8")
+    (out_dir / "findings.txt").write_text(findings_text(sections.values()), encoding="utf-8")
     stage("statistics")
     analysis = None
     if training is not None:
@@ -427,13 +432,12 @@ def _reference_text(resolution: float) -> str:
     return f"sampled: resolves relative bias ≥ {fmt(resolution)}"
 
 
-def _by_reason(listed: str) -> str:
-    """verdict.csv's "a (why); b (why)" grouped by reason: "why: a, b", "—" when empty."""
-    grouped: dict[str, list[str]] = {}
-    for item in filter(None, listed.split("; ")):
-        variant, why = item[:-1].split(" (", 1)
-        grouped.setdefault(why, []).append(variant)
-    return "; ".join(f"{why}: {_merged(variants)}" for why, variants in grouped.items()) or "—"
+def _by_reason(lower: tuple[tuple[str, tuple[Reason, ...]], ...]) -> str:
+    """A verdict's (variant, its reasons) pairs grouped by reasons: "why: a, b", "—" when there are none."""
+    grouped: dict[tuple[Reason, ...], list[str]] = {}
+    for variant, reasons in lower:
+        grouped.setdefault(reasons, []).append(variant)
+    return "; ".join(f"{reasons_text(reasons)}: {_merged(variants)}" for reasons, variants in grouped.items()) or "—"
 
 
 def _merged(variants: list[str]) -> str:
@@ -483,7 +487,7 @@ def _fixed_verdict_section(verdicts: pd.DataFrame, heat: pd.DataFrame, sweep: Sw
     links = [("sweep", "what was measured"), ("reading", "the intervals"), ("findings", "findings tables"),
              ("measurements", "every family against N"), ("sweeps", "one-option sweeps"),
              ("summary", "full MSE rankings")]
-    return body + "<p>" + " · ".join(f'<a href="#{a}">{text}</a>' for a, text in links) + "</p>"
+    return body + page.links(links)
 
 
 def _sweep_section(sweep: Sweep) -> str:
@@ -548,17 +552,22 @@ def _reading_section(sweep: Sweep) -> str:
         f"too narrow. The bias test rejects at p < {BIAS_TEST_LEVEL:g}.")
 
 
-def _tally(phrases: pd.Series) -> str:
-    """How a pair's variance comparisons came out over its problems, e.g. "cuts variance on 7, no clear change on 2
-    of 9 problems" (by the words findings.trusted_ratio_phrase chose)."""
-    kinds = {"cuts variance on": "cuts variance", "raises variance on": "raises variance",
-             "identical on": "identical to float rounding"}
-    counts = {label: int(phrases.str.contains(word, regex=False).sum()) for label, word in kinds.items()}
-    counts["no established change on"] = len(phrases) - sum(counts.values())
-    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(phrases)} problems"
+# A pair's tally over its problems: label → the readings it counts; any other reading is "no established change".
+TALLY = {"cuts variance on": (Reading.ABOVE, Reading.FIXED_ABOVE),
+         "raises variance on": (Reading.BELOW, Reading.FIXED_BELOW), "identical on": (Reading.IDENTICAL,)}
 
 
-def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str:
+def _tally(readings: pd.Series) -> str:
+    """How a pair's variance comparisons came out over its problems (their findings.Reading), e.g. "cuts variance on
+    7, no established change on 2 of 9 problems"."""
+    counts = {label: int(readings.isin(kinds).sum()) for label, kinds in TALLY.items()}
+    counts["no established change on"] = len(readings) - sum(counts.values())
+    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) + f" of {len(readings)} problems"
+
+
+def _findings_section(sections: dict[str, Section], comparisons: pd.DataFrame) -> str:
+    """The configured pairs' tables (`comparisons`), then every other findings section folded (the pairs' own section
+    is these tables: findings.txt has it as text)."""
     body = page.paragraph(
         "The configured comparisons at each problem's headline N: X's variance against Y's (paired ratio, 95% "
         "t-interval over repetitions; a heavy-tailed or invalid side is never read as a win, and a ratio of 1 to "
@@ -568,13 +577,15 @@ def _findings_section(sections: list[Section], comparisons: pd.DataFrame) -> str
     header = ["problem", "N", "variance of X vs Y [95% CI]", "X relative bias [95% CI]", "X bias", "MSE(X) / MSE(Y)",
               "flagged"]
     for (x, y), pair in comparisons.groupby(["x", "y"], sort=False):
-        body += page.details(f"{x} vs {y}: {_tally(pair['variance'])}", page.table(header, [
+        body += page.details(f"{x} vs {y}: {_tally(pair['variance_reading'])}", page.table(header, [
             [r.problem, r.batch_size, r.variance, r.x_relative_bias, r.x_bias, fmt(r.mse_ratio), r.flags or "—"]
             for r in pair.itertuples()]), open_=True)
     if comparisons.empty:
         body += page.paragraph("No pairs configured ([report] pairs in the sweep config).", "note")
+    else:
+        body += page.links([("rliable", "rliable's P(X > Y) across problems, for the pairs within a family")])
     return body + "".join(page.details(f"{heading} ({len(items)})", page.bullet_list(items))
-                          for heading, items in sections)
+                          for key, (heading, items) in sections.items() if key != PAIRS)
 
 
 SINGLE_CI = ("Points: mean over repetitions; error bars: the 95% CI of a single repetition, averaged over "
@@ -707,7 +718,7 @@ def _rliable_section(rliable: RliableResults, sweep: Sweep, palette: figures.Var
     rows = []
     for family, w in winners.iterrows():
         at = improvements[improvements["family"] == family]
-        runner = next(iter(w.eligible.split("; ")[1:]), None)  # the eligible variant of the next highest IQM
+        runner = w.eligible[1] if len(w.eligible) > 1 else None  # the eligible variant of the next highest IQM
         rows.append([family, w.batch_size, f"{w.problems} × {w.runs} runs", w.best or "none eligible",
                      fmt_ci(w.best_iqm, w.best_lo, w.best_hi), _probability(at, w.best, reference) if w.best else "—",
                      f"{runner}: {_probability(at, w.best, runner)}" if runner else "—",

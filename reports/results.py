@@ -217,6 +217,24 @@ def _cell_frame(store: ResultsStore, cell_id: str) -> pd.DataFrame:
     return frame
 
 
+def point_flags(rows: pd.DataFrame) -> pd.DataFrame:
+    """What decides whether a point may be recommended (reports.verdict.ineligibility), counted over its
+    repetitions: (problem, variant, batch_size) → `repetitions`, `declared_unbiased` (in every one),
+    `bias_rejections` (p < BIAS_TEST_LEVEL), and the repetitions flagged `heavy_tailed`, `excess_nonfinite` and
+    `degenerate` (bench.metrics.trust_flags, derived where older rows lack them)."""
+    flagged = trust_flags(rows).assign(bias_rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
+    return flagged.groupby(POINT_KEY, sort=True).agg(
+        repetitions=("repetition", "size"), declared_unbiased=("declared_unbiased", "all"),
+        bias_rejections=("bias_rejected", "sum"), heavy_tailed=("heavy_tailed", "sum"),
+        excess_nonfinite=("excess_nonfinite", "sum"), degenerate=("degenerate", "sum"))
+
+
+# aggregate_repetitions' counts, in aggregated.csv's order
+POINT_COUNT_COLUMNS = ["repetitions", "reps", "estimates", "bias_rejections", "declared_unbiased", "heavy_tailed",
+                       "max_tail_kurtosis", "nonfinite", "estimator", "target", "estimator_options", "excess_nonfinite",
+                       "degenerate", "untrustworthy"]
+
+
 def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows → points: one row per (problem, variant, N).
 
@@ -238,20 +256,16 @@ def aggregate_repetitions(rows: pd.DataFrame) -> pd.DataFrame:
     rows = trust_flags(rows)
     info = [json.loads(text) for text in rows["estimator_info"]]
     with_squares = rows.assign(bias_squared=rows["bias_norm"] ** 2,
-                               bias_rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL,
                                **{f"info_{key}": [float(i.get(key, np.nan)) for i in info] for key in INFO_NUMBERS})
     grouped = with_squares.groupby(POINT_KEY, sort=True)
     means = grouped[[*METRICS_WITH_CI, *CI_COLUMNS, "bias_squared", *COST_COLUMNS,
                      *(f"info_{key}" for key in INFO_NUMBERS)]].mean()
     counts = grouped.agg(
-        repetitions=("repetition", "size"), reps=("reps", "max"), estimates=("reps", "sum"),
-        bias_rejections=("bias_rejected", "sum"), declared_unbiased=("declared_unbiased", "all"),
-        heavy_tailed=("heavy_tailed", "sum"), max_tail_kurtosis=("tail_kurtosis", "max"),
+        reps=("reps", "max"), estimates=("reps", "sum"), max_tail_kurtosis=("tail_kurtosis", "max"),
         nonfinite=("nonfinite", "sum"), estimator=("estimator", "first"), target=("target", "first"),
         estimator_options=("estimator_options", "first"),
-        excess_nonfinite=("excess_nonfinite", "sum"), degenerate=("degenerate", "sum"),
         untrustworthy=("trustworthy", lambda trusted: int((~trusted).sum())),
-    )
+    ).join(point_flags(rows))[POINT_COUNT_COLUMNS]
     points = means.join(counts).reset_index()
     reasons = [flag_counts_text(*flags) for flags in zip(points["heavy_tailed"], points["excess_nonfinite"],
                                                          points["degenerate"], points["repetitions"])]

@@ -29,8 +29,9 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
-from bench.metrics import flag_counts_text, trust_flags
-from reports.results import BIAS_TEST_LEVEL, ReportSettings, rejects_beyond_chance
+from bench.metrics import trust_flags
+from reports.results import ReportSettings, point_flags
+from reports.verdict import Reason, point_ineligibility, reasons_text
 
 MIN_RUNS = 10  # independently seeded repetitions of a measurement below which it is not an rliable run
 MIN_TASKS = 3  # problems a family must share at one N (with MIN_RUNS repetitions each) to be aggregated across
@@ -48,12 +49,12 @@ class Score:
     gamma_meaning: str
 
 
+# The one score of the fixed-θ analysis: aggregates, probability of improvement and profiles are on MSE (bias² +
+# variance), since on variance alone a biased variant wins (the batch-mean baseline's O(1/N) bias buys it a smaller
+# variance).
 MSE_REDUCTION = Score("mse_reduction", "MSE reduction vs the reference (nats)", 0.0,
                       "γ = 0, the reference's MSE: the gap is how much worse than the reference a variant is on "
                       "average (0 if never worse)")
-# Aggregates, probability of improvement and profiles on MSE (bias² + variance): on variance alone a biased variant
-# wins (the batch-mean baseline's O(1/N) bias buys it a smaller variance).
-SCORES = (MSE_REDUCTION,)
 
 
 @contextmanager
@@ -73,7 +74,7 @@ def score_frame(rows: pd.DataFrame, reference_variant: str) -> pd.DataFrame:
     a repetition saw the same trajectories). Non-finite scores become NaN, and so do the scores of measurements over
     the non-finite limit or degenerate (bench/metrics.py: their numbers are not the estimator's), and every variant's
     where the reference's is: rliable then leaves those runs out (see `invalid_notes`). Heavy-tailed measurements keep
-    their scores (rliable resamples runs, not a measurement's own CI) but are never called a win (`eligibility`)."""
+    their scores (rliable resamples runs, not a measurement's own CI) but are never called a win (`ineligible_where`)."""
     key = ["problem", "batch_size", "repetition"]
     flagged = trust_flags(rows)
     rows = rows.assign(mse=rows["mse"].mask(flagged["excess_nonfinite"] | flagged["degenerate"]))
@@ -296,55 +297,49 @@ class RliableResults:
     intervals: pd.DataFrame  # FAMILY_INTERVAL_COLUMNS
     improvements: pd.DataFrame  # FAMILY_IMPROVEMENT_COLUMNS
     profiles: pd.DataFrame  # FAMILY_PROFILE_COLUMNS
-    winners: pd.DataFrame  # WINNER_COLUMNS: per qualifying family, its best eligible variant by IQM
+    winners: pd.DataFrame  # WINNER_COLUMNS: per qualifying family, its best eligible variant by IQM; `eligible`: a
+    # tuple of the eligible variants by IQM, highest first (the page's runner-up; not in rliable_families.csv)
     notes: list[str]  # what was left out and why
 
 
 def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
-                   reps: int, seed: int, with_profiles: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                   reps: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """rliable's three answers for one score at one N, each tagged with (score, batch_size, num_tasks): the
-    aggregate intervals, P(X > Y) for `pairs`, and (if `with_profiles`) the performance profiles (else empty)."""
+    aggregate intervals, P(X > Y) for `pairs`, and the performance profiles."""
     tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
     intervals = aggregate_intervals(matrices.score_dict, score.gamma, reps, seed).assign(**tag, gamma=score.gamma)
     improvements = improvement_probabilities(matrices.score_dict, pairs, reps, seed).assign(**tag)
-    profiles = (performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed)
-                .assign(**tag) if with_profiles else pd.DataFrame(columns=PROFILE_COLUMNS))
+    profiles = performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed).assign(**tag)
     return intervals, improvements, profiles
 
 
-def eligibility(rows: pd.DataFrame) -> dict[str, str]:
-    """variant → why it cannot be called a win over these rows ("" if it can), on the problems where it fails:
-    declared biased, its bias test rejecting beyond chance (reports.results.rejects_beyond_chance), or flagged in
-    any repetition — heavy-tailed (its MSE is then read off a measurement whose tails dominate: rliable's runs
-    resample it, they do not make it calibrated), over the non-finite limit or degenerate (bench.metrics); "on every
-    problem" when a reason holds on all of the rows' problems."""
-    flagged = trust_flags(rows).assign(rejected=rows["bias_pvalue"] < BIAS_TEST_LEVEL)
-    reasons: dict[str, dict[str, list[str]]] = {}  # variant → reason → the problems where it holds
-    for (variant, problem), at in flagged.groupby(["variant", "problem"], sort=True):
-        n = len(at)
-        rejected = int(at["rejected"].sum())
-        why = ["biased" if not at["declared_unbiased"].all() else
-               f"unbiasedness test rejects {rejected}/{n}" if rejects_beyond_chance(rejected, n) else "",
-               flag_counts_text(int(at["heavy_tailed"].sum()), int(at["excess_nonfinite"].sum()),
-                                int(at["degenerate"].sum()), n)]
-        text = ", ".join(w for w in why if w)
-        problems = reasons.setdefault(variant, {})
-        if text:
-            problems.setdefault(text, []).append(problem)
-    every = sorted(set(rows["problem"]))
+def ineligible_where(rows: pd.DataFrame) -> dict[str, dict[tuple[Reason, ...], list[str]]]:
+    """Over rows at one N: variant → {its reasons (reports.verdict.ineligibility over its repetitions on a problem) →
+    the problems where they hold}; {} for a variant that can be called a win on every problem. Heavy-tailed counts too:
+    rliable's runs resample a heavy-tailed measurement, they do not make its MSE calibrated."""
+    where: dict[str, dict[tuple[Reason, ...], list[str]]] = {}
+    for flags in point_flags(rows).itertuples():  # rows of one N: a point is a (variant, problem)
+        problem, variant, _ = flags.Index
+        reasons = point_ineligibility(flags)
+        problems = where.setdefault(variant, {})
+        if reasons:
+            problems.setdefault(reasons, []).append(problem)
+    return where
 
-    def where(problems: list[str]) -> str:
+
+def where_text(by_reasons: Mapping[tuple[Reason, ...], list[str]], every: list[str]) -> str:
+    """`ineligible_where`'s entry of a variant as one line: "biased on every problem; heavy-tailed 1/10 on a"."""
+    def on(problems: list[str]) -> str:
         return "on every problem" if problems == every else f"on {', '.join(problems)}"
 
-    return {variant: "; ".join(f"{text} {where(problems)}" for text, problems in by_reason.items())
-            for variant, by_reason in reasons.items()}
+    return "; ".join(f"{reasons_text(reasons)} {on(problems)}" for reasons, problems in by_reasons.items())
 
 
 def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: ReportSettings) -> RliableResults:
     """For every family (`family_list`: reports.families.Family, in order) that qualifies (`qualify`): IQM, median,
     mean and optimality gap of the MSE reduction against the reference variant with stratified-bootstrap CIs over
     its repetitions, its performance profiles, and P(X > Y) on the MSE reduction of its best eligible variant (the
-    highest IQM among those `eligibility` clears) over each other variant and the reference, and of the configured
+    highest IQM among those `ineligible_where` clears) over each other variant and the reference, and of the configured
     pairs inside it. Families that do not qualify are in `qualifications` with why."""
     reference = settings.reference_variant
     runs = run_counts(rows)
@@ -364,7 +359,7 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
         if not matrices.score_dict:
             continue
         interval, _, profile = rliable_tables(matrices, MSE_REDUCTION, q.batch_size, (), reps, seed)
-        why = eligibility(at)
+        why, every = ineligible_where(at), sorted(set(at["problem"]))
         iqm = interval[interval["statistic"] == STATISTICS[0]].sort_values("estimate", ascending=False, kind="stable")
         eligible = [v for v in iqm["variant"] if not why.get(v)]
         best = eligible[0] if eligible else None
@@ -385,8 +380,8 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
             "runs": int(iqm["num_runs"].min()), "best": best or "",
             "best_iqm": top.estimate if best else np.nan, "best_lo": top.lo if best else np.nan,
             "best_hi": top.hi if best else np.nan,
-            "higher_not_eligible": "; ".join(f"{v} ({why[v]})" for v in higher),
-            "eligible": "; ".join(eligible)}]))
+            "higher_not_eligible": "; ".join(f"{v} ({where_text(why[v], every)})" for v in higher),
+            "eligible": tuple(eligible)}]))
     return RliableResults(qualifications, concat(intervals, FAMILY_INTERVAL_COLUMNS),
                           concat(improvements, FAMILY_IMPROVEMENT_COLUMNS), concat(profiles, FAMILY_PROFILE_COLUMNS),
                           concat(winners, WINNER_COLUMNS), notes)

@@ -42,16 +42,25 @@ from reports.figures import _spaced_labels
 from reports.findings import bias_findings, fmt_ci, nonfinite_findings, ratio_phrase, reliability_findings, sweep_findings
 from reports.report import _families_table, _rliable_section, build_report
 from reports.results import load_sweep, variance_ratios, zero_width_intervals
-from reports.verdict import fixed_theta_verdicts
+from reports.verdict import (
+    Why,
+    fixed_theta_verdicts,
+    ineligibility,
+    reasons_text,
+    relative_variance_table,
+    verdict_csv,
+)
 from reports.rliable_stats import (
     MIN_RUNS,
     MIN_TASKS,
     aggregate_intervals,
     improvement_probabilities,
+    ineligible_where,
     performance_profiles,
     probability_of_improvement,
     rliable_analysis,
     seeded_global_rng,
+    where_text,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,8 +319,8 @@ def _point(variant, mse, half_width, declared_unbiased=True, rejections=0, heavy
     return {"problem": problem, "variant": variant, "batch_size": 16, "target": target, "mse": mse,
             "seconds_per_estimate": 2.0 if variant == "best" else 1.0,
             "mse_lo": mse - half_width, "mse_hi": mse + half_width, "declared_unbiased": declared_unbiased,
-            "bias_rejections": rejections, "repetitions": 3, "heavy_tailed": heavy, "trustworthy": heavy == 0,
-            "untrustworthy_reasons": f"heavy-tailed {heavy}/3" if heavy else ""}
+            "bias_rejections": rejections, "repetitions": 3, "heavy_tailed": heavy, "excess_nonfinite": 0,
+            "degenerate": 0, "invalid": False, "trustworthy": heavy == 0, "untrustworthy_reasons": f"heavy-tailed {heavy}/3" if heavy else ""}
 
 
 def test_the_verdict_never_recommends_a_biased_rejected_or_heavy_tailed_variant_and_names_ties():
@@ -328,16 +337,59 @@ def test_the_verdict_never_recommends_a_biased_rejected_or_heavy_tailed_variant_
         _point("other target", 0.1, 0.01, target="∇(J + αH)"),  # another target: not compared at all
     ])
     rows = pd.DataFrame({"problem": ["p"] * 10, "batch_size": [16] * 10, "heavy_tailed": [True] + [False] * 9})
-    verdict = fixed_theta_verdicts(points, {"p": 16}, "vanilla", rows).iloc[0]
+    verdicts = fixed_theta_verdicts(points, {"p": 16}, "vanilla", rows)
+    verdict = verdicts.iloc[0]
     assert verdict.recommended == "best" and verdict.mse == 2.0
     assert verdict.identical == "same" and verdict.tied == "once; close"
-    assert verdict.not_eligible_lower == ("biased (biased); rejected (unbiasedness test rejects 2/3); "
-                                          "heavy (heavy-tailed 1/3)")
+    assert verdict_csv(verdicts).iloc[0].not_eligible_lower == (
+        "biased (biased); rejected (unbiasedness test rejects 2/3); heavy (heavy-tailed 1/3)")
     assert verdict.mse_vs_reference == pytest.approx(0.2) and verdict.cost_vs_reference == pytest.approx(0.4)
     assert (verdict.heavy_tailed_measurements, verdict.measurements, verdict.eligible) == (1, 10, 6)
     # Nothing eligible: no recommendation rather than an untrustworthy one.
     none = fixed_theta_verdicts(points[points["variant"].isin(["biased", "heavy"])], {"p": 16}, "vanilla", rows)
     assert none.iloc[0].recommended == "" and none.iloc[0].eligible == 0
+
+
+def test_one_rule_says_why_a_measurement_cannot_be_recommended_per_point_and_per_rliable_run():
+    # ineligibility(declared unbiased, rejections, heavy-tailed, over the non-finite limit, degenerate, repetitions)
+    assert ineligibility(True, 0, 0, 0, 0, 3) == ()
+    assert ineligibility(True, 1, 0, 0, 0, 3) == ()  # 1 of 3 rejections at 1% happens 3% of the time: chance
+    assert reasons_text(ineligibility(True, 2, 0, 0, 0, 3)) == "unbiasedness test rejects 2/3"  # P = 3e-4
+    assert ineligibility(True, 1, 0, 0, 0, 10) == ()  # P(≥ 1 of 10) = 9.6%
+    assert [r.why for r in ineligibility(True, 2, 0, 0, 0, 10)] == [Why.REJECTED]  # P(≥ 2 of 10) = 0.43%
+    assert reasons_text(ineligibility(False, 3, 0, 0, 0, 3)) == "biased"  # declared: its test is not the reason
+    assert reasons_text(ineligibility(True, 0, 1, 0, 0, 3)) == "heavy-tailed 1/3"
+    assert reasons_text(ineligibility(False, 0, 1, 2, 3, 3)) == (
+        "biased, heavy-tailed 1/3, non-finite > 5% 2/3, degenerate 3/3")
+    # The verdict names every reason of a point: a biased one that is also heavy-tailed is both.
+    points = pd.DataFrame([_point("vanilla", 10.0, 1.0), _point("both", 0.5, 0.1, declared_unbiased=False, heavy=1),
+                           _point("rejected", 0.6, 0.1, rejections=2)])
+    rows = pd.DataFrame({"problem": ["p"], "batch_size": [16], "heavy_tailed": [False]})
+    verdicts = fixed_theta_verdicts(points, {"p": 16}, "vanilla", rows)
+    assert [(v, [r.why for r in reasons]) for v, reasons in verdicts.iloc[0].not_eligible_lower] == [
+        ("both", [Why.BIASED, Why.HEAVY_TAILED]), ("rejected", [Why.REJECTED])]
+    assert verdict_csv(verdicts).iloc[0].not_eligible_lower == (
+        "both (biased, heavy-tailed 1/3); rejected (unbiasedness test rejects 2/3)")
+    ratios = pd.DataFrame({"problem": "p", "batch_size": 16, "x": ["both", "rejected"], "y": "vanilla",
+                           "ratio": 2.0, "ratio_lo": 1.5, "ratio_hi": 2.5})
+    heat = relative_variance_table(points, ratios, {"p": 16}, "vanilla").set_index("variant")
+    assert heat["test_rejects"].to_dict() == {"vanilla": False, "both": False, "rejected": True}
+    assert heat["biased"].to_dict() == {"vanilla": False, "both": True, "rejected": False}
+    # rliable: the same rule per (variant, problem) over its repetitions, its problems grouped by reasons.
+    problems = ("a", "b", "c")
+    spec = [("ok", problems, True), ("biased", problems, False), ("rejected", problems, True),
+            ("heavy", problems, True), ("once", problems, True)]
+    rows = _rliable_rows(np.random.default_rng(0), [(v, "∇J", where, MIN_RUNS, 1.0, 0.0, unbiased)
+                                                     for v, where, unbiased in spec])
+    rows.loc[(rows["variant"] == "rejected") & (rows["repetition"] < 2), "bias_pvalue"] = 0.001  # 2 of 10
+    rows.loc[(rows["variant"] == "once") & (rows["repetition"] == 0), "bias_pvalue"] = 0.001  # 1 of 10: chance
+    rows.loc[(rows["variant"] == "heavy") & (rows["problem"] == "b") & (rows["repetition"] == 3), "heavy_tailed"] = True
+    where = ineligible_where(rows)
+    assert where["ok"] == {} and where["once"] == {}
+    every = list(problems)
+    assert where_text(where["biased"], every) == "biased on every problem"
+    assert where_text(where["rejected"], every) == "unbiasedness test rejects 2/10 on every problem"
+    assert where_text(where["heavy"], every) == "heavy-tailed 1/10 on b"
 
 
 def test_zero_width_intervals_are_counted_and_never_printed_as_intervals():
@@ -479,6 +531,10 @@ def test_page_has_every_section_and_every_figure_embedded(built):
     assert not re.search(r'(src|href)="(https?:|//)', html), "the page must not load anything external"
     for name in OUTPUTS:
         assert (built.index.parent / name).is_file(), name
+    # The configured pair's variance comparisons are shown once, as its table; findings.txt has them as text.
+    pair = "reinforce baseline=rloo vs reinforce: "
+    assert html.count(pair) == 1 and f"<summary>{pair}" in html and "<summary>Configured comparisons" not in html
+    assert f"- {pair}garnet" in (built.index.parent / "findings.txt").read_text(encoding="utf-8")
 
 
 def test_the_verdict_table_comes_before_the_first_figure_and_counts_are_on_top(built):
