@@ -31,6 +31,7 @@ in float64, Σ_N = the sample covariance (ddof 1) of the finite rows of `bench.h
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from bench.harness import measure
+from bench.training import normalized_score
 from envs.problem import Capability, Problem
 from estimators.registry import Estimator
 
@@ -169,7 +171,7 @@ def exact_path_point(problem: Problem, theta0: torch.Tensor, fraction: float) ->
     problem.require(Capability.OPTIMUM, because="which the path's normalized score needs")
     start, best = float(problem.objective(theta)), problem.optimal_objective()
     gap = best - start
-    score = lambda j: (j - start) / gap if gap > 0 else math.nan  # noqa: E731
+    score = functools.partial(normalized_score, start=start, optimum=best)
     value, step, steps = start, 1.0, 0
     while not score(value) >= fraction and steps < PATH_MAX_STEPS:
         gradient = problem.exact_gradient(theta).detach().to(torch.float64)

@@ -195,6 +195,14 @@ class TrainingRun:
         return _jsonable(record)
 
 
+def normalized_score(objective: np.ndarray | float, start: float, optimum: float) -> np.ndarray | float:
+    """s = (J − J(θ₀)) / (J* − J(θ₀)): 0 at θ₀, 1 at the optimum; NaN when J* ≤ J(θ₀) (no gap to close)."""
+    gap = optimum - start
+    if gap > 0:
+        return (objective - start) / gap
+    return np.full_like(objective, math.nan) if isinstance(objective, np.ndarray) else math.nan
+
+
 def _optimizer(settings: TrainSettings, param: torch.nn.Parameter) -> torch.optim.Optimizer:
     if settings.optimizer == "adam":
         return torch.optim.Adam([param], lr=settings.lr, maximize=True)
@@ -286,9 +294,7 @@ def train(problem: Problem, estimator: str | Estimator, settings: TrainSettings 
             bar.update(1)
 
     objective = np.asarray(rows["objective"], dtype=np.float64)
-    j0 = objective[0]
-    gap = optimum - j0
-    score = (objective - j0) / gap if gap > 0 else np.full_like(objective, math.nan)
+    score = normalized_score(objective, objective[0], optimum)
     count = len(objective)
     return TrainingRun(
         env=problem.name, env_options=dict(problem.options), estimator=config.name,
