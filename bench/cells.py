@@ -116,6 +116,7 @@ class _Problem:
     options: tuple[tuple[str, Any], ...]  # resolved, sorted
     theta: str
     problem: Problem
+    batch_sizes: tuple[int, ...]  # its [[problems]] table's own N range; empty: the sweep's
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def _problems(config: SweepConfig) -> Iterator[_Problem]:
                 problem.check_theta(theta_for(problem, pconf.theta))
             except ConfigError as err:
                 raise ConfigError(f"{key} ({label}): {err}") from None
-            yield _Problem(key, pconf.label or pconf.env, label, pconf.env, identity[1], pconf.theta, problem)
+            yield _Problem(key, pconf.label or pconf.env, label, pconf.env, identity[1], pconf.theta, problem,
+                           pconf.batch_sizes)
 
 
 def _variants(econf: EstimatorTable) -> Iterator[tuple[Estimator | ConfigError, str]]:
@@ -180,13 +182,14 @@ def table_variants(config: SweepConfig) -> list[list[str]]:
 
 
 def _measurements(config: SweepConfig) -> Iterator[_Measurement]:
-    """Problem × (the estimator tables that run on it) × variant × N, in config order."""
+    """Problem × (the estimator tables that run on it) × variant × N, in config order. The N: the estimator table's
+    own batch_sizes (on every problem it runs on), else the problem's own, else the sweep's."""
     for problem in _problems(config):
         for econf in config.estimators:
             if econf.problems and problem.name not in econf.problems:
                 continue  # not asked for: not a skip
             for estimator, variant in _variants(econf):
-                for batch_size in dict.fromkeys(econf.batch_sizes or config.batch_sizes):
+                for batch_size in dict.fromkeys(econf.batch_sizes or problem.batch_sizes or config.batch_sizes):
                     yield _Measurement(problem, estimator, variant, batch_size, econf.train,
                                        econf.repetitions or config.repetitions)
 

@@ -31,6 +31,7 @@ class ProblemTable:
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # options crossed as axes
     theta: str = "default"  # "default" or "random:<scale>:<seed>" (seeded N(0, scale²) around the default)
     label: str = ""  # how the report names it; default: env and its non-default options
+    batch_sizes: tuple[int, ...] = ()  # its own N range, for the estimator tables without theirs; empty: the sweep's
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class EstimatorTable:
     options: tuple[tuple[str, Any], ...] = ()
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     problems: tuple[str, ...] = ()  # labels (env names of unlabelled problems) it runs on; empty: every problem
-    batch_sizes: tuple[int, ...] = ()  # empty: the sweep's
+    batch_sizes: tuple[int, ...] = ()  # on every problem it runs on; empty: each problem's own, else the sweep's
     train: "TrainTable | None" = None  # its own [train] settings (its `train` keys over the sweep's); None: the sweep's
     repetitions: int = 0  # its own independently seeded repetitions per measurement (e.g. ≥ 10 for rliable); 0: the sweep's
 
@@ -110,7 +111,7 @@ _LR_COUNT = Int(2, 1000)
 _SEEDS = Int(2, 100_000)
 _NOISE_REPS = Int(0, 10_000_000)
 MAX_LRS = 1000
-_PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label"}
+_PROBLEM_KEYS = {"env", "options", "sweep", "theta", "label", "batch_sizes"}
 _ESTIMATOR_KEYS = {"name", "options", "sweep", "problems", "batch_sizes", "train", "repetitions"}
 _REPETITIONS = Int(1)  # the sweep's and a table's own; too many is refused as too many cells (bench.cells.MAX_CELLS)
 _REPORT_KEYS = {"reference_variant", "pairs", "bootstrap_reps", "seed"}
@@ -183,6 +184,7 @@ def parse_config(raw: Mapping[str, Any], where: Where, default_name: str) -> Swe
                        for i, t in enumerate(raw.get("estimators") or []))
     if not estimators:
         raise where.error("estimators", "expected at least one [[estimators]] table")
+    _check_problem_sizes_apply(where, problems, estimators)
     if "train" in raw:
         for key in MEASUREMENT_ONLY:
             if key in raw:
@@ -208,7 +210,20 @@ def parse_problem(where: Where, key: str, raw: Any) -> ProblemTable:
     if not isinstance(label, str):
         raise where.error(f"{key}.label", "expected a string")
     return ProblemTable(env, options, axes, parse_theta_choice(where, f"{key}.theta", table.get("theta", "default")),
-                         label)
+                        label, _own_batch_sizes(where, key, table))
+
+
+def _check_problem_sizes_apply(where: Where, problems: tuple[ProblemTable, ...],
+                               estimators: tuple[EstimatorTable, ...]) -> None:
+    """A problem's own batch_sizes serve the estimator tables that run on it without batch_sizes of their own (which
+    win: they apply to every problem of the table); refused when there is no such table, as they would be ignored."""
+    for index, problem in enumerate(problems):
+        name = problem.label or problem.env
+        if problem.batch_sizes and not any(not e.batch_sizes and (not e.problems or name in e.problems)
+                                           for e in estimators):
+            raise where.error(f"problems[{index}].batch_sizes", f"apply to no [[estimators]] table: a table's own "
+                                                                f"batch_sizes win, and every table running on {name!r} "
+                                                                "has its own")
 
 
 def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
@@ -223,7 +238,7 @@ def parse_estimator(where: Where, key: str, raw: Any, problem_names: set[str],
     if not isinstance(only, list) or any(p not in problem_names for p in only):
         raise where.error(f"{key}.problems", f"expected a list of problem labels (envs if unlabelled) of this sweep "
                                              f"({', '.join(sorted(problem_names))}), got {only!r}")
-    own_sizes = _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
+    own_sizes = _own_batch_sizes(where, key, table)
     own_train = None
     if "train" in table:
         if sweep_train is None:
@@ -379,6 +394,11 @@ def _options(where: Where, key: str, owner: str, specs, fixed: Any, sweep: Any):
 
 
 _BATCH_SIZE = Int(1)
+
+
+def _own_batch_sizes(where: Where, key: str, table: Mapping) -> tuple[int, ...]:
+    """A [[problems]] or [[estimators]] table's own `batch_sizes`, () where it has none (the next level's apply)."""
+    return _batch_sizes(where, f"{key}.batch_sizes", table["batch_sizes"]) if "batch_sizes" in table else ()
 
 
 def _batch_sizes(where: Where, key: str, value: Any) -> tuple[int, ...]:

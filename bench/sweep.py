@@ -44,14 +44,16 @@ def sweep_meta(config: SweepConfig, cells: list) -> dict[str, Any]:
     variants; a training sweep also its kind and axes. The config carries only the keys that apply: a measurement
     sweep's record is what it was before training sweeps existed (no `train` key, at the top or in a table), so its
     folder's `_sweep.json` is not rewritten; a training sweep's has no `reps`, `repetitions` or `reference`; a table
-    has its own `train` or `repetitions` only when it sets them."""
+    has its own `train` or `repetitions` (an estimator table) or `batch_sizes` (a problem table) only when it sets
+    them."""
     resolved = asdict(config)
     for key in MEASUREMENT_ONLY if config.is_training else ("train",):
         del resolved[key]
-    for table in resolved["estimators"]:
-        for key in ("train", "repetitions"):
-            if not table[key]:  # None, 0: the sweep's
-                del table[key]
+    for tables, keys in (("estimators", ("train", "repetitions")), ("problems", ("batch_sizes",))):
+        for table in resolved[tables]:
+            for key in keys:
+                if not table[key]:  # None, 0, (): the sweep's
+                    del table[key]
     meta = {"config": resolved, "cells": len(cells), "cell_ids": [c.cell_id for c in cells],
             "table_variants": table_variants(config)}
     if config.is_training:

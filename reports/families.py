@@ -44,7 +44,7 @@ class EstimatorTable:
     name: str
     fixed: tuple[tuple[str, Any], ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (option, values in config order)
-    batch_sizes: tuple[int, ...]  # the N it is configured for: its own, else the sweep's
+    batch_sizes: tuple[int, ...]  # the N it is configured for: its own, else those of the problems it runs on
     variants: tuple[str, ...] = ()  # the label of each combination, as the sweep recorded it (older records: none)
 
     @property
@@ -63,12 +63,21 @@ class EstimatorTable:
 
 
 def parse_tables(raw: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int],
-                 variants: Sequence[Sequence[str]] | None = None) -> tuple[EstimatorTable, ...]:
-    """The `estimators` list of `_sweep.json`, the sweep's batch sizes and, where recorded, its
-    `table_variants` → tables; KeyError/TypeError/ValueError on a malformed entry."""
+                 variants: Sequence[Sequence[str]] | None = None,
+                 problems: Sequence[Mapping[str, Any]] = ()) -> tuple[EstimatorTable, ...]:
+    """The `estimators` list of `_sweep.json`, the sweep's batch sizes, where recorded its
+    `table_variants`, and its `problems` (whose own `batch_sizes` serve a table without its own, as
+    in bench.cells) → tables; KeyError/TypeError/ValueError on a malformed entry."""
+    own = {str(p.get("label") or p["env"]): p.get("batch_sizes") or batch_sizes for p in problems}
+
+    def configured(table: Mapping[str, Any]) -> tuple[int, ...]:
+        if table.get("batch_sizes"):
+            return tuple(int(n) for n in table["batch_sizes"])
+        ranges = [own.get(name, batch_sizes) for name in table.get("problems") or own] or [batch_sizes]
+        return tuple(dict.fromkeys(int(n) for sizes in ranges for n in sizes))
+
     tables = tuple(EstimatorTable(i, str(t["name"]), tuple((str(k), v) for k, v in t["options"]),
-                                  tuple((str(axis), tuple(values)) for axis, values in t["sweep"]),
-                                  tuple(int(n) for n in t.get("batch_sizes") or batch_sizes))
+                                  tuple((str(axis), tuple(values)) for axis, values in t["sweep"]), configured(t))
                    for i, t in enumerate(raw))
     if variants is None:
         return tables

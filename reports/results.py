@@ -113,7 +113,8 @@ def load_sweep(results_dir: Path) -> Sweep:
         meta = store.meta()
         config = meta["config"]
         settings = parse_report(Where("config"), config["report"])  # through the parser the sweep used
-        tables = parse_tables(config["estimators"], config["batch_sizes"], meta.get("table_variants"))
+        tables = parse_tables(config["estimators"], config["batch_sizes"], meta.get("table_variants"),
+                              config.get("problems", ()))
         recorded = meta.get("cell_ids")
         if recorded is not None and (not isinstance(recorded, list) or not all(isinstance(i, str) for i in recorded)):
             raise TypeError("cell_ids is not a list of cell ids")

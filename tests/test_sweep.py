@@ -4,6 +4,7 @@ SIGKILL."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -12,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cells import expand
+from bench.cells import expand, expand_training
 from bench.store import ResultsStore
-from bench.sweep import load_config, run_sweep
+from bench.sweep import load_config, run_sweep, sweep_meta
 from envs.spec import ConfigError
+from reports.families import parse_tables
 from tests.sweeps import kill_then_resume, stored_rows, write
 
 SMALL = """
@@ -101,6 +103,65 @@ batch_sizes = [4, 8]
         load_config(write(tmp_path, text.replace("batch_sizes = [4, 8]", "batch_sizes = []")))
 
 
+def test_batch_sizes_an_estimator_tables_own_win_then_the_problems_then_the_sweeps(tmp_path):
+    # garnet has its own N range; softmax-bandit has none (the sweep's [1, 4]); the gae table has its own [4], which
+    # applies on every problem it runs on, garnet too
+    text = SMALL.replace('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = [2, 8]').replace(
+        "[report]", '[[estimators]]\nname = "gae"\nbatch_sizes = [4]\n\n[report]')
+    config = load_config(write(tmp_path, text))
+    cells, _ = expand(config)
+    sizes = {(c.env, c.estimator): set() for c in cells}
+    for c in cells:
+        sizes[(c.env, c.estimator)].add(c.batch_size)
+    assert sizes == {("softmax-bandit", "reinforce"): {1, 4}, ("garnet", "reinforce"): {2, 8},
+                     ("softmax-bandit", "gae"): {4}, ("garnet", "gae"): {4}}
+    # a problem's range is shorthand: the same cells (ids, seeds, order) as estimator tables restricted to it
+    spelled_out = SMALL.replace("[[estimators]]", '[[estimators]]\nproblems = ["softmax-bandit"]', 1).replace(
+        "[report]", '[[estimators]]\nname = "reinforce"\nsweep.baseline = ["none", "rloo"]\n'
+                    'sweep.discount_score = [true, false]\nproblems = ["garnet"]\n'
+                    'batch_sizes = [2, 8]\n\n[[estimators]]\nname = "gae"\nbatch_sizes = [4]\n\n[report]')
+    assert expand(load_config(write(tmp_path, spelled_out, "spelled.toml")))[0] == cells
+    # recorded in _sweep.json only where set, so a sweep without it keeps the record it had; the report reads from
+    # the record the N each table is configured for (its coverage findings) as the expansion chose them
+    meta = json.loads(json.dumps(sweep_meta(config, cells)))
+    assert [p.get("batch_sizes") for p in meta["config"]["problems"]] == [None, [2, 8]]
+    tables = parse_tables(meta["config"]["estimators"], meta["config"]["batch_sizes"], meta["table_variants"],
+                          meta["config"]["problems"])
+    assert [set(t.batch_sizes) for t in tables] == [{1, 4, 2, 8}, {4}]
+    # where no table uses it (each one running on garnet has its own) it would be ignored: refused
+    unused = text.replace("sweep.discount_score = [true, false]", "sweep.discount_score = [true, false]\n"
+                                                                  "batch_sizes = [1]")
+    with pytest.raises(ConfigError, match=r"^[^\n]*sweep.toml: problems\[1\]\.batch_sizes: apply to no "
+                                          r"\[\[estimators\]\] table: a table's own batch_sizes win, and every "
+                                          r"table running on 'garnet' has its own$"):
+        load_config(write(tmp_path, unused))
+
+
+def test_a_problems_batch_sizes_apply_in_a_training_sweep_as_an_estimator_tables_do(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "configs" / "train.toml").read_text()
+    base = load_config(write(tmp_path, text))
+    first = base.problems[0].label or base.problems[0].env
+    assert 16 not in base.batch_sizes
+    cells, _ = expand_training(load_config(write(tmp_path, text.replace("[[problems]]\n",
+                                                                        "[[problems]]\nbatch_sizes = [16]\n", 1))))
+    assert {c.batch_size for c in cells if c.problem == first} == {16}
+    assert [c for c in cells if c.problem != first] == [c for c in expand_training(base)[0] if c.problem != first]
+
+
+# configs/default.toml as it was before its REINFORCE tables were merged into one per variant with each problem's
+# N range on its [[problems]] table (commit 16ea91f): the count and sha256 of its sorted "cell_id:seed" strings,
+# printed by expanding that file. The rewrite had to keep every cell; finished results stay reusable by id.
+DEFAULT_CELLS = 1977
+DEFAULT_CELLS_DIGEST = "24888c5cee4ad6057a32297109ac63fdd8daf88a0f4c07ba36f0fbedcc0eaaa2"
+
+
+def test_the_default_config_expands_to_the_cells_it_always_had():
+    cells, skipped = expand(load_config(Path(__file__).resolve().parents[1] / "configs" / "default.toml"))
+    every = " ".join(sorted(f"{c.cell_id}:{c.seed}" for c in cells))
+    assert (len(cells), hashlib.sha256(every.encode()).hexdigest()) == (DEFAULT_CELLS, DEFAULT_CELLS_DIGEST)
+    assert len(skipped) == 25  # rloo, batch_mean, optimal(_per_param) at N = 1 on the problems measured from N = 1
+
+
 def test_a_table_with_its_own_repetitions_adds_seeds_and_leaves_every_other_cell_alone(tmp_path):
     # A block of the sweep repeated 10 times (for rliable) must not move the ids or seeds of any other cell: finished
     # cells are reused by id. Its repetitions 0, 1 are the sweep's cells of the same variant (the same id, kept once);
@@ -146,6 +207,15 @@ def test_own_repetitions_apply_only_to_a_measurement_sweep(tmp_path):
     (("reps = 20", "reps = 1"), "sweep.toml: reps: expected an integer ≥ 2, got 1"),
     (("reps = 20", "reps = 20\nbogus = 1"), "sweep.toml: bogus: unknown key; allowed:"),
     (("batch_sizes = [1, 4]", "batch_sizes = [0]"), "batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = [0]'),
+     "sweep.toml: problems[1].batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1, got [0]"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = []'),
+     "sweep.toml: problems[1].batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1, got []"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = 4'),
+     "sweep.toml: problems[1].batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1, got 4"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = [4, 2.5]'),
+     "sweep.toml: problems[1].batch_sizes: expected a non-empty list of batch sizes, each an integer ≥ 1, got [4, 2.5]"),
+    (('theta = "random:0.5:2"', 'theta = "random:0.5:2"\nbatch_sizes = [1000000000000]'), "N=1000000000000"),
     (('env = "garnet"', 'env = "garnett"'), "problems[1].env: unknown env 'garnett'; valid: frozenlake"),
     (("gamma = 0.9", "gamma = 1.5"), "problems[1]: option gamma=1.5 for env garnet: expected a number in [0, 1]"),
     (('sweep.baseline = ["none", "rloo"]', 'sweep.baseline = ["none", "nope"]'),
@@ -365,7 +435,6 @@ def test_fresh_deletes_only_the_files_the_store_wrote_and_says_how_many(tmp_path
 
 
 def test_sweep_json_records_the_planned_distinct_cell_ids(tmp_path):
-    import json
 
     config = load_config(write(tmp_path, TWO))
     run_sweep(config, tmp_path, executor="inprocess")
@@ -416,7 +485,6 @@ sweep.baseline = ["none", "rloo"]
 
 @pytest.mark.parametrize("executor", ["inprocess", "processes", "dask"])
 def test_a_failing_cell_fails_alone_and_is_recorded(tmp_path, executor):
-    import json
 
     config = load_config(write(tmp_path, FAILING))  # valid: the failure shows only when the cell is measured
     summary = run_sweep(config, tmp_path, executor=executor, workers=2)
