@@ -360,6 +360,11 @@ def _distinct(rows: pd.DataFrame, column: str) -> str:
     return ", ".join(values) + (" (MIXED: rows come from different code or environments)" if len(values) > 1 else "")
 
 
+def _batch_sizes_text(rows: pd.DataFrame) -> str:
+    """The N the rows were measured or trained at (every problem's, whatever level of the config set them)."""
+    return ", ".join(str(int(n)) for n in sorted(set(rows["batch_size"])))
+
+
 def _problem_counts(sweep: Sweep) -> str:
     """One line counting what the report could not or did not use ("" when nothing)."""
     counts = [f"{len(sweep.unreadable)} unreadable file(s) skipped" if sweep.unreadable else "",
@@ -498,7 +503,7 @@ def _sweep_section(sweep: Sweep) -> str:
         ("problems (rliable tasks)", "; ".join(sweep.problems)),
         ("variants", "; ".join(sweep.variants)),
         ("reference variant", settings.reference_variant),
-        ("batch sizes N", ", ".join(map(str, sweep.batch_sizes))),
+        ("batch sizes N", _batch_sizes_text(rows)),
         ("batches per measurement M", _distinct(rows, "reps")),
         ("repetitions R per measurement", _repetition_counts(rows)),
         ("bootstrap", f"{settings.bootstrap_reps} resamples, seed {settings.seed}"),
@@ -804,7 +809,7 @@ def _training_facts(analysis) -> str:
         ("problems", "; ".join(sorted(set(runs["problem"])))),
         ("estimators", "; ".join(_arm_order(analysis))),
         ("optimizers", ", ".join(sorted(set(runs["optimizer"])))),
-        ("batch sizes N", ", ".join(str(int(n)) for n in sorted(set(runs["batch_size"])))),
+        ("batch sizes N", _batch_sizes_text(runs)),
         ("budget (trajectories per run)", ", ".join(str(int(b)) for b in sorted(set(runs["budget"])))),
         ("learning rates", ", ".join(f"{lr:g}" for lr in lrs)),
         ("seeds (independent runs)", str(runs["seed_index"].nunique())),

@@ -929,3 +929,12 @@ def test_a_family_with_ten_repetitions_on_three_problems_gets_rliable_aggregates
             in section and "rliable needs ≥ 3 problems at one N (it has 2 repetition(s)" in section)
     assert set(result.intervals["num_runs"]) == {10} and set(result.intervals["num_tasks"]) == {3}
     assert not re.search(r"\[([^\[\],]+), \1\]", section)  # a zero-width interval is "no spread", never "[a, a]"
+
+
+def test_the_sweep_section_names_the_batch_sizes_measured_not_the_top_level_list():
+    """A problem's or a table's own N (configs/default.toml measures the Gaussian bandit up to 4096, the top-level
+    list stops at 256) are in the sweep's facts: the N are read off the rows."""
+    from reports.report import _batch_sizes_text
+
+    rows = pd.DataFrame({"batch_size": [256, 4, 4096, 1, 4]})
+    assert _batch_sizes_text(rows) == "1, 4, 256, 4096"
