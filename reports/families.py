@@ -261,8 +261,10 @@ def table_labels(tables: Sequence[EstimatorTable], by_table: pd.DataFrame) -> di
 
 def axis_points(points: pd.DataFrame, by_table: pd.DataFrame, axis: Axis, labels: Mapping[int, str]) -> pd.DataFrame:
     """The points of the tables sweeping `axis`, one row per (table, value, problem, N), with
-    `series` (the table's label), `value` (as text) and `x` (where the value sits on the axis)."""
-    on_axis = by_table[by_table["table"].isin(axis.tables)]
+    `series` (the table's label), `value` (as text) and `x` (where the value sits on the axis). A variant that
+    several of these tables produce (e.g. a table repeated for more repetitions on some problems) has the same points
+    whichever table names it: it is shown once, under the first."""
+    on_axis = by_table[by_table["table"].isin(axis.tables)].drop_duplicates("variant")
     frame = on_axis.merge(points, on="variant")
     return frame.assign(axis=axis.option, series=frame["table"].map(labels),
                         x=[axis.x(value) for value in frame["value"]])

@@ -313,6 +313,23 @@ def test_sweep_findings_give_the_trend_with_paired_variance_ratios():
         "variance ×2; 1: bias 0.01, variance ×4); heavy-tailed, so CIs too narrow, at 1 2/3 repetitions."]
 
 
+def test_a_variant_two_tables_sweep_is_one_series_on_the_axis():
+    """A baseline sweep repeated (configs/default.toml's rliable block repeats it at N = 16 for more repetitions)
+    produces the same variants, whose points are the same: each is on the axis once, under the first table."""
+    tables = parse_tables([_table("reinforce", sweep=[("baseline", ["none", "rloo"])]),
+                           _table("reinforce", sweep=[("baseline", ["none", "rloo"])], batch_sizes=[8])],
+                          batch_sizes=[2, 8])
+    rows = _rows_of({v: VARIANT_OPTIONS[v] for v in ("reinforce", "reinforce baseline=rloo")})
+    by_table = variants_by_table(rows, memberships(tables))
+    assert len(by_table) == 4  # each variant in both tables
+    points = pd.DataFrame({"problem": "garnet", "variant": ["reinforce", "reinforce baseline=rloo"] * 2,
+                           "batch_size": [2, 2, 8, 8]})
+    axis = next(a for a in sweep_axes(tables) if a.option == "baseline")
+    frame = axis_points(points, by_table, axis, table_labels(tables, by_table))
+    assert len(frame) == 4 and set(frame["table"]) == {0}
+    assert sorted(zip(frame["variant"], frame["batch_size"])) == sorted(zip(points["variant"], points["batch_size"]))
+
+
 # ------------------------------------------------------------------------------ the fixed-θ verdict
 
 def _point(variant, mse, half_width, declared_unbiased=True, rejections=0, heavy=0, problem="p", target="∇J"):
