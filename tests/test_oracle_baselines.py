@@ -68,19 +68,21 @@ def test_oracle_baseline_matches_closed_form_on_softmax_bandit(baseline):
         expected, se = per_param.reshape(1, -1), per_param_sd / SAMPLES ** 0.5
     assert fitted.shape == expected.shape
     assert torch.all((fitted - expected).abs() <= K_SIGMA * se), (fitted, expected, se)
-    # the error is noise of the size the delta method predicts, not zero (the fit is not a closed form in disguise)
-    assert torch.all((fitted - expected).abs() > 0)
 
 
-def test_closed_form_standard_error_matches_the_spread_of_fits():
-    """The docstring's standard error, checked against 200 fits of 2000 trajectories each: the spread of b̂ agrees
-    with it within the sampling error of a standard deviation from 200 values (relative SE ≈ 1/√400 = 5%; 5 SE)."""
+@pytest.mark.parametrize("baseline", ORACLE_BASELINES)
+def test_closed_form_standard_error_matches_the_spread_of_fits(baseline):
+    """The docstring's standard errors, checked against 200 fits of 2000 trajectories each: the spread of b̂ (of each
+    b̂_k) agrees with it within 5 sampling errors of a standard deviation from 200 values (relative SE ≈ 1/√400 = 5%;
+    false-positive rate 2·Φ(−5) ≈ 6e-7 per comparison). So the fit is noise of the size the delta method predicts:
+    neither a closed form in disguise (spread 0) nor fitted on fewer or dependent trajectories."""
     problem = make_problem("softmax-bandit", {"probs": PROBS})
-    config = resolve_estimator("reinforce", {"baseline": "oracle_optimal:2000"})
-    fits = [float(config.prepare(problem, THETA, torch.Generator().manual_seed(seed)).kwargs["oracle_baseline"])
-            for seed in range(200)]
-    _, scalar_sd, _, _ = closed_forms(THETA, PROBS)
-    assert abs(np.std(fits, ddof=1) / (float(scalar_sd) / 2000 ** 0.5) - 1) < 5 * 0.05
+    config = resolve_estimator("reinforce", {"baseline": f"{baseline}:2000"})
+    fits = np.stack([config.prepare(problem, THETA, torch.Generator().manual_seed(seed)).kwargs["oracle_baseline"]
+                     .reshape(-1).numpy() for seed in range(200)])  # [200, 1] or [200, K]
+    _, scalar_sd, _, per_param_sd = closed_forms(THETA, PROBS)
+    sd = (scalar_sd if baseline == "oracle_optimal" else per_param_sd).reshape(-1).numpy() / 2000 ** 0.5
+    assert np.all(np.abs(fits.std(0, ddof=1) / sd - 1) < 5 * 0.05), fits.std(0, ddof=1) / sd
 
 
 def test_oracle_baselines_enter_the_registry_tests():
@@ -110,7 +112,8 @@ def test_oracle_baseline_variance_matches_closed_form_on_softmax_bandit():
     """With b̂ the fitted scalar baseline, each trajectory contributes ψ(a)(R − b̂), so the estimate of a batch of N has
     tr Cov = (E[‖ψ‖² (R − b̂)²] − ‖∇J‖²) / N, E[‖ψ‖² (R − b̂)² ] = Σ_a π_a ‖ψ(a)‖² (p_a (1 − b̂)² + (1 − p_a) b̂²).
     The measured variance trace (M = 4000) agrees within 4.5 of its standard errors, sd(‖ĝ_m − ḡ‖²)/√M (false-positive
-    rate ≈ 7e-6); and it is below the closed-form variance of the unbaselined estimator (b = 0)."""
+    rate ≈ 7e-6); and it is below the closed-form variance of the unbaselined estimator (b = 0) by more than 4.5 of
+    them (measured: 83)."""
     problem = make_problem("softmax-bandit", {"probs": PROBS})
     batch_size, reps = 2, 4000
     result = measure(problem, "reinforce", batch_size, reps=reps, seed=8, theta=THETA,
@@ -126,7 +129,7 @@ def test_oracle_baseline_variance_matches_closed_form_on_softmax_bandit():
     deviations = ((result.estimates - result.estimates.mean(0)) ** 2).sum(1)  # [M]
     se = deviations.std(ddof=1) / reps ** 0.5
     assert abs(result.metrics.variance_trace - variance(fitted)) <= K_SIGMA * se
-    assert variance(fitted) < variance(0.0)
+    assert variance(0.0) - result.metrics.variance_trace > K_SIGMA * se
 
 
 def test_oracle_baseline_refused_without_log_pi_and_without_prepare():
