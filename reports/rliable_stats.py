@@ -302,15 +302,33 @@ class RliableResults:
     notes: list[str]  # what was left out and why
 
 
+def _tag(matrices: ScoreMatrices, score: Score, batch_size: int) -> dict:
+    return {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
+
+
+def aggregates_and_profiles(matrices: ScoreMatrices, score: Score, batch_size: int, reps: int,
+                            seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """rliable's aggregate intervals and performance profiles for one score at one N, each tagged with (score,
+    batch_size, num_tasks)."""
+    tag = _tag(matrices, score, batch_size)
+    intervals = aggregate_intervals(matrices.score_dict, score.gamma, reps, seed).assign(**tag, gamma=score.gamma)
+    profiles = performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed).assign(**tag)
+    return intervals, profiles
+
+
+def tagged_improvements(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
+                        reps: int, seed: int, score_dict: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """P(X > Y) for `pairs` over `score_dict` (default: the matrices'), tagged as `aggregates_and_profiles`."""
+    scores = matrices.score_dict if score_dict is None else score_dict
+    return improvement_probabilities(scores, pairs, reps, seed).assign(**_tag(matrices, score, batch_size))
+
+
 def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
                    reps: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """rliable's three answers for one score at one N, each tagged with (score, batch_size, num_tasks): the
-    aggregate intervals, P(X > Y) for `pairs`, and the performance profiles."""
-    tag = {"score": score.column, "batch_size": batch_size, "num_tasks": len(matrices.tasks)}
-    intervals = aggregate_intervals(matrices.score_dict, score.gamma, reps, seed).assign(**tag, gamma=score.gamma)
-    improvements = improvement_probabilities(matrices.score_dict, pairs, reps, seed).assign(**tag)
-    profiles = performance_profiles(matrices.score_dict, profile_thresholds(matrices.score_dict), reps, seed).assign(**tag)
-    return intervals, improvements, profiles
+    """rliable's three answers for one score at one N: the aggregate intervals, P(X > Y) for `pairs`, and the
+    performance profiles."""
+    intervals, profiles = aggregates_and_profiles(matrices, score, batch_size, reps, seed)
+    return intervals, tagged_improvements(matrices, score, batch_size, pairs, reps, seed), profiles
 
 
 def ineligible_where(rows: pd.DataFrame) -> dict[str, dict[tuple[Reason, ...], list[str]]]:
@@ -358,7 +376,7 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
         notes += [f"{family.title}: {note}" for note in matrices.notes]
         if not matrices.score_dict:
             continue
-        interval, _, profile = rliable_tables(matrices, MSE_REDUCTION, q.batch_size, (), reps, seed)
+        interval, profile = aggregates_and_profiles(matrices, MSE_REDUCTION, q.batch_size, reps, seed)
         why, every = ineligible_where(at), sorted(set(at["problem"]))
         iqm = interval[interval["statistic"] == STATISTICS[0]].sort_values("estimate", ascending=False, kind="stable")
         eligible = [v for v in iqm["variant"] if not why.get(v)]
@@ -368,8 +386,7 @@ def rliable_analysis(rows: pd.DataFrame, family_list: Sequence, settings: Report
         with_reference = {**matrices.score_dict, reference: np.zeros_like(next(iter(matrices.score_dict.values())))}
         pairs = [(best, v) for v in [*iqm["variant"], reference] if best and v != best]
         pairs += [p for p in settings.pairs if p not in pairs and all(v in with_reference for v in p)]
-        improvement = improvement_probabilities(with_reference, pairs, reps, seed).assign(
-            score=MSE_REDUCTION.column, batch_size=q.batch_size, num_tasks=len(matrices.tasks))
+        improvement = tagged_improvements(matrices, MSE_REDUCTION, q.batch_size, pairs, reps, seed, with_reference)
         tag = {"family": family.title}
         intervals.append(interval.assign(**tag))
         profiles.append(profile.assign(**tag))
