@@ -323,14 +323,6 @@ def tagged_improvements(matrices: ScoreMatrices, score: Score, batch_size: int, 
     return improvement_probabilities(scores, pairs, reps, seed).assign(**_tag(matrices, score, batch_size))
 
 
-def rliable_tables(matrices: ScoreMatrices, score: Score, batch_size: int, pairs: Sequence[tuple[str, str]],
-                   reps: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """rliable's three answers for one score at one N: the aggregate intervals, P(X > Y) for `pairs`, and the
-    performance profiles."""
-    intervals, profiles = aggregates_and_profiles(matrices, score, batch_size, reps, seed)
-    return intervals, tagged_improvements(matrices, score, batch_size, pairs, reps, seed), profiles
-
-
 def ineligible_where(rows: pd.DataFrame) -> dict[str, dict[tuple[Reason, ...], list[str]]]:
     """Over rows at one N: variant → {its reasons (reports.verdict.ineligibility over its repetitions on a problem) →
     the problems where they hold}; {} for a variant that can be called a win on every problem. Heavy-tailed counts too:

@@ -58,9 +58,10 @@ from reports.rliable_stats import (
     INTERVAL_COLUMNS,
     PROFILE_COLUMNS,
     Score,
+    aggregates_and_profiles,
     concat,
-    rliable_tables,
     score_matrices,
+    tagged_improvements,
 )
 
 TRAIN_KIND, NOISE_KIND = "train", "noise_scale"
@@ -555,7 +556,8 @@ def across_problems(evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
         notes += matrices.notes
         if not matrices.score_dict:
             continue
-        interval, improvement, profile = rliable_tables(matrices, FINAL_SCORE, batch_size, pairs, reps, seed)
+        interval, profile = aggregates_and_profiles(matrices, FINAL_SCORE, batch_size, reps, seed)
+        improvement = tagged_improvements(matrices, FINAL_SCORE, batch_size, pairs, reps, seed)
         intervals.append(interval)
         improvements.append(improvement)
         profiles.append(profile)
